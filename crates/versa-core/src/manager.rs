@@ -1,0 +1,569 @@
+//! The aspired-versions manager: takes the aspired versions of each model from
+//! a source, asks the model's transition policy what to do next, and loads and
+//! unloads versions through the [`Loader`], publishing every state change to
+//! the [`ServableStateMonitor`] and every AVAILABLE version to the
+//! [`ServingMap`].
+
+use crate::discovery::AspiredVersion;
+use crate::labels::LabelRules;
+use crate::policy::{Action, TransitionPolicy, VersionPhase, VersionView};
+use crate::serving_map::{ReleaseReceiver, ServingMap};
+use crate::source::AspiredVersionsSink;
+use crate::{Code, Loader, ManagerState, ServableError, ServableId, ServableStateMonitor, WaitTimeout};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// How the manager runs loads and unloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagerOptions {
+    /// Loads running at once. 0 means one at a time (upstream runs them inline
+    /// in its manager thread; here other decisions carry on meanwhile).
+    pub num_load_threads: usize,
+    /// Unloads running at once; 0 means one at a time.
+    pub num_unload_threads: usize,
+    /// Retries after a failed load; 0 means a single attempt.
+    pub max_num_load_retries: u32,
+    /// Wait between load attempts.
+    pub load_retry_interval: Duration,
+    /// Backstop period of the decision loop (it also runs on every event).
+    pub manage_state_interval: Duration,
+    /// Refuse loads whose estimated size would exceed this many bytes in total
+    /// (RESOURCE_EXHAUSTED). `None` is unlimited.
+    pub total_model_memory_limit_bytes: Option<u64>,
+    /// Label rules of the serving map.
+    pub label_rules: LabelRules,
+}
+
+impl Default for ManagerOptions {
+    /// TensorFlow Serving's defaults.
+    fn default() -> Self {
+        Self {
+            num_load_threads: 0,
+            num_unload_threads: 0,
+            max_num_load_retries: 5,
+            load_retry_interval: Duration::from_secs(60),
+            manage_state_interval: Duration::from_millis(100),
+            total_model_memory_limit_bytes: None,
+            label_rules: LabelRules::default(),
+        }
+    }
+}
+
+/// Where a managed version is in the manager's own bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Aspired, nothing done (public START).
+    New,
+    /// Load decided, waiting for a load slot (public START).
+    LoadQueued,
+    /// Loader running, retries included (public LOADING).
+    Loading,
+    /// In the serving map (public AVAILABLE).
+    Ready,
+    /// Out of the serving map, waiting for requests to finish and for the
+    /// loader's unload (public UNLOADING).
+    Unloading,
+    /// Unloaded or cancelled (public END, health OK or CANCELLED).
+    Disabled,
+    /// Failed to load (public END with the error).
+    Error,
+}
+
+impl Phase {
+    fn for_policy(self) -> VersionPhase {
+        match self {
+            Phase::New => VersionPhase::New,
+            Phase::LoadQueued | Phase::Loading => VersionPhase::Loading,
+            Phase::Ready => VersionPhase::Ready,
+            Phase::Unloading => VersionPhase::Unloading,
+            Phase::Disabled => VersionPhase::Disabled,
+            Phase::Error => VersionPhase::Error,
+        }
+    }
+}
+
+/// One managed version.
+struct Harness<T> {
+    path: PathBuf,
+    phase: Phase,
+    aspired: bool,
+    /// Set to `true` once the version stops being aspired: cancels load retries.
+    cancel: watch::Sender<bool>,
+    reserved_bytes: u64,
+    /// Yields the servable back once it left the map and every handle is gone.
+    release: Option<ReleaseReceiver<T>>,
+}
+
+/// A managed version as reported by [`AspiredVersionsManager::managed_versions`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedVersion {
+    pub version: i64,
+    pub aspired: bool,
+    pub state: ManagerState,
+}
+
+struct Inner<T> {
+    models: BTreeMap<String, BTreeMap<i64, Harness<T>>>,
+    /// Latest aspired list per model not yet applied; a newer list replaces it.
+    pending: BTreeMap<String, Vec<AspiredVersion>>,
+    policies: HashMap<String, TransitionPolicy>,
+    load_queue: VecDeque<ServableId>,
+    active_loads: usize,
+    load_limit: usize,
+    reserved_bytes: u64,
+}
+
+struct Shared<L: Loader> {
+    loader: Arc<L>,
+    options: ManagerOptions,
+    monitor: ServableStateMonitor,
+    serving: Arc<ServingMap<L::Servable>>,
+    inner: Mutex<Inner<L::Servable>>,
+    wake: Arc<Notify>,
+    unload_slots: Semaphore,
+}
+
+/// Manages the versions of every model. Cheap to clone; clones share the state.
+/// Must be created inside a Tokio runtime, which runs its decision loop.
+pub struct AspiredVersionsManager<L: Loader> {
+    shared: Arc<Shared<L>>,
+}
+
+impl<L: Loader> Clone for AspiredVersionsManager<L> {
+    fn clone(&self) -> Self {
+        Self { shared: Arc::clone(&self.shared) }
+    }
+}
+
+impl<L: Loader> fmt::Debug for AspiredVersionsManager<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AspiredVersionsManager")
+            .field("options", &self.shared.options)
+            .field("managed", &self.managed_versions())
+            .finish()
+    }
+}
+
+impl<L: Loader> AspiredVersionsSink for AspiredVersionsManager<L> {
+    /// Replaces the aspired versions of a model (an empty list unloads it).
+    fn set_aspired_versions(&self, model: &str, versions: Vec<AspiredVersion>) {
+        self.shared.lock().pending.insert(model.to_owned(), versions);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl<L: Loader> AspiredVersionsManager<L> {
+    pub fn new(loader: L, options: ManagerOptions, monitor: ServableStateMonitor) -> Self {
+        let shared = Arc::new(Shared {
+            loader: Arc::new(loader),
+            serving: Arc::new(ServingMap::new(options.label_rules)),
+            monitor,
+            inner: Mutex::new(Inner {
+                models: BTreeMap::new(),
+                pending: BTreeMap::new(),
+                policies: HashMap::new(),
+                load_queue: VecDeque::new(),
+                active_loads: 0,
+                load_limit: options.num_load_threads.max(1),
+                reserved_bytes: 0,
+            }),
+            wake: Arc::new(Notify::new()),
+            unload_slots: Semaphore::new(options.num_unload_threads.max(1)),
+            options,
+        });
+        tokio::spawn(decision_loop(Arc::downgrade(&shared), Arc::clone(&shared.wake), shared.options.manage_state_interval));
+        Self { shared }
+    }
+
+    /// Where requests find AVAILABLE versions.
+    pub fn serving_map(&self) -> &Arc<ServingMap<L::Servable>> {
+        &self.shared.serving
+    }
+
+    /// The record of every state change.
+    pub fn monitor(&self) -> &ServableStateMonitor {
+        &self.shared.monitor
+    }
+
+    /// The loader versions are loaded with.
+    pub fn loader(&self) -> &Arc<L> {
+        &self.shared.loader
+    }
+
+    /// Chooses how a model moves between versions (default: availability-preserving).
+    pub fn set_transition_policy(&self, model: &str, policy: TransitionPolicy) {
+        self.shared.lock().policies.insert(model.to_owned(), policy);
+        self.shared.wake.notify_one();
+    }
+
+    /// Changes how many loads may run at once (e.g. more during start-up).
+    pub fn set_load_threads(&self, threads: usize) {
+        self.shared.lock().load_limit = threads.max(1);
+        self.shared.tick();
+    }
+
+    /// Every version the manager currently manages, per model.
+    pub fn managed_versions(&self) -> BTreeMap<String, Vec<ManagedVersion>> {
+        let inner = self.shared.lock();
+        inner
+            .models
+            .iter()
+            .map(|(model, versions)| {
+                let list = versions
+                    .iter()
+                    .map(|(&version, h)| ManagedVersion {
+                        version,
+                        aspired: h.aspired,
+                        state: match h.phase {
+                            Phase::New | Phase::LoadQueued => ManagerState::Start,
+                            Phase::Loading => ManagerState::Loading,
+                            Phase::Ready => ManagerState::Available,
+                            Phase::Unloading => ManagerState::Unloading,
+                            Phase::Disabled | Phase::Error => ManagerState::End,
+                        },
+                    })
+                    .collect();
+                (model.clone(), list)
+            })
+            .collect()
+    }
+
+    /// Un-aspires every model and waits (bounded) until every version has ended.
+    pub async fn shutdown(&self, deadline: Instant) -> Result<(), WaitTimeout> {
+        let ids: Vec<ServableId> = {
+            let mut inner = self.shared.lock();
+            let models: Vec<String> = inner.models.keys().cloned().collect();
+            for model in &models {
+                inner.pending.insert(model.clone(), Vec::new());
+            }
+            inner
+                .models
+                .iter()
+                .flat_map(|(m, vs)| vs.keys().map(move |v| ServableId::new(m.clone(), *v)))
+                .collect()
+        };
+        self.shared.wake.notify_one();
+        self.shared
+            .monitor
+            .wait_until(deadline, |all| {
+                ids.iter()
+                    .all(|id| {
+                        all.get(&id.name)
+                            .and_then(|v| v.get(&id.version))
+                            .is_some_and(|e| e.state.state == ManagerState::End)
+                    })
+                    .then_some(())
+            })
+            .await
+    }
+}
+
+/// Runs decisions on every wake-up and, as a backstop, every `interval`.
+/// Ends when the manager is dropped.
+async fn decision_loop<L: Loader>(shared: Weak<Shared<L>>, wake: Arc<Notify>, interval: Duration) {
+    loop {
+        match shared.upgrade() {
+            Some(shared) => shared.tick(),
+            None => return,
+        }
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+impl<L: Loader> Shared<L> {
+    fn lock(&self) -> MutexGuard<'_, Inner<L::Servable>> {
+        // Never held across an await; a panic inside leaves at most one
+        // harness mid-update, which the next tick reconciles.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One round of decisions: forget finished un-aspired versions, apply new
+    /// aspired lists, run every model's policy until nothing more is to be
+    /// done, start queued loads.
+    fn tick(self: &Arc<Self>) {
+        let mut inner = self.lock();
+        self.flush(&mut inner);
+        self.apply_pending(&mut inner);
+        loop {
+            let mut actions: Vec<(Action, String)> = inner
+                .models
+                .iter()
+                .filter_map(|(model, versions)| {
+                    let views: Vec<VersionView> = versions
+                        .iter()
+                        .map(|(&version, h)| VersionView { version, aspired: h.aspired, phase: h.phase.for_policy() })
+                        .collect();
+                    let policy = inner.policies.get(model).copied().unwrap_or_default();
+                    policy.next_action(&views).map(|action| (action, model.clone()))
+                })
+                .collect();
+            if actions.is_empty() {
+                break;
+            }
+            // Unloads before loads, as upstream.
+            actions.sort();
+            for (action, model) in actions {
+                match action {
+                    Action::Unload(version) => self.begin_unload(&mut inner, ServableId::new(model, version)),
+                    Action::Load(version) => {
+                        let id = ServableId::new(model, version);
+                        if let Some(h) = harness(&mut inner, &id) {
+                            h.phase = Phase::LoadQueued;
+                            inner.load_queue.push_back(id);
+                        }
+                    }
+                }
+            }
+        }
+        self.start_queued_loads(&mut inner);
+    }
+
+    /// Stops managing versions that are no longer aspired and have nothing
+    /// more to do (never loaded, unloaded, or failed).
+    fn flush(&self, inner: &mut Inner<L::Servable>) {
+        for (model, versions) in &mut inner.models {
+            versions.retain(|&version, h| {
+                let done = !h.aspired && matches!(h.phase, Phase::New | Phase::Disabled | Phase::Error);
+                if done && h.phase == Phase::New {
+                    // Never loaded: close its record so it does not stay START forever.
+                    self.monitor.publish_ok(&ServableId::new(model.clone(), version), ManagerState::End);
+                }
+                !done
+            });
+        }
+        inner.models.retain(|_, versions| !versions.is_empty());
+    }
+
+    /// Applies pending aspired lists. A list that would re-aspire a version
+    /// still on its way out waits until that version is gone (as upstream).
+    fn apply_pending(&self, inner: &mut Inner<L::Servable>) {
+        let pending = std::mem::take(&mut inner.pending);
+        for (model, aspired) in pending {
+            let managed = inner.models.entry(model.clone()).or_default();
+            let blocked = aspired.iter().any(|a| managed.get(&a.version).is_some_and(|h| !h.aspired));
+            if blocked {
+                inner.pending.insert(model, aspired);
+                continue;
+            }
+            let wanted: BTreeMap<i64, &AspiredVersion> = aspired.iter().map(|a| (a.version, a)).collect();
+            let mut cancelled = Vec::new();
+            for (&version, h) in managed.iter_mut() {
+                if h.aspired && !wanted.contains_key(&version) {
+                    h.aspired = false;
+                    h.cancel.send_replace(true);
+                    if h.phase == Phase::LoadQueued {
+                        h.phase = Phase::Disabled;
+                        cancelled.push(ServableId::new(model.clone(), version));
+                    }
+                }
+            }
+            for (&version, a) in &wanted {
+                if !managed.contains_key(&version) {
+                    let (cancel, _) = watch::channel(false);
+                    managed.insert(
+                        version,
+                        Harness {
+                            path: a.path.clone(),
+                            phase: Phase::New,
+                            aspired: true,
+                            cancel,
+                            reserved_bytes: 0,
+                            release: None,
+                        },
+                    );
+                    self.monitor.publish_ok(&ServableId::new(model.clone(), version), ManagerState::Start);
+                }
+            }
+            for id in cancelled {
+                inner.load_queue.retain(|queued| queued != &id);
+                self.monitor.publish_error(&id, ServableError::load_cancelled());
+            }
+        }
+        inner.models.retain(|_, versions| !versions.is_empty());
+    }
+
+    fn start_queued_loads(self: &Arc<Self>, inner: &mut Inner<L::Servable>) {
+        while inner.active_loads < inner.load_limit {
+            let Some(id) = inner.load_queue.pop_front() else { break };
+            let Some(h) = harness(inner, &id) else { continue };
+            if h.phase != Phase::LoadQueued {
+                continue;
+            }
+            let path = h.path.clone();
+            let cancel = h.cancel.subscribe();
+            inner.active_loads += 1;
+            let span = tracing::info_span!("load", model = %id.name, version = id.version);
+            tokio::spawn(Arc::clone(self).run_load(id, path, cancel).instrument(span));
+        }
+    }
+
+    /// Reserves resources, loads with retries, and hands the outcome over.
+    async fn run_load(self: Arc<Self>, id: ServableId, path: PathBuf, cancel: watch::Receiver<bool>) {
+        let outcome = match self.reserve_resources(&id, &path).await {
+            Ok(()) => {
+                if let Some(h) = harness(&mut self.lock(), &id) {
+                    h.phase = Phase::Loading;
+                }
+                self.monitor.publish_ok(&id, ManagerState::Loading);
+                self.load_with_retries(&id, &path, cancel).await
+            }
+            Err(e) => Err(e),
+        };
+        self.finish_load(id, outcome);
+    }
+
+    async fn reserve_resources(&self, id: &ServableId, path: &std::path::Path) -> Result<(), ServableError> {
+        let Some(limit) = self.options.total_model_memory_limit_bytes else { return Ok(()) };
+        let estimate = {
+            let (loader, id, path) = (Arc::clone(&self.loader), id.clone(), path.to_owned());
+            blocking(move || loader.estimate_resources(&id, &path)).await?
+        };
+        let mut inner = self.lock();
+        if inner.reserved_bytes.saturating_add(estimate) > limit {
+            return Err(ServableError::new(
+                Code::ResourceExhausted,
+                format!("Insufficient resources to load servable {id}"),
+            ));
+        }
+        inner.reserved_bytes += estimate;
+        if let Some(h) = harness(&mut inner, id) {
+            h.reserved_bytes = estimate;
+        }
+        Ok(())
+    }
+
+    async fn load_with_retries(
+        &self,
+        id: &ServableId,
+        path: &std::path::Path,
+        mut cancel: watch::Receiver<bool>,
+    ) -> Result<L::Servable, ServableError> {
+        let mut attempt = 0;
+        loop {
+            let result = {
+                let (loader, id, path) = (Arc::clone(&self.loader), id.clone(), path.to_owned());
+                blocking(move || loader.load(&id, &path)).await
+            };
+            let error = match result {
+                Ok(servable) => return Ok(servable),
+                Err(error) => error,
+            };
+            tracing::warn!(attempt, "Servable {id} cannot be loaded: {error}");
+            if attempt >= self.options.max_num_load_retries || *cancel.borrow() {
+                return Err(error);
+            }
+            attempt += 1;
+            tokio::select! {
+                () = tokio::time::sleep(self.options.load_retry_interval) => {}
+                _ = cancel.wait_for(|cancelled| *cancelled) => {
+                    tracing::info!("load retries of {id} cancelled: no longer aspired");
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// Makes a loaded version AVAILABLE, or records why it is not.
+    fn finish_load(self: &Arc<Self>, id: ServableId, outcome: Result<L::Servable, ServableError>) {
+        let mut inner = self.lock();
+        inner.active_loads -= 1;
+        let mut discard = None;
+        let mut release_bytes = 0;
+        if let Some(h) = harness(&mut inner, &id) {
+            match outcome {
+                Ok(servable) if h.aspired => {
+                    h.release = Some(self.serving.insert(id.clone(), servable));
+                    h.phase = Phase::Ready;
+                    // Published after the map update: AVAILABLE means routable.
+                    self.monitor.publish_ok(&id, ManagerState::Available);
+                    tracing::info!(model = %id.name, version = id.version, "version available");
+                }
+                Ok(servable) => {
+                    h.phase = Phase::Disabled;
+                    release_bytes = std::mem::take(&mut h.reserved_bytes);
+                    discard = Some(servable);
+                    self.monitor.publish_error(&id, ServableError::load_cancelled());
+                }
+                Err(error) => {
+                    h.phase = Phase::Error;
+                    release_bytes = std::mem::take(&mut h.reserved_bytes);
+                    self.monitor.publish_error(&id, error);
+                }
+            }
+        }
+        inner.reserved_bytes -= release_bytes;
+        drop(inner);
+        if let Some(servable) = discard {
+            let (loader, id) = (Arc::clone(&self.loader), id.clone());
+            tokio::task::spawn_blocking(move || loader.unload(&id, servable));
+        }
+        self.tick();
+    }
+
+    /// UNLOADING is published before the version leaves the map; the unload
+    /// itself waits until no request holds the version.
+    fn begin_unload(self: &Arc<Self>, inner: &mut Inner<L::Servable>, id: ServableId) {
+        let Some(h) = harness(inner, &id) else { return };
+        h.phase = Phase::Unloading;
+        let release = h.release.take();
+        self.monitor.publish_ok(&id, ManagerState::Unloading);
+        self.serving.remove(&id);
+        let span = tracing::info_span!("unload", model = %id.name, version = id.version);
+        tokio::spawn(Arc::clone(self).run_unload(id, release).instrument(span));
+    }
+
+    async fn run_unload(self: Arc<Self>, id: ServableId, release: Option<ReleaseReceiver<L::Servable>>) {
+        // Resolves when the last in-flight request drops its handle.
+        let servable = match release {
+            Some(release) => release.await.ok(),
+            None => None,
+        };
+        if let Some(servable) = servable {
+            let _slot = self.unload_slots.acquire().await;
+            let (loader, unload_id) = (Arc::clone(&self.loader), id.clone());
+            if blocking(move || {
+                loader.unload(&unload_id, servable);
+                Ok(())
+            })
+            .await
+            .is_err()
+            {
+                tracing::error!("unloading {id} panicked");
+            }
+        }
+        {
+            let mut inner = self.lock();
+            let mut release_bytes = 0;
+            if let Some(h) = harness(&mut inner, &id) {
+                h.phase = Phase::Disabled;
+                release_bytes = std::mem::take(&mut h.reserved_bytes);
+            }
+            inner.reserved_bytes -= release_bytes;
+            self.monitor.publish_ok(&id, ManagerState::End);
+        }
+        tracing::info!("version unloaded");
+        self.tick();
+    }
+}
+
+fn harness<'a, T>(inner: &'a mut Inner<T>, id: &ServableId) -> Option<&'a mut Harness<T>> {
+    inner.models.get_mut(&id.name)?.get_mut(&id.version)
+}
+
+/// Runs blocking loader work off the reactor; a panic becomes an INTERNAL error.
+async fn blocking<R: Send + 'static>(
+    work: impl FnOnce() -> Result<R, ServableError> + Send + 'static,
+) -> Result<R, ServableError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| Err(ServableError::new(Code::Internal, format!("loader panicked: {join}"))))
+}

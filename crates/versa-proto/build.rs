@@ -1,0 +1,42 @@
+//! Compiles `proto/` with protox (pure Rust; no system `protoc`) and generates
+//! prost messages plus tonic clients and servers.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        "tensorflow_serving/apis/prediction_service.proto",
+        "tensorflow_serving/apis/model_service.proto",
+        "tensorflow_serving/apis/model_management.proto",
+        "tensorflow_serving/apis/get_model_status.proto",
+        "tensorflow_serving/apis/get_model_metadata.proto",
+        "tensorflow_serving/config/model_server_config.proto",
+        "tensorflow_serving/config/monitoring_config.proto",
+        "tensorflow_serving/config/platform_config.proto",
+        "tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
+        "tensorflow/core/framework/tensor.proto",
+    ];
+    let descriptors = protox::compile(files, [&proto_root])?;
+
+    // Rebuild when any proto changes (protox reports every file it read).
+    for file in &descriptors.file {
+        let path = proto_root.join(file.name());
+        if path.exists() {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+
+    // The descriptor set is also shipped, for text-format parsing and reflection.
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("versa_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}
