@@ -24,7 +24,11 @@ pub struct LabelRules {
 
 impl Default for LabelRules {
     fn default() -> Self {
-        Self { allow_labels: true, allow_for_unavailable: false, force_allow_any: false }
+        Self {
+            allow_labels: true,
+            allow_for_unavailable: false,
+            force_allow_any: false,
+        }
     }
 }
 
@@ -66,12 +70,17 @@ pub fn check_label_update(
             if is_available(model, version) {
                 continue;
             }
-            let existing = current.and_then(|c| c.get(model)).and_then(|l| l.get(label));
+            let existing = current
+                .and_then(|c| c.get(model))
+                .and_then(|l| l.get(label));
             let new_or_unchanged = existing.is_none_or(|&v| v == version);
             if rules.allow_for_unavailable && new_or_unchanged {
                 continue;
             }
-            return Err(LabelError::VersionNotAvailable { model: model.clone(), version });
+            return Err(LabelError::VersionNotAvailable {
+                model: model.clone(),
+                version,
+            });
         }
     }
     Ok(())
@@ -84,7 +93,9 @@ mod tests {
     fn labels(entries: &[(&str, &str, i64)]) -> LabelMap {
         let mut map = LabelMap::new();
         for (model, label, version) in entries {
-            map.entry(model.to_string()).or_default().insert(label.to_string(), *version);
+            map.entry(model.to_string())
+                .or_default()
+                .insert(label.to_string(), *version);
         }
         map
     }
@@ -93,29 +104,82 @@ mod tests {
     fn label_rules_table() {
         let available = |_: &str, v: i64| v == 1 || v == 2;
         let strict = LabelRules::default();
-        let relaxed = LabelRules { allow_for_unavailable: true, ..strict };
-        let forced = LabelRules { force_allow_any: true, ..strict };
-        let disabled = LabelRules { allow_labels: false, ..strict };
-        let not_available = |v| Err(LabelError::VersionNotAvailable { model: "m".into(), version: v });
+        let relaxed = LabelRules {
+            allow_for_unavailable: true,
+            ..strict
+        };
+        let forced = LabelRules {
+            force_allow_any: true,
+            ..strict
+        };
+        let disabled = LabelRules {
+            allow_labels: false,
+            ..strict
+        };
+        let not_available = |v| {
+            Err(LabelError::VersionNotAvailable {
+                model: "m".into(),
+                version: v,
+            })
+        };
         let current = labels(&[("m", "stable", 1)]);
         // (what, rules, requested, expected)
         let cases = vec![
-            ("label on an available version", strict, labels(&[("m", "stable", 2)]), Ok(())),
-            ("label on a loading version is refused", strict, labels(&[("m", "canary", 3)]), not_available(3)),
-            ("flag: a new label may name an unavailable version", relaxed, labels(&[("m", "canary", 3)]), Ok(())),
+            (
+                "label on an available version",
+                strict,
+                labels(&[("m", "stable", 2)]),
+                Ok(()),
+            ),
+            (
+                "label on a loading version is refused",
+                strict,
+                labels(&[("m", "canary", 3)]),
+                not_available(3),
+            ),
+            (
+                "flag: a new label may name an unavailable version",
+                relaxed,
+                labels(&[("m", "canary", 3)]),
+                Ok(()),
+            ),
             (
                 "flag: moving an existing label to an unavailable version is refused",
                 relaxed,
                 labels(&[("m", "stable", 3)]),
                 not_available(3),
             ),
-            ("force: anything goes", forced, labels(&[("m", "stable", 9)]), Ok(())),
-            ("labels disabled", disabled, labels(&[("m", "stable", 1)]), Err(LabelError::LabelsNotAllowed)),
-            ("labels disabled but none asked", disabled, LabelMap::new(), Ok(())),
-            ("removing every label is fine", strict, LabelMap::new(), Ok(())),
+            (
+                "force: anything goes",
+                forced,
+                labels(&[("m", "stable", 9)]),
+                Ok(()),
+            ),
+            (
+                "labels disabled",
+                disabled,
+                labels(&[("m", "stable", 1)]),
+                Err(LabelError::LabelsNotAllowed),
+            ),
+            (
+                "labels disabled but none asked",
+                disabled,
+                LabelMap::new(),
+                Ok(()),
+            ),
+            (
+                "removing every label is fine",
+                strict,
+                LabelMap::new(),
+                Ok(()),
+            ),
         ];
         for (what, rules, requested, expected) in cases {
-            assert_eq!(check_label_update(Some(&current), &requested, rules, available), expected, "{what}");
+            assert_eq!(
+                check_label_update(Some(&current), &requested, rules, available),
+                expected,
+                "{what}"
+            );
         }
     }
 
@@ -124,14 +188,31 @@ mod tests {
         let current = labels(&[("m", "stable", 7)]);
         let requested = current.clone();
         let nothing_available = |_: &str, _: i64| false;
-        let relaxed = LabelRules { allow_for_unavailable: true, ..LabelRules::default() };
-        assert_eq!(check_label_update(Some(&current), &requested, relaxed, nothing_available), Ok(()));
-        assert!(check_label_update(Some(&current), &requested, LabelRules::default(), nothing_available).is_err());
+        let relaxed = LabelRules {
+            allow_for_unavailable: true,
+            ..LabelRules::default()
+        };
+        assert_eq!(
+            check_label_update(Some(&current), &requested, relaxed, nothing_available),
+            Ok(())
+        );
+        assert!(
+            check_label_update(
+                Some(&current),
+                &requested,
+                LabelRules::default(),
+                nothing_available
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn messages_match_upstream() {
-        let e = LabelError::VersionNotAvailable { model: "fraud".into(), version: 42 };
+        let e = LabelError::VersionNotAvailable {
+            model: "fraud".into(),
+            version: 42,
+        };
         assert_eq!(
             e.to_string(),
             "Request to assign label to version 42 of model fraud, which is not currently available for inference"

@@ -9,7 +9,9 @@ use crate::labels::LabelRules;
 use crate::policy::{Action, TransitionPolicy, VersionPhase, VersionView};
 use crate::serving_map::{ReleaseReceiver, ServingMap};
 use crate::source::AspiredVersionsSink;
-use crate::{Code, Loader, ManagerState, ServableError, ServableId, ServableStateMonitor, WaitTimeout};
+use crate::{
+    Code, Loader, ManagerState, ServableError, ServableId, ServableStateMonitor, WaitTimeout,
+};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
@@ -127,6 +129,8 @@ struct Shared<L: Loader> {
     inner: Mutex<Inner<L::Servable>>,
     wake: Arc<Notify>,
     unload_slots: Semaphore,
+    /// Bumped after every round of decisions.
+    ticks: watch::Sender<u64>,
 }
 
 /// Manages the versions of every model. Cheap to clone; clones share the state.
@@ -137,7 +141,9 @@ pub struct AspiredVersionsManager<L: Loader> {
 
 impl<L: Loader> Clone for AspiredVersionsManager<L> {
     fn clone(&self) -> Self {
-        Self { shared: Arc::clone(&self.shared) }
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
     }
 }
 
@@ -153,7 +159,10 @@ impl<L: Loader> fmt::Debug for AspiredVersionsManager<L> {
 impl<L: Loader> AspiredVersionsSink for AspiredVersionsManager<L> {
     /// Replaces the aspired versions of a model (an empty list unloads it).
     fn set_aspired_versions(&self, model: &str, versions: Vec<AspiredVersion>) {
-        self.shared.lock().pending.insert(model.to_owned(), versions);
+        self.shared
+            .lock()
+            .pending
+            .insert(model.to_owned(), versions);
         self.shared.wake.notify_one();
     }
 }
@@ -175,9 +184,14 @@ impl<L: Loader> AspiredVersionsManager<L> {
             }),
             wake: Arc::new(Notify::new()),
             unload_slots: Semaphore::new(options.num_unload_threads.max(1)),
+            ticks: watch::channel(0).0,
             options,
         });
-        tokio::spawn(decision_loop(Arc::downgrade(&shared), Arc::clone(&shared.wake), shared.options.manage_state_interval));
+        tokio::spawn(decision_loop(
+            Arc::downgrade(&shared),
+            Arc::clone(&shared.wake),
+            shared.options.manage_state_interval,
+        ));
         Self { shared }
     }
 
@@ -232,6 +246,26 @@ impl<L: Loader> AspiredVersionsManager<L> {
                 (model.clone(), list)
             })
             .collect()
+    }
+
+    /// Waits until `check` holds for the managed versions, re-checking after
+    /// every round of decisions, or until the deadline.
+    pub async fn wait_for_managed(
+        &self,
+        deadline: Instant,
+        mut check: impl FnMut(&BTreeMap<String, Vec<ManagedVersion>>) -> bool,
+    ) -> Result<(), WaitTimeout> {
+        let mut ticks = self.shared.ticks.subscribe();
+        loop {
+            ticks.borrow_and_update();
+            if check(&self.managed_versions()) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, ticks.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Err(WaitTimeout),
+            }
+        }
     }
 
     /// Un-aspires every model and waits (bounded) until every version has ended.
@@ -300,10 +334,16 @@ impl<L: Loader> Shared<L> {
                 .filter_map(|(model, versions)| {
                     let views: Vec<VersionView> = versions
                         .iter()
-                        .map(|(&version, h)| VersionView { version, aspired: h.aspired, phase: h.phase.for_policy() })
+                        .map(|(&version, h)| VersionView {
+                            version,
+                            aspired: h.aspired,
+                            phase: h.phase.for_policy(),
+                        })
                         .collect();
                     let policy = inner.policies.get(model).copied().unwrap_or_default();
-                    policy.next_action(&views).map(|action| (action, model.clone()))
+                    policy
+                        .next_action(&views)
+                        .map(|action| (action, model.clone()))
                 })
                 .collect();
             if actions.is_empty() {
@@ -313,7 +353,9 @@ impl<L: Loader> Shared<L> {
             actions.sort();
             for (action, model) in actions {
                 match action {
-                    Action::Unload(version) => self.begin_unload(&mut inner, ServableId::new(model, version)),
+                    Action::Unload(version) => {
+                        self.begin_unload(&mut inner, ServableId::new(model, version))
+                    }
                     Action::Load(version) => {
                         let id = ServableId::new(model, version);
                         if let Some(h) = harness(&mut inner, &id) {
@@ -325,6 +367,8 @@ impl<L: Loader> Shared<L> {
             }
         }
         self.start_queued_loads(&mut inner);
+        drop(inner);
+        self.ticks.send_modify(|t| *t += 1);
     }
 
     /// Stops managing versions that are no longer aspired and have nothing
@@ -332,10 +376,12 @@ impl<L: Loader> Shared<L> {
     fn flush(&self, inner: &mut Inner<L::Servable>) {
         for (model, versions) in &mut inner.models {
             versions.retain(|&version, h| {
-                let done = !h.aspired && matches!(h.phase, Phase::New | Phase::Disabled | Phase::Error);
+                let done =
+                    !h.aspired && matches!(h.phase, Phase::New | Phase::Disabled | Phase::Error);
                 if done && h.phase == Phase::New {
                     // Never loaded: close its record so it does not stay START forever.
-                    self.monitor.publish_ok(&ServableId::new(model.clone(), version), ManagerState::End);
+                    self.monitor
+                        .publish_ok(&ServableId::new(model.clone(), version), ManagerState::End);
                 }
                 !done
             });
@@ -349,12 +395,15 @@ impl<L: Loader> Shared<L> {
         let pending = std::mem::take(&mut inner.pending);
         for (model, aspired) in pending {
             let managed = inner.models.entry(model.clone()).or_default();
-            let blocked = aspired.iter().any(|a| managed.get(&a.version).is_some_and(|h| !h.aspired));
+            let blocked = aspired
+                .iter()
+                .any(|a| managed.get(&a.version).is_some_and(|h| !h.aspired));
             if blocked {
                 inner.pending.insert(model, aspired);
                 continue;
             }
-            let wanted: BTreeMap<i64, &AspiredVersion> = aspired.iter().map(|a| (a.version, a)).collect();
+            let wanted: BTreeMap<i64, &AspiredVersion> =
+                aspired.iter().map(|a| (a.version, a)).collect();
             let mut cancelled = Vec::new();
             for (&version, h) in managed.iter_mut() {
                 if h.aspired && !wanted.contains_key(&version) {
@@ -367,25 +416,25 @@ impl<L: Loader> Shared<L> {
                 }
             }
             for (&version, a) in &wanted {
-                if !managed.contains_key(&version) {
-                    let (cancel, _) = watch::channel(false);
-                    managed.insert(
-                        version,
-                        Harness {
-                            path: a.path.clone(),
-                            phase: Phase::New,
-                            aspired: true,
-                            cancel,
-                            reserved_bytes: 0,
-                            release: None,
-                        },
+                if let std::collections::btree_map::Entry::Vacant(slot) = managed.entry(version) {
+                    slot.insert(Harness {
+                        path: a.path.clone(),
+                        phase: Phase::New,
+                        aspired: true,
+                        cancel: watch::channel(false).0,
+                        reserved_bytes: 0,
+                        release: None,
+                    });
+                    self.monitor.publish_ok(
+                        &ServableId::new(model.clone(), version),
+                        ManagerState::Start,
                     );
-                    self.monitor.publish_ok(&ServableId::new(model.clone(), version), ManagerState::Start);
                 }
             }
             for id in cancelled {
                 inner.load_queue.retain(|queued| queued != &id);
-                self.monitor.publish_error(&id, ServableError::load_cancelled());
+                self.monitor
+                    .publish_error(&id, ServableError::load_cancelled());
             }
         }
         inner.models.retain(|_, versions| !versions.is_empty());
@@ -393,8 +442,12 @@ impl<L: Loader> Shared<L> {
 
     fn start_queued_loads(self: &Arc<Self>, inner: &mut Inner<L::Servable>) {
         while inner.active_loads < inner.load_limit {
-            let Some(id) = inner.load_queue.pop_front() else { break };
-            let Some(h) = harness(inner, &id) else { continue };
+            let Some(id) = inner.load_queue.pop_front() else {
+                break;
+            };
+            let Some(h) = harness(inner, &id) else {
+                continue;
+            };
             if h.phase != Phase::LoadQueued {
                 continue;
             }
@@ -407,7 +460,12 @@ impl<L: Loader> Shared<L> {
     }
 
     /// Reserves resources, loads with retries, and hands the outcome over.
-    async fn run_load(self: Arc<Self>, id: ServableId, path: PathBuf, cancel: watch::Receiver<bool>) {
+    async fn run_load(
+        self: Arc<Self>,
+        id: ServableId,
+        path: PathBuf,
+        cancel: watch::Receiver<bool>,
+    ) {
         let outcome = match self.reserve_resources(&id, &path).await {
             Ok(()) => {
                 if let Some(h) = harness(&mut self.lock(), &id) {
@@ -421,8 +479,14 @@ impl<L: Loader> Shared<L> {
         self.finish_load(id, outcome);
     }
 
-    async fn reserve_resources(&self, id: &ServableId, path: &std::path::Path) -> Result<(), ServableError> {
-        let Some(limit) = self.options.total_model_memory_limit_bytes else { return Ok(()) };
+    async fn reserve_resources(
+        &self,
+        id: &ServableId,
+        path: &std::path::Path,
+    ) -> Result<(), ServableError> {
+        let Some(limit) = self.options.total_model_memory_limit_bytes else {
+            return Ok(());
+        };
         let estimate = {
             let (loader, id, path) = (Arc::clone(&self.loader), id.clone(), path.to_owned());
             blocking(move || loader.estimate_resources(&id, &path)).await?
@@ -491,7 +555,8 @@ impl<L: Loader> Shared<L> {
                     h.phase = Phase::Disabled;
                     release_bytes = std::mem::take(&mut h.reserved_bytes);
                     discard = Some(servable);
-                    self.monitor.publish_error(&id, ServableError::load_cancelled());
+                    self.monitor
+                        .publish_error(&id, ServableError::load_cancelled());
                 }
                 Err(error) => {
                     h.phase = Phase::Error;
@@ -503,8 +568,16 @@ impl<L: Loader> Shared<L> {
         inner.reserved_bytes -= release_bytes;
         drop(inner);
         if let Some(servable) = discard {
-            let (loader, id) = (Arc::clone(&self.loader), id.clone());
-            tokio::task::spawn_blocking(move || loader.unload(&id, servable));
+            let shared = Arc::clone(self);
+            tokio::spawn(async move {
+                let loader = Arc::clone(&shared.loader);
+                let _ = blocking(move || {
+                    loader.unload(&id, servable);
+                    Ok(())
+                })
+                .await;
+                shared.tick();
+            });
         }
         self.tick();
     }
@@ -521,7 +594,11 @@ impl<L: Loader> Shared<L> {
         tokio::spawn(Arc::clone(self).run_unload(id, release).instrument(span));
     }
 
-    async fn run_unload(self: Arc<Self>, id: ServableId, release: Option<ReleaseReceiver<L::Servable>>) {
+    async fn run_unload(
+        self: Arc<Self>,
+        id: ServableId,
+        release: Option<ReleaseReceiver<L::Servable>>,
+    ) {
         // Resolves when the last in-flight request drops its handle.
         let servable = match release {
             Some(release) => release.await.ok(),
@@ -565,5 +642,13 @@ async fn blocking<R: Send + 'static>(
 ) -> Result<R, ServableError> {
     tokio::task::spawn_blocking(work)
         .await
-        .unwrap_or_else(|join| Err(ServableError::new(Code::Internal, format!("loader panicked: {join}"))))
+        .unwrap_or_else(|join| {
+            Err(ServableError::new(
+                Code::Internal,
+                format!("loader panicked: {join}"),
+            ))
+        })
 }
+
+#[cfg(test)]
+mod tests;

@@ -47,18 +47,30 @@ impl ServableStateMonitor {
     pub fn new() -> Self {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (generation, _) = watch::channel(0);
-        Self { shared: Arc::new(Shared { states: Mutex::new(AllStates::new()), events, generation }) }
+        Self {
+            shared: Arc::new(Shared {
+                states: Mutex::new(AllStates::new()),
+                events,
+                generation,
+            }),
+        }
     }
 
     fn states(&self) -> MutexGuard<'_, AllStates> {
         // A panic while holding this lock cannot leave the map half-updated
         // (each update is one insert), so a poisoned lock is still usable.
-        self.shared.states.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records a state and tells subscribers and waiters.
     pub fn publish(&self, state: ServableState) {
-        let event = ServableStateEvent { state, at: SystemTime::now() };
+        let event = ServableStateEvent {
+            state,
+            at: SystemTime::now(),
+        };
         let mut states = self.states();
         tracing::debug!(
             model = %event.state.id.name,
@@ -77,12 +89,20 @@ impl ServableStateMonitor {
 
     /// Convenience: publish a state with OK health.
     pub fn publish_ok(&self, id: &ServableId, state: ManagerState) {
-        self.publish(ServableState { id: id.clone(), state, health: Ok(()) });
+        self.publish(ServableState {
+            id: id.clone(),
+            state,
+            health: Ok(()),
+        });
     }
 
     /// Convenience: publish END with an error.
     pub fn publish_error(&self, id: &ServableId, error: ServableError) {
-        self.publish(ServableState { id: id.clone(), state: ManagerState::End, health: Err(error) });
+        self.publish(ServableState {
+            id: id.clone(),
+            state: ManagerState::End,
+            health: Err(error),
+        });
     }
 
     /// The last event of one version.
@@ -177,8 +197,10 @@ impl ServableStateMonitor {
                     .filter(|(_, e)| e.state.state == ManagerState::Available)
                     .map(|(v, _)| *v)
                     .collect();
-                let all_ended =
-                    !versions.is_empty() && versions.values().all(|e| e.state.state == ManagerState::End);
+                let all_ended = !versions.is_empty()
+                    && versions
+                        .values()
+                        .all(|e| e.state.state == ManagerState::End);
                 if available.is_empty() && !all_ended {
                     return None;
                 }
@@ -203,7 +225,11 @@ mod tests {
     #[test]
     fn keeps_the_last_event_per_version_forever() {
         let monitor = ServableStateMonitor::new();
-        for state in [ManagerState::Start, ManagerState::Loading, ManagerState::Available] {
+        for state in [
+            ManagerState::Start,
+            ManagerState::Loading,
+            ManagerState::Available,
+        ] {
             monitor.publish_ok(&id(1), state);
         }
         monitor.publish_ok(&id(2), ManagerState::Start);
@@ -216,7 +242,15 @@ mod tests {
         assert_eq!(states[&1].state.state, ManagerState::End);
         assert_eq!(states[&1].state.health, Ok(()));
         assert_eq!(states[&2].state.state, ManagerState::End);
-        assert_eq!(states[&2].state.health.as_ref().unwrap_err().message, "corrupt");
+        assert_eq!(
+            states[&2]
+                .state
+                .health
+                .as_ref()
+                .expect_err("failed")
+                .message,
+            "corrupt"
+        );
         assert!(monitor.model_states("other").is_none());
     }
 
@@ -224,7 +258,11 @@ mod tests {
     async fn subscribers_see_events_in_order() {
         let monitor = ServableStateMonitor::new();
         let mut events = monitor.subscribe();
-        let order = [ManagerState::Start, ManagerState::Loading, ManagerState::Available];
+        let order = [
+            ManagerState::Start,
+            ManagerState::Loading,
+            ManagerState::Available,
+        ];
         for state in order {
             monitor.publish_ok(&id(1), state);
         }
@@ -240,7 +278,11 @@ mod tests {
             let monitor = monitor.clone();
             tokio::spawn(async move {
                 monitor
-                    .wait_for_state(&id(3), ManagerState::Available, Instant::now() + Duration::from_secs(30))
+                    .wait_for_state(
+                        &id(3),
+                        ManagerState::Available,
+                        Instant::now() + Duration::from_secs(30),
+                    )
                     .await
             })
         };
@@ -251,7 +293,11 @@ mod tests {
         assert_eq!(event.state.state, ManagerState::Available);
 
         let timed_out = monitor
-            .wait_for_state(&id(4), ManagerState::Available, Instant::now() + Duration::from_millis(20))
+            .wait_for_state(
+                &id(4),
+                ManagerState::Available,
+                Instant::now() + Duration::from_millis(20),
+            )
             .await;
         assert_eq!(timed_out, Err(WaitTimeout));
     }
@@ -262,11 +308,23 @@ mod tests {
         let deadline = || Instant::now() + Duration::from_millis(50);
         let models = vec!["a".to_owned(), "b".to_owned()];
         monitor.publish_ok(&ServableId::new("a", 1), ManagerState::Available);
-        assert_eq!(monitor.wait_until_models_settled(&models, deadline()).await, Err(WaitTimeout));
+        assert_eq!(
+            monitor.wait_until_models_settled(&models, deadline()).await,
+            Err(WaitTimeout)
+        );
         monitor.publish_ok(&ServableId::new("b", 1), ManagerState::Loading);
-        assert_eq!(monitor.wait_until_models_settled(&models, deadline()).await, Err(WaitTimeout));
-        monitor.publish_error(&ServableId::new("b", 1), ServableError::new(Code::Unknown, "x"));
-        let settled = monitor.wait_until_models_settled(&models, deadline()).await.expect("settled");
+        assert_eq!(
+            monitor.wait_until_models_settled(&models, deadline()).await,
+            Err(WaitTimeout)
+        );
+        monitor.publish_error(
+            &ServableId::new("b", 1),
+            ServableError::new(Code::Unknown, "x"),
+        );
+        let settled = monitor
+            .wait_until_models_settled(&models, deadline())
+            .await
+            .expect("settled");
         assert_eq!(settled["a"], vec![1]);
         assert!(settled["b"].is_empty());
     }

@@ -71,7 +71,9 @@ fn highest_aspired_new(versions: &[VersionView]) -> Option<Action> {
 /// otherwise load the highest aspired new version.
 fn availability_preserving(versions: &[VersionView]) -> Option<Action> {
     let has_aspired = versions.iter().any(|v| v.aspired);
-    let has_aspired_serving = versions.iter().any(|v| v.aspired && v.phase == VersionPhase::Ready);
+    let has_aspired_serving = versions
+        .iter()
+        .any(|v| v.aspired && v.phase == VersionPhase::Ready);
     let unaspired_serving: Vec<i64> = versions
         .iter()
         .filter(|v| !v.aspired && v.phase == VersionPhase::Ready)
@@ -113,55 +115,185 @@ mod tests {
 
     /// `(version, aspired, phase)` triples → views.
     fn model(versions: &[(i64, bool, VersionPhase)]) -> Vec<VersionView> {
-        versions.iter().map(|&(version, aspired, phase)| VersionView { version, aspired, phase }).collect()
+        versions
+            .iter()
+            .map(|&(version, aspired, phase)| VersionView {
+                version,
+                aspired,
+                phase,
+            })
+            .collect()
     }
 
     #[test]
     fn decision_tables() {
         use Action::*;
         // (what it shows, policy, versions, expected action)
-        let cases: Vec<(&str, TransitionPolicy, Vec<(i64, bool, VersionPhase)>, Option<Action>)> = vec![
+        type Case = (
+            &'static str,
+            TransitionPolicy,
+            Vec<(i64, bool, VersionPhase)>,
+            Option<Action>,
+        );
+        let cases: Vec<Case> = vec![
             // --- AvailabilityPreserving ---
             ("nothing managed", Avail, vec![], None),
-            ("first version loads", Avail, vec![(1, true, New)], Some(Load(1))),
+            (
+                "first version loads",
+                Avail,
+                vec![(1, true, New)],
+                Some(Load(1)),
+            ),
             ("steady state", Avail, vec![(1, true, Ready)], None),
-            ("new version loads before the old unloads", Avail, vec![(1, false, Ready), (2, true, New)], Some(Load(2))),
-            ("old keeps serving while the new loads", Avail, vec![(1, false, Ready), (2, true, Loading)], None),
-            ("old unloads once the new serves", Avail, vec![(1, false, Ready), (2, true, Ready)], Some(Unload(1))),
-            ("a failed new version leaves the old serving", Avail, vec![(1, false, Ready), (2, true, Error)], None),
-            ("model removed: unload", Avail, vec![(1, false, Ready)], Some(Unload(1))),
-            ("model removed: lowest first", Avail, vec![(3, false, Ready), (1, false, Ready), (2, false, Ready)], Some(Unload(1))),
+            (
+                "new version loads before the old unloads",
+                Avail,
+                vec![(1, false, Ready), (2, true, New)],
+                Some(Load(2)),
+            ),
+            (
+                "old keeps serving while the new loads",
+                Avail,
+                vec![(1, false, Ready), (2, true, Loading)],
+                None,
+            ),
+            (
+                "old unloads once the new serves",
+                Avail,
+                vec![(1, false, Ready), (2, true, Ready)],
+                Some(Unload(1)),
+            ),
+            (
+                "a failed new version leaves the old serving",
+                Avail,
+                vec![(1, false, Ready), (2, true, Error)],
+                None,
+            ),
+            (
+                "model removed: unload",
+                Avail,
+                vec![(1, false, Ready)],
+                Some(Unload(1)),
+            ),
+            (
+                "model removed: lowest first",
+                Avail,
+                vec![(3, false, Ready), (1, false, Ready), (2, false, Ready)],
+                Some(Unload(1)),
+            ),
             (
                 "several un-aspired serving: lowest goes even with no aspired serving",
                 Avail,
                 vec![(1, false, Ready), (2, false, Ready), (3, true, Loading)],
                 Some(Unload(1)),
             ),
-            ("several new versions: highest first", Avail, vec![(1, true, New), (3, true, New), (2, true, New)], Some(Load(3))),
-            ("unload beats load", Avail, vec![(1, false, Ready), (2, true, Ready), (3, true, New)], Some(Unload(1))),
-            ("un-aspired new versions are never loaded", Avail, vec![(5, false, New)], None),
-            ("unloading version is left alone", Avail, vec![(1, false, Unloading), (2, true, Ready)], None),
-            ("rollback by deletion loads the lower version first", Avail, vec![(2, false, Ready), (1, true, New)], Some(Load(1))),
+            (
+                "several new versions: highest first",
+                Avail,
+                vec![(1, true, New), (3, true, New), (2, true, New)],
+                Some(Load(3)),
+            ),
+            (
+                "unload beats load",
+                Avail,
+                vec![(1, false, Ready), (2, true, Ready), (3, true, New)],
+                Some(Unload(1)),
+            ),
+            (
+                "un-aspired new versions are never loaded",
+                Avail,
+                vec![(5, false, New)],
+                None,
+            ),
+            (
+                "unloading version is left alone",
+                Avail,
+                vec![(1, false, Unloading), (2, true, Ready)],
+                None,
+            ),
+            (
+                "rollback by deletion loads the lower version first",
+                Avail,
+                vec![(2, false, Ready), (1, true, New)],
+                Some(Load(1)),
+            ),
             // --- ResourcePreserving ---
-            ("first version loads", Res, vec![(1, true, New)], Some(Load(1))),
-            ("old unloads before the new loads", Res, vec![(1, false, Ready), (2, true, New)], Some(Unload(1))),
-            ("waits while the old unloads", Res, vec![(1, false, Unloading), (2, true, New)], None),
-            ("waits while an un-aspired load finishes", Res, vec![(1, false, Loading), (2, true, New)], None),
-            ("loads once the old is gone", Res, vec![(1, false, Disabled), (2, true, New)], Some(Load(2))),
-            ("a failed un-aspired version does not block", Res, vec![(1, false, Error), (2, true, New)], Some(Load(2))),
-            ("highest new first", Res, vec![(2, true, New), (4, true, New)], Some(Load(4))),
+            (
+                "first version loads",
+                Res,
+                vec![(1, true, New)],
+                Some(Load(1)),
+            ),
+            (
+                "old unloads before the new loads",
+                Res,
+                vec![(1, false, Ready), (2, true, New)],
+                Some(Unload(1)),
+            ),
+            (
+                "waits while the old unloads",
+                Res,
+                vec![(1, false, Unloading), (2, true, New)],
+                None,
+            ),
+            (
+                "waits while an un-aspired load finishes",
+                Res,
+                vec![(1, false, Loading), (2, true, New)],
+                None,
+            ),
+            (
+                "loads once the old is gone",
+                Res,
+                vec![(1, false, Disabled), (2, true, New)],
+                Some(Load(2)),
+            ),
+            (
+                "a failed un-aspired version does not block",
+                Res,
+                vec![(1, false, Error), (2, true, New)],
+                Some(Load(2)),
+            ),
+            (
+                "highest new first",
+                Res,
+                vec![(2, true, New), (4, true, New)],
+                Some(Load(4)),
+            ),
             ("steady state", Res, vec![(2, true, Ready)], None),
-            ("unloads lowest un-aspired first", Res, vec![(3, false, Ready), (2, false, Ready), (4, true, New)], Some(Unload(2))),
+            (
+                "unloads lowest un-aspired first",
+                Res,
+                vec![(3, false, Ready), (2, false, Ready), (4, true, New)],
+                Some(Unload(2)),
+            ),
         ];
         for (what, policy, versions, expected) in cases {
-            assert_eq!(policy.next_action(&model(&versions)), expected, "{policy:?}: {what}");
+            assert_eq!(
+                policy.next_action(&model(&versions)),
+                expected,
+                "{policy:?}: {what}"
+            );
         }
     }
 
     #[test]
     fn unloads_sort_before_loads() {
-        let mut actions = vec![Action::Load(9), Action::Unload(1), Action::Load(2), Action::Unload(7)];
+        let mut actions = vec![
+            Action::Load(9),
+            Action::Unload(1),
+            Action::Load(2),
+            Action::Unload(7),
+        ];
         actions.sort();
-        assert_eq!(actions, vec![Action::Unload(1), Action::Unload(7), Action::Load(2), Action::Load(9)]);
+        assert_eq!(
+            actions,
+            vec![
+                Action::Unload(1),
+                Action::Unload(7),
+                Action::Load(2),
+                Action::Load(9)
+            ]
+        );
     }
 }

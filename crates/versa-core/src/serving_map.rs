@@ -42,9 +42,9 @@ impl ResolveError {
     /// The canonical code this error is reported with.
     pub fn code(&self) -> Code {
         match self {
-            ResolveError::MissingName | ResolveError::LabelsNotAllowed | ResolveError::UnknownLabel(_) => {
-                Code::InvalidArgument
-            }
+            ResolveError::MissingName
+            | ResolveError::LabelsNotAllowed
+            | ResolveError::UnknownLabel(_) => Code::InvalidArgument,
             ResolveError::LabelsNotInitialised(_) => Code::Unavailable,
             ResolveError::LatestNotFound(_) | ResolveError::SpecificNotFound(..) => Code::NotFound,
         }
@@ -83,7 +83,9 @@ impl<T> ServableHandle<T> {
 
 impl<T> Clone for ServableHandle<T> {
     fn clone(&self) -> Self {
-        Self { live: Arc::clone(&self.live) }
+        Self {
+            live: Arc::clone(&self.live),
+        }
     }
 }
 
@@ -91,13 +93,18 @@ impl<T> Deref for ServableHandle<T> {
     type Target = T;
     fn deref(&self) -> &T {
         // `servable` is only taken in `Drop`, when no handle exists any more.
-        self.live.servable.as_ref().expect("servable present while handles exist")
+        self.live
+            .servable
+            .as_ref()
+            .expect("servable present while handles exist")
     }
 }
 
 impl<T> fmt::Debug for ServableHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServableHandle").field("id", &self.live.id).finish()
+        f.debug_struct("ServableHandle")
+            .field("id", &self.live.id)
+            .finish()
     }
 }
 
@@ -105,9 +112,12 @@ impl<T> fmt::Debug for ServableHandle<T> {
 /// has been dropped, yielding the servable for unloading.
 pub(crate) type ReleaseReceiver<T> = oneshot::Receiver<T>;
 
+/// Model → version → the loaded version.
+type VersionTable<T> = HashMap<String, BTreeMap<i64, Arc<LiveVersion<T>>>>;
+
 /// The AVAILABLE versions of every model and the label map.
 pub struct ServingMap<T> {
-    versions: RwLock<HashMap<String, BTreeMap<i64, Arc<LiveVersion<T>>>>>,
+    versions: RwLock<VersionTable<T>>,
     /// `None` until the first label update (upstream: "labels does not init yet").
     labels: RwLock<Option<LabelMap>>,
     rules: LabelRules,
@@ -115,7 +125,9 @@ pub struct ServingMap<T> {
 
 impl<T> fmt::Debug for ServingMap<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServingMap").field("available", &self.available()).finish()
+        f.debug_struct("ServingMap")
+            .field("available", &self.available())
+            .finish()
     }
 }
 
@@ -131,11 +143,19 @@ fn write<X>(lock: &RwLock<X>) -> RwLockWriteGuard<'_, X> {
 
 impl<T> ServingMap<T> {
     pub fn new(rules: LabelRules) -> Self {
-        Self { versions: RwLock::default(), labels: RwLock::new(None), rules }
+        Self {
+            versions: RwLock::default(),
+            labels: RwLock::new(None),
+            rules,
+        }
     }
 
     /// Resolves a request to a handle on an AVAILABLE version.
-    pub fn resolve(&self, model: &str, choice: &VersionChoice) -> Result<ServableHandle<T>, ResolveError> {
+    pub fn resolve(
+        &self,
+        model: &str,
+        choice: &VersionChoice,
+    ) -> Result<ServableHandle<T>, ResolveError> {
         if model.is_empty() {
             return Err(ResolveError::MissingName);
         }
@@ -154,7 +174,9 @@ impl<T> ServingMap<T> {
                 .and_then(|m| m.get(&v))
                 .ok_or_else(|| ResolveError::SpecificNotFound(model.to_owned(), v))?,
         };
-        Ok(ServableHandle { live: Arc::clone(live) })
+        Ok(ServableHandle {
+            live: Arc::clone(live),
+        })
     }
 
     /// The version a label points at (whether or not it is loaded).
@@ -163,7 +185,9 @@ impl<T> ServingMap<T> {
             return Err(ResolveError::LabelsNotAllowed);
         }
         let labels = read(&self.labels);
-        let labels = labels.as_ref().ok_or_else(|| ResolveError::LabelsNotInitialised(label.to_owned()))?;
+        let labels = labels
+            .as_ref()
+            .ok_or_else(|| ResolveError::LabelsNotInitialised(label.to_owned()))?;
         labels
             .get(model)
             .and_then(|l| l.get(label))
@@ -205,15 +229,25 @@ impl<T> ServingMap<T> {
 
     /// AVAILABLE versions of one model, ascending.
     pub fn available_versions(&self, model: &str) -> Vec<i64> {
-        read(&self.versions).get(model).map(|v| v.keys().copied().collect()).unwrap_or_default()
+        read(&self.versions)
+            .get(model)
+            .map(|v| v.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Makes a loaded version routable. The receiver yields the servable back
     /// once it has been [removed](Self::remove) and every handle is gone.
     pub(crate) fn insert(&self, id: ServableId, servable: T) -> ReleaseReceiver<T> {
         let (tx, rx) = oneshot::channel();
-        let live = Arc::new(LiveVersion { id: id.clone(), servable: Some(servable), on_release: Some(tx) });
-        write(&self.versions).entry(id.name).or_default().insert(id.version, live);
+        let live = Arc::new(LiveVersion {
+            id: id.clone(),
+            servable: Some(servable),
+            on_release: Some(tx),
+        });
+        write(&self.versions)
+            .entry(id.name)
+            .or_default()
+            .insert(id.version, live);
         rx
     }
 
@@ -221,7 +255,9 @@ impl<T> ServingMap<T> {
     pub(crate) fn remove(&self, id: &ServableId) -> bool {
         let removed = {
             let mut versions = write(&self.versions);
-            let Some(model) = versions.get_mut(&id.name) else { return false };
+            let Some(model) = versions.get_mut(&id.name) else {
+                return false;
+            };
             let removed = model.remove(&id.version);
             if model.is_empty() {
                 versions.remove(&id.name);
@@ -239,7 +275,10 @@ mod tests {
 
     fn map_with(versions: &[i64]) -> (ServingMap<String>, Vec<ReleaseReceiver<String>>) {
         let map = ServingMap::new(LabelRules::default());
-        let rx = versions.iter().map(|&v| map.insert(ServableId::new("m", v), format!("m@{v}"))).collect();
+        let rx = versions
+            .iter()
+            .map(|&v| map.insert(ServableId::new("m", v), format!("m@{v}")))
+            .collect();
         (map, rx)
     }
 
@@ -255,7 +294,13 @@ mod tests {
     fn resolution_errors_match_upstream() {
         let (map, _rx) = map_with(&[1]);
         let cases = vec![
-            ("", VersionChoice::Latest, ResolveError::MissingName, Code::InvalidArgument, "ModelSpec has no name specified."),
+            (
+                "",
+                VersionChoice::Latest,
+                ResolveError::MissingName,
+                Code::InvalidArgument,
+                "ModelSpec has no name specified.",
+            ),
             (
                 "x",
                 VersionChoice::Latest,
@@ -290,34 +335,66 @@ mod tests {
     fn labels_resolve_to_their_version() {
         let (map, _rx) = map_with(&[1, 2]);
         let mut labels = LabelMap::new();
-        labels.entry("m".into()).or_default().insert("stable".into(), 1);
-        labels.entry("m".into()).or_default().insert("gone".into(), 5);
+        labels
+            .entry("m".into())
+            .or_default()
+            .insert("stable".into(), 1);
+        labels
+            .entry("m".into())
+            .or_default()
+            .insert("gone".into(), 5);
         map.update_labels(labels, |_, _| true).expect("allowed");
-        assert_eq!(map.resolve("m", &VersionChoice::Label("stable".into())).expect("ok").id().version, 1);
-        let unknown = map.resolve("m", &VersionChoice::Label("canary".into())).expect_err("unknown");
-        assert_eq!(unknown.to_string(), "Unrecognized servable version label: canary");
+        assert_eq!(
+            map.resolve("m", &VersionChoice::Label("stable".into()))
+                .expect("ok")
+                .id()
+                .version,
+            1
+        );
+        let unknown = map
+            .resolve("m", &VersionChoice::Label("canary".into()))
+            .expect_err("unknown");
+        assert_eq!(
+            unknown.to_string(),
+            "Unrecognized servable version label: canary"
+        );
         assert_eq!(unknown.code(), Code::InvalidArgument);
         // A label kept pointing at a version that is no longer loaded gives NOT_FOUND.
-        let gone = map.resolve("m", &VersionChoice::Label("gone".into())).expect_err("not loaded");
+        let gone = map
+            .resolve("m", &VersionChoice::Label("gone".into()))
+            .expect_err("not loaded");
         assert_eq!(gone, ResolveError::SpecificNotFound("m".into(), 5));
     }
 
     #[test]
     fn labels_can_be_disabled() {
-        let map: ServingMap<()> = ServingMap::new(LabelRules { allow_labels: false, ..LabelRules::default() });
-        let err = map.resolve("m", &VersionChoice::Label("stable".into())).expect_err("disabled");
+        let map: ServingMap<()> = ServingMap::new(LabelRules {
+            allow_labels: false,
+            ..LabelRules::default()
+        });
+        let err = map
+            .resolve("m", &VersionChoice::Label("stable".into()))
+            .expect_err("disabled");
         assert_eq!(err.code(), Code::InvalidArgument);
-        assert_eq!(err.to_string(), "ModelSpec has 'version_label' set, but it is not currently allowed by the server.");
+        assert_eq!(
+            err.to_string(),
+            "ModelSpec has 'version_label' set, but it is not currently allowed by the server."
+        );
     }
 
     #[test]
     fn refused_label_update_leaves_labels_untouched() {
         let (map, _rx) = map_with(&[1]);
         let mut good = LabelMap::new();
-        good.entry("m".into()).or_default().insert("stable".into(), 1);
-        map.update_labels(good.clone(), |_, v| v == 1).expect("allowed");
+        good.entry("m".into())
+            .or_default()
+            .insert("stable".into(), 1);
+        map.update_labels(good.clone(), |_, v| v == 1)
+            .expect("allowed");
         let mut bad = good.clone();
-        bad.entry("m".into()).or_default().insert("canary".into(), 2);
+        bad.entry("m".into())
+            .or_default()
+            .insert("canary".into(), 2);
         assert!(map.update_labels(bad, |_, v| v == 1).is_err());
         assert_eq!(map.labels(), good);
     }
@@ -326,7 +403,9 @@ mod tests {
     async fn removed_version_is_released_only_after_the_last_handle() {
         let (map, mut rx) = map_with(&[1]);
         let mut release = rx.remove(0);
-        let handle = map.resolve("m", &VersionChoice::Specific(1)).expect("resolves");
+        let handle = map
+            .resolve("m", &VersionChoice::Specific(1))
+            .expect("resolves");
         assert!(map.remove(&ServableId::new("m", 1)));
         // No new request can reach it...
         assert!(map.resolve("m", &VersionChoice::Latest).is_err());

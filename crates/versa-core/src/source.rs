@@ -16,8 +16,8 @@
 //!   version of the model, as upstream: deleting all version directories is a
 //!   legitimate way to withdraw a model.
 
-use crate::discovery::{AspiredVersion, VersionPolicy, select_versions};
 use crate::Code;
+use crate::discovery::{AspiredVersion, VersionPolicy, select_versions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -72,7 +72,11 @@ pub struct SourceConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
     #[error("Could not find base path {path} for servable {model} with error {reason}")]
-    BasePathUnreadable { model: String, path: PathBuf, reason: String },
+    BasePathUnreadable {
+        model: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("Unable to find a numerical version path for servable {model} at: {path}")]
     NoVersions { model: String, path: PathBuf },
 }
@@ -95,12 +99,18 @@ pub fn list_children(model: &str, base_path: &Path) -> Result<Vec<String>, Sourc
     };
     std::fs::read_dir(base_path)
         .map_err(unreadable)?
-        .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()).map_err(unreadable))
+        .map(|entry| {
+            entry
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .map_err(unreadable)
+        })
         .collect()
 }
 
 /// The versions of one model to serve now (blocking). Logs what upstream logs.
-pub fn aspired_versions_of(servable: &ServableToMonitor) -> Result<Vec<AspiredVersion>, SourceError> {
+pub fn aspired_versions_of(
+    servable: &ServableToMonitor,
+) -> Result<Vec<AspiredVersion>, SourceError> {
     let children = list_children(&servable.name, &servable.base_path)?;
     let selection = select_versions(&servable.base_path, &children, &servable.policy);
     for version in &selection.duplicates {
@@ -108,7 +118,10 @@ pub fn aspired_versions_of(servable: &ServableToMonitor) -> Result<Vec<AspiredVe
     }
     if let VersionPolicy::Specific(requested) = &servable.policy {
         if requested.is_empty() {
-            tracing::warn!("No specific versions requested for servable {}.", servable.name);
+            tracing::warn!(
+                "No specific versions requested for servable {}.",
+                servable.name
+            );
         }
         for version in &selection.missing {
             tracing::warn!(model = %servable.name, version, "requested version not found under the base path");
@@ -123,7 +136,10 @@ pub fn aspired_versions_of(servable: &ServableToMonitor) -> Result<Vec<AspiredVe
 pub fn check_versions_present(servables: &[ServableToMonitor]) -> Result<(), SourceError> {
     for servable in servables {
         let children = list_children(&servable.name, &servable.base_path)?;
-        if select_versions(&servable.base_path, &children, &VersionPolicy::All).aspired.is_empty() {
+        if select_versions(&servable.base_path, &children, &VersionPolicy::All)
+            .aspired
+            .is_empty()
+        {
             return Err(SourceError::NoVersions {
                 model: servable.name.clone(),
                 path: servable.base_path.clone(),
@@ -153,26 +169,42 @@ struct SourceState {
 
 impl std::fmt::Debug for FileSystemSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileSystemSource").field("config", &self.state().config).finish()
+        f.debug_struct("FileSystemSource")
+            .field("config", &self.state().config)
+            .finish()
     }
 }
 
 impl FileSystemSource {
     /// A source with no models yet. Call [`update_config`](Self::update_config)
     /// to give it some and [`run`](Self::run) to poll.
-    pub fn new(sink: Arc<dyn AspiredVersionsSink>, poll: PollInterval, always_present: bool) -> Self {
-        let config = SourceConfig { servables: Vec::new(), poll, servable_versions_always_present: always_present };
+    pub fn new(
+        sink: Arc<dyn AspiredVersionsSink>,
+        poll: PollInterval,
+        always_present: bool,
+    ) -> Self {
+        let config = SourceConfig {
+            servables: Vec::new(),
+            poll,
+            servable_versions_always_present: always_present,
+        };
         Self {
             shared: Arc::new(SourceShared {
                 sink,
-                state: Mutex::new(SourceState { config, errors: BTreeMap::new() }),
+                state: Mutex::new(SourceState {
+                    config,
+                    errors: BTreeMap::new(),
+                }),
                 poll_lock: tokio::sync::Mutex::new(()),
             }),
         }
     }
 
     fn state(&self) -> MutexGuard<'_, SourceState> {
-        self.shared.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The models watched now.
@@ -217,20 +249,31 @@ impl FileSystemSource {
         let _one_poll_at_a_time = self.shared.poll_lock.lock().await;
         let (servables, always_present) = {
             let state = self.state();
-            (state.config.servables.clone(), state.config.servable_versions_always_present)
+            (
+                state.config.servables.clone(),
+                state.config.servable_versions_always_present,
+            )
         };
         let results = tokio::task::spawn_blocking(move || {
-            servables.into_iter().map(|s| {
-                let aspired = aspired_versions_of(&s);
-                (s, aspired)
-            }).collect::<Vec<_>>()
+            servables
+                .into_iter()
+                .map(|s| {
+                    let aspired = aspired_versions_of(&s);
+                    (s, aspired)
+                })
+                .collect::<Vec<_>>()
         })
         .await
         .unwrap_or_default();
 
         for (servable, result) in results {
             // A model removed by a concurrent config update must not be re-emitted.
-            let still_watched = self.state().config.servables.iter().any(|s| s.name == servable.name);
+            let still_watched = self
+                .state()
+                .config
+                .servables
+                .iter()
+                .any(|s| s.name == servable.name);
             if !still_watched {
                 continue;
             }
@@ -243,10 +286,16 @@ impl FileSystemSource {
                     self.state().errors.insert(servable.name.clone(), error);
                 }
                 Ok(versions) if versions.is_empty() && always_present => {
-                    tracing::warn!("Refusing to unload all versions for Servable: {}", servable.name);
+                    tracing::warn!(
+                        "Refusing to unload all versions for Servable: {}",
+                        servable.name
+                    );
                     self.state().errors.insert(
                         servable.name.clone(),
-                        SourceError::NoVersions { model: servable.name.clone(), path: servable.base_path.clone() },
+                        SourceError::NoVersions {
+                            model: servable.name.clone(),
+                            path: servable.base_path.clone(),
+                        },
                     );
                 }
                 Ok(versions) => {
@@ -258,7 +307,9 @@ impl FileSystemSource {
                         );
                     }
                     self.state().errors.remove(&servable.name);
-                    self.shared.sink.set_aspired_versions(&servable.name, versions);
+                    self.shared
+                        .sink
+                        .set_aspired_versions(&servable.name, versions);
                 }
             }
         }
@@ -268,7 +319,9 @@ impl FileSystemSource {
     /// other owner. With `Once` or `Never` it returns at once (the poll of
     /// `Once` happens in `update_config`).
     pub async fn run(self) {
-        let PollInterval::Every(period) = self.state().config.poll else { return };
+        let PollInterval::Every(period) = self.state().config.poll else {
+            return;
+        };
         let weak = Arc::downgrade(&self.shared);
         drop(self);
         loop {
@@ -278,3 +331,6 @@ impl FileSystemSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -65,6 +65,8 @@ impl Drop for TestServable {
 pub struct TestDoubleLoader {
     scripts: Mutex<HashMap<ServableId, Script>>,
     attempts: Mutex<HashMap<ServableId, u32>>,
+    /// Bumped on every load attempt.
+    attempt_made: tokio::sync::watch::Sender<u64>,
     counters: Arc<Counters>,
 }
 
@@ -74,7 +76,13 @@ impl TestDoubleLoader {
     }
 
     fn script(&self, id: &ServableId, edit: impl FnOnce(&mut Script)) {
-        edit(self.scripts.lock().unwrap_or_else(PoisonError::into_inner).entry(id.clone()).or_default());
+        edit(
+            self.scripts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(id.clone())
+                .or_default(),
+        );
     }
 
     /// Every load attempt of `id` fails.
@@ -109,9 +117,37 @@ impl TestDoubleLoader {
         self.counters.peak.load(Ordering::SeqCst)
     }
 
+    /// Waits (bounded) until `id` has seen at least `n` load attempts.
+    pub async fn wait_for_attempts(
+        &self,
+        id: &ServableId,
+        n: u32,
+        timeout: std::time::Duration,
+    ) -> bool {
+        let mut made = self.attempt_made.subscribe();
+        tokio::time::timeout(timeout, async {
+            loop {
+                made.borrow_and_update();
+                if self.attempts(id) >= n {
+                    return;
+                }
+                if made.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
     /// Load attempts made for `id`.
     pub fn attempts(&self, id: &ServableId) -> u32 {
-        self.attempts.lock().unwrap_or_else(PoisonError::into_inner).get(id).copied().unwrap_or(0)
+        self.attempts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -130,12 +166,22 @@ impl Loader for TestDoubleLoader {
             *n += 1;
             *n
         };
-        let script = self.scripts.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned().unwrap_or_default();
+        self.attempt_made.send_modify(|made| *made += 1);
+        let script = self
+            .scripts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+            .unwrap_or_default();
         if let Some(gate) = &script.gate {
             gate.wait();
         }
         if attempt <= script.failures {
-            return Err(ServableError::new(Code::DataLoss, format!("test double: load attempt {attempt} of {id} fails")));
+            return Err(ServableError::new(
+                Code::DataLoss,
+                format!("test double: load attempt {attempt} of {id} fails"),
+            ));
         }
         let live = self.counters.live.fetch_add(1, Ordering::SeqCst) + 1;
         self.counters.peak.fetch_max(live, Ordering::SeqCst);

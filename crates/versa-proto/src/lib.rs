@@ -33,6 +33,7 @@ pub mod tensorflow {
 
 /// The encoded `FileDescriptorSet` of every file under `proto/`, for text-format
 /// parsing and gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/versa_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/versa_descriptor.bin"));
 
 pub use tensorflow::serving;
