@@ -9,9 +9,7 @@ use crate::labels::LabelRules;
 use crate::policy::{Action, TransitionPolicy, VersionPhase, VersionView};
 use crate::serving_map::{ReleaseReceiver, ServingMap};
 use crate::source::AspiredVersionsSink;
-use crate::{
-    Code, Loader, ManagerState, ServableError, ServableId, ServableStateMonitor, WaitTimeout,
-};
+use crate::{Loader, ManagerState, ServableError, ServableId, ServableStateMonitor, WaitTimeout};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
@@ -19,7 +17,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 /// How the manager runs loads and unloads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -439,216 +436,13 @@ impl<L: Loader> Shared<L> {
         }
         inner.models.retain(|_, versions| !versions.is_empty());
     }
-
-    fn start_queued_loads(self: &Arc<Self>, inner: &mut Inner<L::Servable>) {
-        while inner.active_loads < inner.load_limit {
-            let Some(id) = inner.load_queue.pop_front() else {
-                break;
-            };
-            let Some(h) = harness(inner, &id) else {
-                continue;
-            };
-            if h.phase != Phase::LoadQueued {
-                continue;
-            }
-            let path = h.path.clone();
-            let cancel = h.cancel.subscribe();
-            inner.active_loads += 1;
-            let span = tracing::info_span!("load", model = %id.name, version = id.version);
-            tokio::spawn(Arc::clone(self).run_load(id, path, cancel).instrument(span));
-        }
-    }
-
-    /// Reserves resources, loads with retries, and hands the outcome over.
-    async fn run_load(
-        self: Arc<Self>,
-        id: ServableId,
-        path: PathBuf,
-        cancel: watch::Receiver<bool>,
-    ) {
-        let outcome = match self.reserve_resources(&id, &path).await {
-            Ok(()) => {
-                if let Some(h) = harness(&mut self.lock(), &id) {
-                    h.phase = Phase::Loading;
-                }
-                self.monitor.publish_ok(&id, ManagerState::Loading);
-                self.load_with_retries(&id, &path, cancel).await
-            }
-            Err(e) => Err(e),
-        };
-        self.finish_load(id, outcome);
-    }
-
-    async fn reserve_resources(
-        &self,
-        id: &ServableId,
-        path: &std::path::Path,
-    ) -> Result<(), ServableError> {
-        let Some(limit) = self.options.total_model_memory_limit_bytes else {
-            return Ok(());
-        };
-        let estimate = {
-            let (loader, id, path) = (Arc::clone(&self.loader), id.clone(), path.to_owned());
-            blocking(move || loader.estimate_resources(&id, &path)).await?
-        };
-        let mut inner = self.lock();
-        if inner.reserved_bytes.saturating_add(estimate) > limit {
-            return Err(ServableError::new(
-                Code::ResourceExhausted,
-                format!("Insufficient resources to load servable {id}"),
-            ));
-        }
-        inner.reserved_bytes += estimate;
-        if let Some(h) = harness(&mut inner, id) {
-            h.reserved_bytes = estimate;
-        }
-        Ok(())
-    }
-
-    async fn load_with_retries(
-        &self,
-        id: &ServableId,
-        path: &std::path::Path,
-        mut cancel: watch::Receiver<bool>,
-    ) -> Result<L::Servable, ServableError> {
-        let mut attempt = 0;
-        loop {
-            let result = {
-                let (loader, id, path) = (Arc::clone(&self.loader), id.clone(), path.to_owned());
-                blocking(move || loader.load(&id, &path)).await
-            };
-            let error = match result {
-                Ok(servable) => return Ok(servable),
-                Err(error) => error,
-            };
-            tracing::warn!(attempt, "Servable {id} cannot be loaded: {error}");
-            if attempt >= self.options.max_num_load_retries || *cancel.borrow() {
-                return Err(error);
-            }
-            attempt += 1;
-            tokio::select! {
-                () = tokio::time::sleep(self.options.load_retry_interval) => {}
-                _ = cancel.wait_for(|cancelled| *cancelled) => {
-                    tracing::info!("load retries of {id} cancelled: no longer aspired");
-                    return Err(error);
-                }
-            }
-        }
-    }
-
-    /// Makes a loaded version AVAILABLE, or records why it is not.
-    fn finish_load(self: &Arc<Self>, id: ServableId, outcome: Result<L::Servable, ServableError>) {
-        let mut inner = self.lock();
-        inner.active_loads -= 1;
-        let mut discard = None;
-        let mut release_bytes = 0;
-        if let Some(h) = harness(&mut inner, &id) {
-            match outcome {
-                Ok(servable) if h.aspired => {
-                    h.release = Some(self.serving.insert(id.clone(), servable));
-                    h.phase = Phase::Ready;
-                    // Published after the map update: AVAILABLE means routable.
-                    self.monitor.publish_ok(&id, ManagerState::Available);
-                    tracing::info!(model = %id.name, version = id.version, "version available");
-                }
-                Ok(servable) => {
-                    h.phase = Phase::Disabled;
-                    release_bytes = std::mem::take(&mut h.reserved_bytes);
-                    discard = Some(servable);
-                    self.monitor
-                        .publish_error(&id, ServableError::load_cancelled());
-                }
-                Err(error) => {
-                    h.phase = Phase::Error;
-                    release_bytes = std::mem::take(&mut h.reserved_bytes);
-                    self.monitor.publish_error(&id, error);
-                }
-            }
-        }
-        inner.reserved_bytes -= release_bytes;
-        drop(inner);
-        if let Some(servable) = discard {
-            let shared = Arc::clone(self);
-            tokio::spawn(async move {
-                let loader = Arc::clone(&shared.loader);
-                let _ = blocking(move || {
-                    loader.unload(&id, servable);
-                    Ok(())
-                })
-                .await;
-                shared.tick();
-            });
-        }
-        self.tick();
-    }
-
-    /// UNLOADING is published before the version leaves the map; the unload
-    /// itself waits until no request holds the version.
-    fn begin_unload(self: &Arc<Self>, inner: &mut Inner<L::Servable>, id: ServableId) {
-        let Some(h) = harness(inner, &id) else { return };
-        h.phase = Phase::Unloading;
-        let release = h.release.take();
-        self.monitor.publish_ok(&id, ManagerState::Unloading);
-        self.serving.remove(&id);
-        let span = tracing::info_span!("unload", model = %id.name, version = id.version);
-        tokio::spawn(Arc::clone(self).run_unload(id, release).instrument(span));
-    }
-
-    async fn run_unload(
-        self: Arc<Self>,
-        id: ServableId,
-        release: Option<ReleaseReceiver<L::Servable>>,
-    ) {
-        // Resolves when the last in-flight request drops its handle.
-        let servable = match release {
-            Some(release) => release.await.ok(),
-            None => None,
-        };
-        if let Some(servable) = servable {
-            let _slot = self.unload_slots.acquire().await;
-            let (loader, unload_id) = (Arc::clone(&self.loader), id.clone());
-            if blocking(move || {
-                loader.unload(&unload_id, servable);
-                Ok(())
-            })
-            .await
-            .is_err()
-            {
-                tracing::error!("unloading {id} panicked");
-            }
-        }
-        {
-            let mut inner = self.lock();
-            let mut release_bytes = 0;
-            if let Some(h) = harness(&mut inner, &id) {
-                h.phase = Phase::Disabled;
-                release_bytes = std::mem::take(&mut h.reserved_bytes);
-            }
-            inner.reserved_bytes -= release_bytes;
-            self.monitor.publish_ok(&id, ManagerState::End);
-        }
-        tracing::info!("version unloaded");
-        self.tick();
-    }
 }
 
 fn harness<'a, T>(inner: &'a mut Inner<T>, id: &ServableId) -> Option<&'a mut Harness<T>> {
     inner.models.get_mut(&id.name)?.get_mut(&id.version)
 }
 
-/// Runs blocking loader work off the reactor; a panic becomes an INTERNAL error.
-async fn blocking<R: Send + 'static>(
-    work: impl FnOnce() -> Result<R, ServableError> + Send + 'static,
-) -> Result<R, ServableError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|join| {
-            Err(ServableError::new(
-                Code::Internal,
-                format!("loader panicked: {join}"),
-            ))
-        })
-}
+mod transitions;
 
 #[cfg(test)]
 mod tests;
