@@ -1,0 +1,34 @@
+//! The ONNX `Loader` the version manager drives.
+
+use crate::model::{MODEL_FILE, ModelOptions, OnnxModel};
+use std::path::Path;
+use versa_core::{Loader, ServableError, ServableId};
+
+/// Loads `<version dir>/model.onnx` with tract.
+#[derive(Debug, Clone, Default)]
+pub struct OnnxLoader {
+    pub model: ModelOptions,
+    /// Run the model once on zeros before it becomes AVAILABLE.
+    pub warm_up: bool,
+}
+
+impl Loader for OnnxLoader {
+    type Servable = OnnxModel;
+
+    /// The model file's size: weights dominate what a loaded model holds.
+    fn estimate_resources(&self, _id: &ServableId, path: &Path) -> Result<u64, ServableError> {
+        Ok(std::fs::metadata(path.join(MODEL_FILE))
+            .map(|m| m.len())
+            .unwrap_or(0))
+    }
+
+    fn load(&self, id: &ServableId, path: &Path) -> Result<OnnxModel, ServableError> {
+        let started = std::time::Instant::now();
+        let model = OnnxModel::load(path, self.model.clone())?;
+        if self.warm_up {
+            model.warm_up()?;
+        }
+        tracing::info!(model = %id.name, version = id.version, elapsed_ms = started.elapsed().as_millis() as u64, "loaded");
+        Ok(model)
+    }
+}
