@@ -183,9 +183,14 @@ impl ServableStateMonitor {
     /// tracked version at END. Returns, per model, the AVAILABLE versions
     /// (empty when the model settled on END only). This is what a config
     /// reload waits for — here always bounded by `deadline`.
+    ///
+    /// Only END events published at or after `since` count, so versions that
+    /// ended earlier (say, under a previous config) do not settle a model that
+    /// was just added again.
     pub async fn wait_until_models_settled(
         &self,
         models: &[String],
+        since: SystemTime,
         deadline: Instant,
     ) -> Result<BTreeMap<String, Vec<i64>>, WaitTimeout> {
         self.wait_until(deadline, |all| {
@@ -200,7 +205,7 @@ impl ServableStateMonitor {
                 let all_ended = !versions.is_empty()
                     && versions
                         .values()
-                        .all(|e| e.state.state == ManagerState::End);
+                        .all(|e| e.state.state == ManagerState::End && e.at >= since);
                 if available.is_empty() && !all_ended {
                     return None;
                 }
@@ -307,22 +312,27 @@ mod tests {
         let monitor = ServableStateMonitor::new();
         let deadline = || Instant::now() + Duration::from_millis(50);
         let models = vec!["a".to_owned(), "b".to_owned()];
+        // b ended before the wait began: that END does not settle it.
+        monitor.publish_ok(&ServableId::new("b", 9), ManagerState::End);
+        let since = SystemTime::now();
         monitor.publish_ok(&ServableId::new("a", 1), ManagerState::Available);
-        assert_eq!(
-            monitor.wait_until_models_settled(&models, deadline()).await,
-            Err(WaitTimeout)
-        );
+        let settled = monitor
+            .wait_until_models_settled(&models, since, deadline())
+            .await;
+        assert_eq!(settled, Err(WaitTimeout));
+        monitor.publish_ok(&ServableId::new("b", 9), ManagerState::Start);
+        monitor.publish_ok(&ServableId::new("b", 9), ManagerState::End);
         monitor.publish_ok(&ServableId::new("b", 1), ManagerState::Loading);
-        assert_eq!(
-            monitor.wait_until_models_settled(&models, deadline()).await,
-            Err(WaitTimeout)
-        );
+        let settled = monitor
+            .wait_until_models_settled(&models, since, deadline())
+            .await;
+        assert_eq!(settled, Err(WaitTimeout));
         monitor.publish_error(
             &ServableId::new("b", 1),
             ServableError::new(Code::Unknown, "x"),
         );
         let settled = monitor
-            .wait_until_models_settled(&models, deadline())
+            .wait_until_models_settled(&models, since, deadline())
             .await
             .expect("settled");
         assert_eq!(settled["a"], vec![1]);

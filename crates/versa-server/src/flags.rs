@@ -1,0 +1,451 @@
+//! Command-line flags: TensorFlow Serving's names and defaults (`--name=value`;
+//! booleans as `--flag`, `--flag=true` or `--flag=false`), plus a few Versa
+//! extensions. Flags that only mean something to TensorFlow are accepted with
+//! a one-line warning; flags we cannot honour are refused with a clear reason.
+
+use clap::{ArgAction, Parser};
+
+fn cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "versa-server",
+    version,
+    about = "A drop-in tensorflow_model_server for ONNX models",
+    // TensorFlow Serving's flags are long-only with underscores.
+    disable_help_subcommand = true
+)]
+pub struct Flags {
+    /// gRPC port (0 disables gRPC).
+    #[arg(long = "port", default_value_t = 8500)]
+    pub port: u16,
+    /// Address the ports bind to.
+    #[arg(long = "bind_address", default_value = "0.0.0.0")]
+    pub bind_address: std::net::IpAddr,
+    /// UNIX socket for gRPC (not supported).
+    #[arg(long = "grpc_socket_path", default_value = "")]
+    pub grpc_socket_path: String,
+    /// REST port (0 disables REST).
+    #[arg(long = "rest_api_port", default_value_t = 0)]
+    pub rest_api_port: u16,
+    /// REST worker threads (informational: requests run on the async runtime).
+    #[arg(long = "rest_api_num_threads", default_value_t = 0)]
+    pub rest_api_num_threads: usize,
+    /// Per-request timeout of REST calls.
+    #[arg(long = "rest_api_timeout_in_ms", default_value_t = 30_000)]
+    pub rest_api_timeout_in_ms: u64,
+    /// Adds CORS headers and answers OPTIONS preflights.
+    #[arg(long = "rest_api_enable_cors_support", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub rest_api_enable_cors_support: bool,
+    /// Largest REST request body in bytes.
+    #[arg(long = "rest_api_max_body_bytes", default_value_t = 256 << 20)]
+    pub rest_api_max_body_bytes: usize,
+    /// Single-model mode: the model's name.
+    #[arg(long = "model_name", default_value = "default")]
+    pub model_name: String,
+    /// Single-model mode: the model's base path.
+    #[arg(long = "model_base_path", default_value = "")]
+    pub model_base_path: String,
+    /// Model config file (protobuf text format, or YAML for .yaml/.yml).
+    #[arg(long = "model_config_file", default_value = "")]
+    pub model_config_file: String,
+    /// Re-read the model config file this often (0: read once).
+    #[arg(long = "model_config_file_poll_wait_seconds", default_value_t = 0)]
+    pub model_config_file_poll_wait_seconds: u64,
+    /// Poll base paths for versions this often (0: once; negative: never).
+    #[arg(
+        long = "file_system_poll_wait_seconds",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
+    pub file_system_poll_wait_seconds: i64,
+    /// Loads running at once (0: one at a time).
+    #[arg(long = "num_load_threads", default_value_t = 0)]
+    pub num_load_threads: usize,
+    /// Unloads running at once (0: one at a time).
+    #[arg(long = "num_unload_threads", default_value_t = 0)]
+    pub num_unload_threads: usize,
+    /// Retries after a failed load (0: a single attempt).
+    #[arg(long = "max_num_load_retries", default_value_t = 5)]
+    pub max_num_load_retries: u32,
+    /// Wait between load attempts (negative: none).
+    #[arg(
+        long = "load_retry_interval_micros",
+        default_value_t = 60_000_000,
+        allow_negative_numbers = true
+    )]
+    pub load_retry_interval_micros: i64,
+    /// Run each new version once on zeros before it becomes AVAILABLE.
+    #[arg(long = "enable_model_warmup", num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub enable_model_warmup: bool,
+    /// Warm-up runs per version (0 means one).
+    #[arg(long = "num_request_iterations_for_warmup", default_value_t = 0)]
+    pub num_request_iterations_for_warmup: u32,
+    /// Request batching (not implemented yet: accepted with a warning).
+    #[arg(long = "enable_batching", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub enable_batching: bool,
+    /// Batching parameters file (text BatchingParameters).
+    #[arg(long = "batching_parameters_file", default_value = "")]
+    pub batching_parameters_file: String,
+    /// Labels may name versions that are not AVAILABLE yet (new labels only).
+    #[arg(long = "allow_version_labels_for_unavailable_models", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub allow_version_labels_for_unavailable_models: bool,
+    /// Monitoring config file (text MonitoringConfig): Prometheus on the REST port.
+    #[arg(long = "monitoring_config_file", default_value = "")]
+    pub monitoring_config_file: String,
+    /// Limit of concurrent gRPC requests per connection.
+    #[arg(long = "grpc_max_threads", default_value_t = 4 * cpus())]
+    pub grpc_max_threads: usize,
+    /// gRPC channel arguments `k=v,k=v` (accepted; tonic's defaults apply).
+    #[arg(long = "grpc_channel_arguments", default_value = "")]
+    pub grpc_channel_arguments: String,
+    /// Registers grpc.health.v1 (always registered by versa-server).
+    #[arg(long = "enable_grpc_healthcheck_service", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub enable_grpc_healthcheck_service: bool,
+    /// Predict responses use tensor_content instead of typed fields.
+    #[arg(long = "enable_serialization_as_tensor_content", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub enable_serialization_as_tensor_content: bool,
+    /// Check signature method names (ours are always predict).
+    #[arg(long = "enable_signature_method_name_check", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub enable_signature_method_name_check: bool,
+    /// TLS config file (not supported: terminate TLS in front of the sidecar).
+    #[arg(long = "ssl_config_file", default_value = "")]
+    pub ssl_config_file: String,
+    /// ALTS credentials (not supported).
+    #[arg(long = "use_alts_credentials", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub use_alts_credentials: bool,
+
+    // --- Versa extensions ---
+    /// Refuse to unload every version of a model whose base path is found empty.
+    #[arg(long = "servable_versions_always_present", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub servable_versions_always_present: bool,
+    /// Default transition policy: availability_preserving or resource_preserving.
+    #[arg(long = "transition_policy", default_value = "availability_preserving")]
+    pub transition_policy: String,
+    /// Upper bound of a reload's wait for new models (the client's deadline, if shorter, wins).
+    #[arg(long = "reload_timeout_seconds", default_value_t = 600)]
+    pub reload_timeout_seconds: u64,
+    /// Start serving after this long even if some models are still loading.
+    #[arg(long = "initial_load_timeout_seconds", default_value_t = 600)]
+    pub initial_load_timeout_seconds: u64,
+    /// Inferences running at once (0: one per core).
+    #[arg(long = "num_inference_threads", default_value_t = 0)]
+    pub num_inference_threads: usize,
+    /// Batch sizes per model version with a concretely-optimised plan.
+    #[arg(long = "plan_cache_size", default_value_t = 8)]
+    pub plan_cache_size: usize,
+    /// Refuse loads beyond this many bytes of models in total (0: unlimited).
+    #[arg(long = "total_model_memory_limit_bytes", default_value_t = 0)]
+    pub total_model_memory_limit_bytes: u64,
+
+    // --- TensorFlow-only flags: accepted, warned about, ignored ---
+    #[arg(long = "flush_filesystem_caches", hide = true)]
+    pub flush_filesystem_caches: Option<String>,
+    #[arg(long = "enable_per_model_batching_parameters", hide = true)]
+    pub enable_per_model_batching_parameters: Option<String>,
+    #[arg(long = "platform_config_file", hide = true)]
+    pub platform_config_file: Option<String>,
+    #[arg(long = "saved_model_tags", hide = true)]
+    pub saved_model_tags: Option<String>,
+    #[arg(long = "tensorflow_session_parallelism", hide = true)]
+    pub tensorflow_session_parallelism: Option<String>,
+    #[arg(long = "tensorflow_intra_op_parallelism", hide = true)]
+    pub tensorflow_intra_op_parallelism: Option<String>,
+    #[arg(long = "tensorflow_inter_op_parallelism", hide = true)]
+    pub tensorflow_inter_op_parallelism: Option<String>,
+    #[arg(long = "tensorflow_session_config_file", hide = true)]
+    pub tensorflow_session_config_file: Option<String>,
+    #[arg(long = "per_process_gpu_memory_fraction", hide = true)]
+    pub per_process_gpu_memory_fraction: Option<String>,
+    #[arg(long = "enable_profiler", hide = true)]
+    pub enable_profiler: Option<String>,
+    #[arg(long = "remove_unused_fields_from_bundle_metagraph", hide = true)]
+    pub remove_unused_fields_from_bundle_metagraph: Option<String>,
+    #[arg(long = "prefer_tflite_model", hide = true)]
+    pub prefer_tflite_model: Option<String>,
+    #[arg(long = "num_tflite_pools", hide = true)]
+    pub num_tflite_pools: Option<String>,
+    #[arg(long = "num_tflite_interpreters_per_pool", hide = true)]
+    pub num_tflite_interpreters_per_pool: Option<String>,
+    #[arg(long = "thread_pool_factory_config_file", hide = true)]
+    pub thread_pool_factory_config_file: Option<String>,
+    #[arg(long = "mixed_precision", hide = true)]
+    pub mixed_precision: Option<String>,
+    #[arg(long = "skip_initialize_tpu", hide = true)]
+    pub skip_initialize_tpu: Option<String>,
+    #[arg(long = "xla_cpu_compilation_enabled", hide = true)]
+    pub xla_cpu_compilation_enabled: Option<String>,
+    #[arg(long = "xla_gpu_compilation_enabled", hide = true)]
+    pub xla_gpu_compilation_enabled: Option<String>,
+}
+
+/// Flags rejected or warned about after parsing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FlagError(pub String);
+
+impl Flags {
+    /// Checks combinations TensorFlow Serving checks, and ours. Returns the
+    /// one-line warnings to log for accepted-but-ignored flags.
+    pub fn validate(&self) -> Result<Vec<String>, FlagError> {
+        let fail = |m: &str| Err(FlagError(m.to_owned()));
+        if self.port == 0 && self.grpc_socket_path.is_empty() && self.rest_api_port == 0 {
+            return fail("nothing to serve on: set --port or --rest_api_port");
+        }
+        if !self.grpc_socket_path.is_empty() {
+            return fail(
+                "--grpc_socket_path is not supported by versa-server: use --port (gRPC over TCP)",
+            );
+        }
+        if self.rest_api_port != 0 && self.rest_api_port == self.port {
+            return fail("--rest_api_port must differ from --port");
+        }
+        if self.model_config_file.is_empty() && self.model_base_path.is_empty() {
+            return fail(
+                "set either --model_config_file, or --model_base_path (with --model_name)",
+            );
+        }
+        if !self.batching_parameters_file.is_empty() && !self.enable_batching {
+            return fail(
+                "server_options.batching_parameters_file is set without setting server_options.enable_batching to true.",
+            );
+        }
+        if !self.ssl_config_file.is_empty() || self.use_alts_credentials {
+            return fail(
+                "--ssl_config_file/--use_alts_credentials are not supported: terminate TLS in front of versa-server (e.g. a mesh or ingress)",
+            );
+        }
+        if self.tensorflow_session_parallelism.is_some()
+            && self.tensorflow_intra_op_parallelism.is_some()
+            && self.tensorflow_inter_op_parallelism.is_some()
+        {
+            return fail(
+                "Either configure tensorflow_session_parallelism or (tensorflow_intra_op_parallelism, tensorflow_inter_op_parallelism). Not both.",
+            );
+        }
+        self.transition().map_err(FlagError)?;
+        let mut warnings = Vec::new();
+        let tf_only: [(&str, &Option<String>); 20] = [
+            ("flush_filesystem_caches", &self.flush_filesystem_caches),
+            (
+                "enable_per_model_batching_parameters",
+                &self.enable_per_model_batching_parameters,
+            ),
+            ("platform_config_file", &self.platform_config_file),
+            ("saved_model_tags", &self.saved_model_tags),
+            (
+                "tensorflow_session_parallelism",
+                &self.tensorflow_session_parallelism,
+            ),
+            (
+                "tensorflow_intra_op_parallelism",
+                &self.tensorflow_intra_op_parallelism,
+            ),
+            (
+                "tensorflow_inter_op_parallelism",
+                &self.tensorflow_inter_op_parallelism,
+            ),
+            (
+                "tensorflow_session_config_file",
+                &self.tensorflow_session_config_file,
+            ),
+            (
+                "per_process_gpu_memory_fraction",
+                &self.per_process_gpu_memory_fraction,
+            ),
+            ("enable_profiler", &self.enable_profiler),
+            (
+                "remove_unused_fields_from_bundle_metagraph",
+                &self.remove_unused_fields_from_bundle_metagraph,
+            ),
+            ("prefer_tflite_model", &self.prefer_tflite_model),
+            ("num_tflite_pools", &self.num_tflite_pools),
+            (
+                "num_tflite_interpreters_per_pool",
+                &self.num_tflite_interpreters_per_pool,
+            ),
+            (
+                "thread_pool_factory_config_file",
+                &self.thread_pool_factory_config_file,
+            ),
+            ("mixed_precision", &self.mixed_precision),
+            ("skip_initialize_tpu", &self.skip_initialize_tpu),
+            (
+                "xla_cpu_compilation_enabled",
+                &self.xla_cpu_compilation_enabled,
+            ),
+            (
+                "xla_gpu_compilation_enabled",
+                &self.xla_gpu_compilation_enabled,
+            ),
+            (
+                "grpc_channel_arguments",
+                &(!self.grpc_channel_arguments.is_empty())
+                    .then(|| self.grpc_channel_arguments.clone()),
+            ),
+        ];
+        for (name, value) in tf_only {
+            if value.is_some() {
+                warnings.push(format!(
+                    "--{name} only applies to TensorFlow runtimes; ignored"
+                ));
+            }
+        }
+        if self.enable_batching {
+            warnings.push(
+                "--enable_batching: request batching is not available yet; requests run unbatched"
+                    .to_owned(),
+            );
+        }
+        if self.rest_api_num_threads != 0 {
+            warnings.push(
+                "--rest_api_num_threads: REST requests run on the async runtime; ignored"
+                    .to_owned(),
+            );
+        }
+        Ok(warnings)
+    }
+
+    /// The default transition policy of models.
+    pub fn transition(&self) -> Result<versa_core::TransitionPolicy, String> {
+        match self.transition_policy.as_str() {
+            "availability_preserving" => Ok(versa_core::TransitionPolicy::AvailabilityPreserving),
+            "resource_preserving" => Ok(versa_core::TransitionPolicy::ResourcePreserving),
+            other => Err(format!(
+                "--transition_policy={other}: expected availability_preserving or resource_preserving"
+            )),
+        }
+    }
+
+    /// Manager options from the flags.
+    pub fn manager_options(&self) -> versa_core::ManagerOptions {
+        versa_core::ManagerOptions {
+            num_load_threads: self.num_load_threads,
+            num_unload_threads: self.num_unload_threads,
+            max_num_load_retries: self.max_num_load_retries,
+            load_retry_interval: std::time::Duration::from_micros(
+                self.load_retry_interval_micros.max(0) as u64,
+            ),
+            total_model_memory_limit_bytes: (self.total_model_memory_limit_bytes > 0)
+                .then_some(self.total_model_memory_limit_bytes),
+            label_rules: versa_core::LabelRules {
+                allow_for_unavailable: self.allow_version_labels_for_unavailable_models,
+                ..versa_core::LabelRules::default()
+            },
+            ..versa_core::ManagerOptions::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Flags, clap::Error> {
+        Flags::try_parse_from(std::iter::once("versa-server").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_tensorflow_serving() {
+        let f = parse(&["--model_base_path=/models/m"]).expect("parses");
+        assert_eq!(f.port, 8500);
+        assert_eq!(f.rest_api_port, 0);
+        assert_eq!(f.rest_api_timeout_in_ms, 30_000);
+        assert_eq!(f.model_name, "default");
+        assert_eq!(f.file_system_poll_wait_seconds, 1);
+        assert_eq!(f.model_config_file_poll_wait_seconds, 0);
+        assert_eq!(f.max_num_load_retries, 5);
+        assert_eq!(f.load_retry_interval_micros, 60_000_000);
+        assert!(f.enable_model_warmup);
+        assert!(!f.allow_version_labels_for_unavailable_models);
+        assert_eq!(f.validate(), Ok(vec![]));
+    }
+
+    #[test]
+    fn booleans_take_all_three_forms() {
+        for (arg, expected) in [
+            ("--allow_version_labels_for_unavailable_models", true),
+            ("--allow_version_labels_for_unavailable_models=true", true),
+            ("--allow_version_labels_for_unavailable_models=false", false),
+        ] {
+            let f = parse(&["--model_base_path=/m", arg]).expect("parses");
+            assert_eq!(
+                f.allow_version_labels_for_unavailable_models, expected,
+                "{arg}"
+            );
+        }
+        assert!(
+            !parse(&["--model_base_path=/m", "--enable_model_warmup=false"])
+                .expect("parses")
+                .enable_model_warmup
+        );
+        assert!(parse(&["--model_base_path=/m", "--enable_model_warmup=maybe"]).is_err());
+    }
+
+    #[test]
+    fn negative_poll_means_never() {
+        let f =
+            parse(&["--model_base_path=/m", "--file_system_poll_wait_seconds=-1"]).expect("parses");
+        assert_eq!(f.file_system_poll_wait_seconds, -1);
+    }
+
+    #[test]
+    fn tensorflow_only_flags_are_accepted_with_a_warning() {
+        let f = parse(&[
+            "--model_base_path=/m",
+            "--saved_model_tags=serve,gpu",
+            "--per_process_gpu_memory_fraction=0.5",
+        ])
+        .expect("parses");
+        let warnings = f.validate().expect("valid");
+        assert_eq!(
+            warnings,
+            vec![
+                "--saved_model_tags only applies to TensorFlow runtimes; ignored".to_owned(),
+                "--per_process_gpu_memory_fraction only applies to TensorFlow runtimes; ignored"
+                    .to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_combinations_are_refused() {
+        let cases: [(&[&str], &str); 6] = [
+            (&[], "set either --model_config_file"),
+            (
+                &[
+                    "--model_base_path=/m",
+                    "--port=9000",
+                    "--rest_api_port=9000",
+                ],
+                "--rest_api_port must differ",
+            ),
+            (
+                &["--model_base_path=/m", "--batching_parameters_file=/b"],
+                "server_options.batching_parameters_file is set",
+            ),
+            (
+                &["--model_base_path=/m", "--ssl_config_file=/s"],
+                "--ssl_config_file/--use_alts_credentials are not supported",
+            ),
+            (
+                &["--model_base_path=/m", "--grpc_socket_path=/tmp/s"],
+                "--grpc_socket_path is not supported",
+            ),
+            (
+                &["--model_base_path=/m", "--transition_policy=fast"],
+                "--transition_policy=fast",
+            ),
+        ];
+        for (args, start) in cases {
+            let err = parse(args).expect("parses").validate().expect_err(start);
+            assert!(err.0.starts_with(start), "{args:?}: {}", err.0);
+        }
+        assert!(parse(&["--model_base_path=/m", "--port=notaport"]).is_err());
+        assert!(parse(&["--model_base_path=/m", "--no_such_flag=1"]).is_err());
+    }
+}

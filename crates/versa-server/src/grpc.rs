@@ -1,0 +1,244 @@
+//! The gRPC API: `tensorflow.serving.PredictionService` and
+//! `tensorflow.serving.ModelService`, as TensorFlow Serving answers them.
+
+use crate::error::{ServingError, proto_code};
+use crate::serving::{ModelRequest, Serving, check_input_names, select_outputs};
+use std::time::Duration;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+use versa_core::Code;
+use versa_onnx::convert::{tensor_from_proto, tensor_to_proto};
+use versa_onnx::{IntoTValue, TVec};
+use versa_proto::serving::{
+    ClassificationRequest, ClassificationResponse, GetModelMetadataRequest,
+    GetModelMetadataResponse, GetModelStatusRequest, GetModelStatusResponse, Metric,
+    MultiInferenceRequest, MultiInferenceResponse, PredictRequest, PredictResponse,
+    RegressionRequest, RegressionResponse, ReloadConfigRequest, ReloadConfigResponse, StatusProto,
+    metric, model_service_server::ModelService, model_spec,
+    prediction_service_server::PredictionService,
+};
+
+/// The deadline a gRPC client set (`grpc-timeout` header), if any.
+pub fn deadline_of<T>(request: &Request<T>) -> Option<Instant> {
+    let raw = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (value, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    let value: u64 = value.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(value.saturating_mul(3600)),
+        "M" => Duration::from_secs(value.saturating_mul(60)),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
+    };
+    Some(Instant::now() + timeout)
+}
+
+fn missing_spec() -> Status {
+    ServingError::invalid_argument("Missing ModelSpec").into()
+}
+
+fn unimplemented(api: &str) -> Status {
+    Status::unimplemented(format!(
+        "{api} takes tf.Example inputs and needs a TensorFlow classify/regress signature; ONNX models served by versa-server have only the predict signature: use Predict"
+    ))
+}
+
+#[tonic::async_trait]
+impl PredictionService for Serving {
+    async fn predict(
+        &self,
+        request: Request<PredictRequest>,
+    ) -> Result<Response<PredictResponse>, Status> {
+        let started = std::time::Instant::now();
+        let deadline = deadline_of(&request);
+        let body = request.into_inner();
+        let Some(spec) = body.model_spec.as_ref() else {
+            return Err(missing_spec());
+        };
+        let model = ModelRequest::from_spec(spec);
+        let mut answered = None;
+        let result = self
+            .predict_proto(&model, &body, deadline, &mut answered)
+            .await;
+        let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
+        self.record(
+            &model.name,
+            answered,
+            model.label(),
+            "Predict",
+            "GRPC",
+            code,
+            started.elapsed(),
+        );
+        Ok(Response::new(result?))
+    }
+
+    async fn get_model_metadata(
+        &self,
+        request: Request<GetModelMetadataRequest>,
+    ) -> Result<Response<GetModelMetadataResponse>, Status> {
+        let body = request.into_inner();
+        let Some(spec) = body.model_spec.as_ref() else {
+            return Err(missing_spec());
+        };
+        Ok(Response::new(self.metadata(
+            &ModelRequest::from_spec(spec),
+            &body.metadata_field,
+        )?))
+    }
+
+    async fn classify(
+        &self,
+        _: Request<ClassificationRequest>,
+    ) -> Result<Response<ClassificationResponse>, Status> {
+        Err(unimplemented("Classify"))
+    }
+
+    async fn regress(
+        &self,
+        _: Request<RegressionRequest>,
+    ) -> Result<Response<RegressionResponse>, Status> {
+        Err(unimplemented("Regress"))
+    }
+
+    async fn multi_inference(
+        &self,
+        _: Request<MultiInferenceRequest>,
+    ) -> Result<Response<MultiInferenceResponse>, Status> {
+        Err(unimplemented("MultiInference"))
+    }
+}
+
+impl Serving {
+    async fn predict_proto(
+        &self,
+        model: &ModelRequest,
+        body: &PredictRequest,
+        deadline: Option<Instant>,
+        answered: &mut Option<i64>,
+    ) -> Result<PredictResponse, ServingError> {
+        let resolved = self.resolve(model)?;
+        *answered = Some(resolved.version());
+        let signature = resolved.signature();
+        check_input_names(signature, body.inputs.keys().map(String::as_str))?;
+        let outputs = select_outputs(signature, &body.output_filter)?;
+        let mut inputs = TVec::with_capacity(signature.inputs.len());
+        for spec in &signature.inputs {
+            let proto = &body.inputs[&spec.alias];
+            inputs.push(tensor_from_proto(proto, spec)?.into_tvalue());
+        }
+        let produced = self.run(&resolved, inputs, outputs, deadline).await?;
+        let mut response = PredictResponse {
+            model_spec: Some(resolved.response_spec()),
+            ..Default::default()
+        };
+        for (alias, tensor) in produced {
+            let proto = tensor_to_proto(&alias, &tensor, self.tensor_content_outputs)?;
+            response.outputs.insert(alias, proto);
+        }
+        Ok(response)
+    }
+}
+
+/// Metric names as the reload API takes them (`/tensorflow/cc/...`) map to
+/// exposition names by replacing every character outside `[a-zA-Z0-9_]`.
+pub fn exposition_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                ':'
+            }
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl ModelService for Serving {
+    async fn get_model_status(
+        &self,
+        request: Request<GetModelStatusRequest>,
+    ) -> Result<Response<GetModelStatusResponse>, Status> {
+        let body = request.into_inner();
+        let Some(spec) = body.model_spec.as_ref() else {
+            return Err(missing_spec());
+        };
+        // Only an explicit version narrows the answer; a label is ignored (as upstream).
+        let version = match &spec.version_choice {
+            Some(model_spec::VersionChoice::Version(v)) => Some(*v),
+            _ => None,
+        };
+        Ok(Response::new(self.model_status(&spec.name, version)?))
+    }
+
+    async fn handle_reload_config_request(
+        &self,
+        request: Request<ReloadConfigRequest>,
+    ) -> Result<Response<ReloadConfigResponse>, Status> {
+        let deadline = deadline_of(&request);
+        let body = request.into_inner();
+        let before: Vec<(String, Option<i64>)> = body
+            .metric_names
+            .iter()
+            .map(|n| (n.clone(), self.metrics.value_of(&exposition_name(n))))
+            .collect();
+        let config = body.config.unwrap_or_default();
+        if let Err(e) = self.core.reload(&config, deadline).await {
+            tracing::warn!("reload rejected: {e}");
+            return Err(e.into());
+        }
+        let metric = before
+            .into_iter()
+            .map(|(name, before)| {
+                let after = self.metrics.value_of(&exposition_name(&name));
+                let increase = match (before, after) {
+                    (Some(b), Some(a)) => a - b,
+                    (None, Some(a)) => a,
+                    _ => 0,
+                };
+                Metric {
+                    name,
+                    value_increase: Some(metric::ValueIncrease::Int64ValueIncrease(increase)),
+                }
+            })
+            .collect();
+        Ok(Response::new(ReloadConfigResponse {
+            status: Some(StatusProto {
+                error_code: proto_code(Code::Ok) as i32,
+                error_message: String::new(),
+            }),
+            metric,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        let mut request = Request::new(());
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", "250m".parse().expect("ascii"));
+        let deadline = deadline_of(&request).expect("deadline");
+        let left = deadline - Instant::now();
+        assert!(left <= Duration::from_millis(250) && left > Duration::from_millis(200));
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", "bogus".parse().expect("ascii"));
+        assert!(deadline_of(&request).is_none());
+    }
+
+    #[test]
+    fn metric_names_map_to_exposition_names() {
+        assert_eq!(
+            exposition_name("/tensorflow/cc/saved_model/load_attempt_count"),
+            ":tensorflow:cc:saved_model:load_attempt_count"
+        );
+    }
+}

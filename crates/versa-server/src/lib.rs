@@ -1,0 +1,310 @@
+//! versa-server: a drop-in `tensorflow_model_server` for ONNX models.
+//!
+//! Start-up follows linkerd2-proxy's habit: every flag and config file is read
+//! and validated before any port is bound; a bad one ends the process with a
+//! one-line reason.
+
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod flags;
+pub mod grpc;
+pub mod metrics;
+pub mod rest;
+pub mod serving;
+
+use crate::config::{read_message, read_model_server_config, single_model_config};
+use crate::core::{CoreOptions, ServerCore};
+use crate::flags::Flags;
+use crate::metrics::{Metrics, MetricsLoader};
+use crate::serving::Serving;
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use versa_core::{Code, PollInterval};
+use versa_onnx::{InferencePool, ModelOptions, OnnxLoader};
+use versa_proto::serving::{
+    ModelServerConfig, MonitoringConfig, model_server_config,
+    model_service_server::ModelServiceServer, prediction_service_server::PredictionServiceServer,
+};
+
+/// Everything read from flags and files before serving.
+#[derive(Debug)]
+pub struct Startup {
+    pub flags: Flags,
+    pub config: ModelServerConfig,
+    pub monitoring_path: Option<String>,
+}
+
+/// Reads and validates flags and files. No port is bound yet.
+pub fn prepare(flags: Flags) -> anyhow::Result<Startup> {
+    for warning in flags.validate()? {
+        tracing::warn!("{warning}");
+    }
+    let config = if flags.model_config_file.is_empty() {
+        single_model_config(&flags.model_name, &flags.model_base_path)
+    } else {
+        read_model_server_config(&PathBuf::from(&flags.model_config_file))?
+    };
+    // Validate now (a dry run against an empty server) so that a bad config
+    // fails before any port is bound.
+    if let config::ConfigRequest::List(list) = config::config_request(&config)? {
+        config::validate(
+            list,
+            &config::ServingConfig::default(),
+            flags.transition().map_err(anyhow::Error::msg)?,
+        )?;
+    }
+    let monitoring_path = if flags.monitoring_config_file.is_empty() {
+        None
+    } else {
+        let monitoring: MonitoringConfig = read_message(
+            "tensorflow.serving.MonitoringConfig",
+            &PathBuf::from(&flags.monitoring_config_file),
+        )?;
+        monitoring.prometheus_config.filter(|p| p.enable).map(|p| {
+            if p.path.is_empty() {
+                "/monitoring/prometheus/metrics".to_owned()
+            } else {
+                p.path
+            }
+        })
+    };
+    Ok(Startup {
+        flags,
+        config,
+        monitoring_path,
+    })
+}
+
+/// The same config with every label removed: labels are applied once their
+/// versions are loaded.
+fn without_labels(config: &ModelServerConfig) -> ModelServerConfig {
+    let mut stripped = config.clone();
+    if let Some(model_server_config::Config::ModelConfigList(list)) = &mut stripped.config {
+        for model in &mut list.config {
+            model.version_labels.clear();
+        }
+    }
+    stripped
+}
+
+/// Builds the core and loads the initial config. Labels are applied after
+/// the versions load (upstream applies them first and fails on its own
+/// start-up, issue #1608). Models still loading when the start-up timeout
+/// passes keep loading while the server serves; a model whose versions all
+/// fail ends start-up with an error, as upstream.
+pub async fn start_core(
+    startup: &Startup,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Arc<ServerCore>> {
+    let flags = &startup.flags;
+    let loader = MetricsLoader {
+        inner: OnnxLoader {
+            model: ModelOptions {
+                plan_cache_size: flags.plan_cache_size,
+            },
+            warm_up: flags.enable_model_warmup,
+        },
+        metrics: Arc::clone(&metrics),
+    };
+    let mut manager = flags.manager_options();
+    // Upstream loads the initial models with 4 threads per core.
+    let steady_load_threads = manager.num_load_threads;
+    manager.num_load_threads = 4 * std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let core = ServerCore::new(
+        loader,
+        CoreOptions {
+            manager,
+            poll: PollInterval::from_seconds(flags.file_system_poll_wait_seconds),
+            servable_versions_always_present: flags.servable_versions_always_present,
+            default_transition: flags.transition().map_err(anyhow::Error::msg)?,
+            reload_timeout: Duration::from_secs(flags.reload_timeout_seconds),
+        },
+    );
+    metrics.follow_states(core.monitor());
+    let deadline = Instant::now() + Duration::from_secs(flags.initial_load_timeout_seconds);
+    let initial = core
+        .reload(&without_labels(&startup.config), Some(deadline))
+        .await;
+    match initial {
+        Ok(()) => {}
+        Err(e) if e.code == Code::DeadlineExceeded => {
+            tracing::warn!("serving before every model is loaded: {}", e.message);
+        }
+        Err(e) => anyhow::bail!("Failed to start server. Error: {}", e.message),
+    }
+    if let Err(e) = core.reload(&startup.config, Some(deadline)).await {
+        tracing::warn!("version labels not applied yet: {}", e.message);
+    }
+    core.manager().set_load_threads(steady_load_threads);
+    Ok(core)
+}
+
+/// Re-reads the config file every `period` and reloads on change (or after
+/// a failed reload). Errors are logged; the running config stays.
+fn poll_config_file(
+    core: Arc<ServerCore>,
+    path: PathBuf,
+    period: Duration,
+    mut last: ModelServerConfig,
+) {
+    tokio::spawn(async move {
+        let mut failed = false;
+        loop {
+            tokio::time::sleep(period).await;
+            let config = match read_model_server_config(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("Failed to read ModelServerConfig file: {e}");
+                    continue;
+                }
+            };
+            if config == last && !failed {
+                continue;
+            }
+            match core.reload(&config, None).await {
+                Ok(()) => failed = false,
+                Err(e) => {
+                    failed = true;
+                    tracing::error!("PollFilesystemAndReloadConfig failed to ReloadConfig: {e}");
+                }
+            }
+            last = config;
+        }
+    });
+}
+
+/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Serves until `shutdown` resolves; in-flight requests finish first.
+pub async fn serve(
+    startup: Startup,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let core = start_core(&startup, Arc::clone(&metrics)).await?;
+    let flags = &startup.flags;
+    if !flags.model_config_file.is_empty() && flags.model_config_file_poll_wait_seconds > 0 {
+        poll_config_file(
+            Arc::clone(&core),
+            PathBuf::from(&flags.model_config_file),
+            Duration::from_secs(flags.model_config_file_poll_wait_seconds),
+            startup.config.clone(),
+        );
+    }
+    let serving = Serving {
+        core,
+        pool: InferencePool::new(flags.num_inference_threads),
+        metrics,
+        tensor_content_outputs: flags.enable_serialization_as_tensor_content,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if flags.port != 0 {
+        let addr = SocketAddr::new(flags.bind_address, flags.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind gRPC port {addr}"))?;
+        tracing::info!("Running gRPC ModelServer at {}", listener.local_addr()?);
+        let (reporter, health) = tonic_health::server::health_reporter();
+        for service in [
+            "",
+            "tensorflow.serving.ModelService",
+            "tensorflow.serving.PredictionService",
+            "ModelService",
+            "PredictionService",
+        ] {
+            reporter
+                .set_service_status(service, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        let router = tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(flags.grpc_max_threads.max(1))
+            .add_service(health)
+            .add_service(
+                PredictionServiceServer::new(serving.clone())
+                    .max_decoding_message_size(i32::MAX as usize)
+                    .max_encoding_message_size(i32::MAX as usize),
+            )
+            .add_service(
+                ModelServiceServer::new(serving.clone())
+                    .max_decoding_message_size(i32::MAX as usize)
+                    .max_encoding_message_size(i32::MAX as usize),
+            );
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let stop = stopped();
+        tasks.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await
+                .context("gRPC server")
+        });
+    }
+    if flags.rest_api_port != 0 {
+        let addr = SocketAddr::new(flags.bind_address, flags.rest_api_port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind REST port {addr}"))?;
+        tracing::info!("Exporting HTTP/REST API at:{}", listener.local_addr()?);
+        let app = rest::router(
+            serving.clone(),
+            rest::RestOptions {
+                timeout: Duration::from_millis(flags.rest_api_timeout_in_ms),
+                cors: flags.rest_api_enable_cors_support,
+                monitoring_path: startup.monitoring_path.clone(),
+                max_body_bytes: flags.rest_api_max_body_bytes,
+            },
+        );
+        let stop = stopped();
+        tasks.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+                .context("REST server")
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.context("server task")??;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! Prometheus metrics: TensorFlow Serving's series under their exact names
+//! (so existing dashboards keep working), and Versa's own per-model/version
+//! series. The `prometheus` crate is used rather than `prometheus-client`
+//! because the latter renames counters (`_total`) and cannot keep
+//! TensorFlow Serving's `:tensorflow:serving:*` names.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+use versa_core::{Loader, ServableError, ServableId, ServableStateMonitor};
+use versa_onnx::{OnnxLoader, OnnxModel};
+
+/// Every metric the server exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `:tensorflow:serving:request_count{model_name, status}`
+    pub tf_request_count: IntCounterVec,
+    /// `:tensorflow:serving:request_latency{model_name, API, entrypoint}` (µs)
+    pub tf_request_latency: HistogramVec,
+    /// `:tensorflow:serving:runtime_latency{model_name, API, runtime}` (µs)
+    pub tf_runtime_latency: HistogramVec,
+    /// `:tensorflow:cc:saved_model:load_attempt_count{model_path, status}`
+    pub tf_load_attempt_count: IntCounterVec,
+    /// `:tensorflow:cc:saved_model:load_latency{model_path}` (µs)
+    pub tf_load_latency: IntCounterVec,
+    /// `versa_requests_total{model, version, label, status, entrypoint}`
+    pub requests: IntCounterVec,
+    /// `versa_request_duration_seconds{model, version, label}`
+    pub request_duration: HistogramVec,
+    /// `versa_model_version_state{model, version}`: 10 START … 50 END
+    pub version_state: IntGaugeVec,
+    /// `versa_model_load_duration_seconds{model, status}`
+    pub load_duration: HistogramVec,
+}
+
+/// TensorFlow Serving's latency buckets: 10 × 1.8^i µs, 33 of them.
+fn tf_latency_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(10.0, 1.8, 33).expect("valid buckets")
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registered once");
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+                .expect("valid histogram");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("registered once");
+            h
+        };
+        let seconds = prometheus::exponential_buckets(0.0001, 2.0, 20).expect("valid buckets");
+        let version_state = IntGaugeVec::new(
+            Opts::new("versa_model_version_state", "State of each model version: 10 START, 20 LOADING, 30 AVAILABLE, 40 UNLOADING, 50 END"),
+            &["model", "version"],
+        )
+        .expect("valid gauge");
+        registry
+            .register(Box::new(version_state.clone()))
+            .expect("registered once");
+        Self {
+            tf_request_count: counter(
+                ":tensorflow:serving:request_count",
+                "The total number of requests.",
+                &["model_name", "status"],
+            ),
+            tf_request_latency: histogram(
+                ":tensorflow:serving:request_latency",
+                "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+                &["model_name", "API", "entrypoint"],
+                tf_latency_buckets(),
+            ),
+            tf_runtime_latency: histogram(
+                ":tensorflow:serving:runtime_latency",
+                "Distribution of wall time (in microseconds) for Tensorflow runtime.",
+                &["model_name", "API", "runtime"],
+                tf_latency_buckets(),
+            ),
+            tf_load_attempt_count: counter(
+                ":tensorflow:cc:saved_model:load_attempt_count",
+                "The number of times a SavedModel was successfully loaded.",
+                &["model_path", "status"],
+            ),
+            tf_load_latency: counter(
+                ":tensorflow:cc:saved_model:load_latency",
+                "Latency in microseconds for SavedModels that were successfully loaded.",
+                &["model_path"],
+            ),
+            requests: counter(
+                "versa_requests_total",
+                "Requests by model, version, label, status and entry point.",
+                &["model", "version", "label", "status", "entrypoint"],
+            ),
+            request_duration: histogram(
+                "versa_request_duration_seconds",
+                "Request latency by model, version and label (successful requests).",
+                &["model", "version", "label"],
+                seconds.clone(),
+            ),
+            version_state,
+            load_duration: histogram(
+                "versa_model_load_duration_seconds",
+                "Time to load a model version, by outcome.",
+                &["model", "status"],
+                prometheus::exponential_buckets(0.001, 2.0, 20).expect("valid buckets"),
+            ),
+            registry,
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
+            tracing::error!("cannot encode metrics: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The first value of a counter or gauge named `name` (for reload's
+    /// `metric_names`), summed over label sets; `None` if no such metric.
+    pub fn value_of(&self, name: &str) -> Option<i64> {
+        let family = self
+            .registry
+            .gather()
+            .into_iter()
+            .find(|f| f.name() == name)?;
+        let total: f64 = family
+            .get_metric()
+            .iter()
+            .map(|m| match family.get_field_type() {
+                prometheus::proto::MetricType::GAUGE => m.get_gauge().get_value(),
+                _ => m.get_counter().get_value(),
+            })
+            .sum();
+        Some(total as i64)
+    }
+
+    /// Keeps `versa_model_version_state` up to date from the monitor.
+    pub fn follow_states(&self, monitor: &ServableStateMonitor) {
+        let mut events = monitor.subscribe();
+        let gauge = self.version_state.clone();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(event) => {
+                        let id = &event.state.id;
+                        gauge
+                            .with_label_values(&[id.name.as_str(), id.version.to_string().as_str()])
+                            .set(i64::from(event.state.state.value()));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "state gauge fell behind");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The ONNX loader, counting load attempts and their latency under
+/// TensorFlow Serving's metric names.
+#[derive(Debug)]
+pub struct MetricsLoader {
+    pub inner: OnnxLoader,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Loader for MetricsLoader {
+    type Servable = OnnxModel;
+
+    fn estimate_resources(&self, id: &ServableId, path: &Path) -> Result<u64, ServableError> {
+        self.inner.estimate_resources(id, path)
+    }
+
+    fn load(&self, id: &ServableId, path: &Path) -> Result<OnnxModel, ServableError> {
+        let started = Instant::now();
+        let result = self.inner.load(id, path);
+        let elapsed = started.elapsed();
+        let model_path = path.display().to_string();
+        let status = if result.is_ok() { "success" } else { "fail" };
+        self.metrics
+            .tf_load_attempt_count
+            .with_label_values(&[model_path.as_str(), status])
+            .inc();
+        if result.is_ok() {
+            self.metrics
+                .tf_load_latency
+                .with_label_values(&[model_path.as_str()])
+                .inc_by(elapsed.as_micros() as u64);
+        }
+        self.metrics
+            .load_duration
+            .with_label_values(&[id.name.as_str(), status])
+            .observe(elapsed.as_secs_f64());
+        result
+    }
+}

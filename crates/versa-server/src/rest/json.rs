@@ -1,0 +1,505 @@
+//! A small JSON reader and writer for the REST API. It accepts what
+//! TensorFlow Serving accepts beyond strict JSON — the bare number tokens
+//! `NaN`, `Infinity` and `-Infinity` — and keeps numbers as their source
+//! text, so an int64 is converted exactly once the target dtype is known.
+//! Strings without escapes and numbers borrow from the request body.
+
+use std::borrow::Cow;
+
+/// A parsed JSON value borrowing from the input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json<'a> {
+    Null,
+    Bool(bool),
+    /// The number's text, including `NaN`, `Infinity`, `-Infinity`.
+    Number(&'a str),
+    String(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
+    /// Members in document order.
+    Object(Vec<(Cow<'a, str>, Json<'a>)>),
+}
+
+impl<'a> Json<'a> {
+    /// The member `key` of an object.
+    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
+        match self {
+            Json::Object(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// What kind of value this is, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Json::Null => "Null",
+            Json::Bool(_) => "Bool",
+            Json::Number(_) => "Number",
+            Json::String(_) => "String",
+            Json::Array(_) => "Array",
+            Json::Object(_) => "Object",
+        }
+    }
+
+    /// A short rendering for error messages.
+    pub fn preview(&self) -> String {
+        let mut out = String::new();
+        write_value(&mut out, self);
+        if out.len() > 64 {
+            let mut cut = 64;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+            out.push_str("...");
+        }
+        out
+    }
+}
+
+/// Nesting deeper than this is refused (no stack exhaustion on hostile input).
+pub const MAX_DEPTH: usize = 128;
+
+/// A body that is not JSON; the message is TensorFlow Serving's style.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("JSON Parse error: {reason}{}", at.map(|o| format!(" at offset {o}")).unwrap_or_default())]
+pub struct JsonError {
+    pub reason: String,
+    pub at: Option<usize>,
+}
+
+/// Parses a whole document.
+pub fn parse(input: &str) -> Result<Json<'_>, JsonError> {
+    let mut p = Parser {
+        s: input,
+        b: input.as_bytes(),
+        i: 0,
+    };
+    p.skip_ws();
+    if p.i == p.b.len() {
+        return Err(JsonError {
+            reason: "The document is empty".into(),
+            at: None,
+        });
+    }
+    let value = p.value(0)?;
+    p.skip_ws();
+    if p.i != p.b.len() {
+        return Err(p.error("The document root must not be followed by other values"));
+    }
+    Ok(value)
+}
+
+struct Parser<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn error(&self, reason: &str) -> JsonError {
+        JsonError {
+            reason: reason.to_owned(),
+            at: Some(self.i),
+        }
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, literal: &str) -> bool {
+        if self.s[self.i..].starts_with(literal) {
+            self.i += literal.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Json<'a>, JsonError> {
+        if depth > MAX_DEPTH {
+            return Err(self.error("Nesting too deep"));
+        }
+        match self.b.get(self.i) {
+            Some(b'{') => self.object(depth),
+            Some(b'[') => self.array(depth),
+            Some(b'"') => Ok(Json::String(self.string()?)),
+            Some(b't') if self.eat("true") => Ok(Json::Bool(true)),
+            Some(b'f') if self.eat("false") => Ok(Json::Bool(false)),
+            Some(b'n') if self.eat("null") => Ok(Json::Null),
+            Some(b'N') if self.eat("NaN") => Ok(Json::Number("NaN")),
+            Some(b'I') if self.eat("Infinity") => Ok(Json::Number("Infinity")),
+            Some(b'-') if self.s[self.i..].starts_with("-Infinity") => {
+                self.i += "-Infinity".len();
+                Ok(Json::Number("-Infinity"))
+            }
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(_) => Err(self.error("Invalid value")),
+            None => Err(self.error("Unexpected end of input")),
+        }
+    }
+
+    fn number(&mut self) -> Result<Json<'a>, JsonError> {
+        let start = self.i;
+        let digits = |p: &mut Self| {
+            let from = p.i;
+            while let Some(b'0'..=b'9') = p.b.get(p.i) {
+                p.i += 1;
+            }
+            p.i > from
+        };
+        if self.b.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        if self.b.get(self.i) == Some(&b'0') {
+            self.i += 1;
+        } else if !digits(self) {
+            return Err(self.error("Invalid value"));
+        }
+        if self.b.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            if !digits(self) {
+                return Err(self.error("Miss fraction part in number"));
+            }
+        }
+        if let Some(b'e' | b'E') = self.b.get(self.i) {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.b.get(self.i) {
+                self.i += 1;
+            }
+            if !digits(self) {
+                return Err(self.error("Miss exponent in number"));
+            }
+        }
+        Ok(Json::Number(&self.s[start..self.i]))
+    }
+
+    fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
+        self.i += 1; // opening quote
+        let start = self.i;
+        // Fast path: no escapes, borrow.
+        while let Some(&c) = self.b.get(self.i) {
+            match c {
+                b'"' => {
+                    let s = &self.s[start..self.i];
+                    self.i += 1;
+                    return Ok(Cow::Borrowed(s));
+                }
+                b'\\' => break,
+                0..=0x1f => return Err(self.error("Invalid encoding in string")),
+                _ => self.i += 1,
+            }
+        }
+        let mut owned = String::from(&self.s[start..self.i]);
+        loop {
+            let Some(&c) = self.b.get(self.i) else {
+                return Err(self.error("Missing a closing quotation mark in string"));
+            };
+            match c {
+                b'"' => {
+                    self.i += 1;
+                    return Ok(Cow::Owned(owned));
+                }
+                b'\\' => {
+                    self.i += 1;
+                    let escaped = match self.b.get(self.i) {
+                        Some(b'"') => '"',
+                        Some(b'\\') => '\\',
+                        Some(b'/') => '/',
+                        Some(b'b') => '\u{8}',
+                        Some(b'f') => '\u{c}',
+                        Some(b'n') => '\n',
+                        Some(b'r') => '\r',
+                        Some(b't') => '\t',
+                        Some(b'u') => {
+                            self.i += 1;
+                            let ch = self.unicode_escape()?;
+                            owned.push(ch);
+                            continue;
+                        }
+                        _ => return Err(self.error("Invalid escape character in string")),
+                    };
+                    owned.push(escaped);
+                    self.i += 1;
+                }
+                0..=0x1f => return Err(self.error("Invalid encoding in string")),
+                _ => {
+                    // Copy one UTF-8 character.
+                    let len = self.s[self.i..].chars().next().map_or(1, char::len_utf8);
+                    owned.push_str(&self.s[self.i..self.i + len]);
+                    self.i += len;
+                }
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, JsonError> {
+        let hex = self
+            .s
+            .get(self.i..self.i + 4)
+            .ok_or_else(|| self.error("Incorrect hex digit after \\u escape"))?;
+        let value = u32::from_str_radix(hex, 16)
+            .map_err(|_| self.error("Incorrect hex digit after \\u escape"))?;
+        self.i += 4;
+        Ok(value)
+    }
+
+    fn unicode_escape(&mut self) -> Result<char, JsonError> {
+        let first = self.hex4()?;
+        let code = if (0xD800..0xDC00).contains(&first) {
+            if !self.eat("\\u") {
+                return Err(self.error("The surrogate pair in string is invalid"));
+            }
+            let second = self.hex4()?;
+            if !(0xDC00..0xE000).contains(&second) {
+                return Err(self.error("The surrogate pair in string is invalid"));
+            }
+            0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+        } else {
+            first
+        };
+        char::from_u32(code).ok_or_else(|| self.error("The surrogate pair in string is invalid"))
+    }
+
+    fn array(&mut self, depth: usize) -> Result<Json<'a>, JsonError> {
+        self.i += 1;
+        let mut items = Vec::new();
+        self.skip_ws();
+        if self.b.get(self.i) == Some(&b']') {
+            self.i += 1;
+            return Ok(Json::Array(items));
+        }
+        loop {
+            self.skip_ws();
+            items.push(self.value(depth + 1)?);
+            self.skip_ws();
+            match self.b.get(self.i) {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(Json::Array(items));
+                }
+                _ => return Err(self.error("Missing a comma or ']' after an array element")),
+            }
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Json<'a>, JsonError> {
+        self.i += 1;
+        let mut members = Vec::new();
+        self.skip_ws();
+        if self.b.get(self.i) == Some(&b'}') {
+            self.i += 1;
+            return Ok(Json::Object(members));
+        }
+        loop {
+            self.skip_ws();
+            if self.b.get(self.i) != Some(&b'"') {
+                return Err(self.error("Missing a name for object member"));
+            }
+            let key = self.string()?;
+            self.skip_ws();
+            if self.b.get(self.i) != Some(&b':') {
+                return Err(self.error("Missing a colon after a name of object member"));
+            }
+            self.i += 1;
+            self.skip_ws();
+            members.push((key, self.value(depth + 1)?));
+            self.skip_ws();
+            match self.b.get(self.i) {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(Json::Object(members));
+                }
+                _ => return Err(self.error("Missing a comma or '}' after an object member")),
+            }
+        }
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn write_string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let escape = match c {
+            '"' => Some("\\\""),
+            '\\' => Some("\\\\"),
+            '\n' => Some("\\n"),
+            '\r' => Some("\\r"),
+            '\t' => Some("\\t"),
+            c if (c as u32) < 0x20 => None,
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        match escape {
+            Some(e) => out.push_str(e),
+            None => out.push_str(&format!("\\u{:04x}", c as u32)),
+        }
+        start = i + c.len_utf8();
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// Appends a float as TensorFlow Serving prints it: shortest round-trip
+/// digits, `NaN`/`Infinity`/`-Infinity` as bare tokens.
+pub fn write_f64(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
+    } else {
+        out.push_str(ryu::Buffer::new().format_finite(v));
+    }
+}
+
+/// Like [`write_f64`] for single precision (shortest digits of the f32).
+pub fn write_f32(out: &mut String, v: f32) {
+    if v.is_finite() {
+        out.push_str(ryu::Buffer::new().format_finite(v));
+    } else {
+        write_f64(out, f64::from(v));
+    }
+}
+
+pub fn write_int<I: itoa::Integer>(out: &mut String, v: I) {
+    out.push_str(itoa::Buffer::new().format(v));
+}
+
+/// Appends any parsed value back as JSON.
+pub fn write_value(out: &mut String, v: &Json<'_>) {
+    match v {
+        Json::Null => out.push_str("null"),
+        Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Json::Number(n) => out.push_str(n),
+        Json::String(s) => write_string(out, s),
+        Json::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(out, item);
+            }
+            out.push(']');
+        }
+        Json::Object(members) => {
+            out.push('{');
+            for (i, (k, item)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(out, k);
+                out.push(':');
+                write_value(out, item);
+            }
+            out.push('}');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_values_and_special_number_tokens() {
+        let v = parse(r#" {"a": [1, -2.5e3, NaN, Infinity, -Infinity, true, null], "s": "x\"y\u00e9\ud83d\ude00"} "#)
+            .expect("parses");
+        let a = v.get("a").expect("a");
+        assert_eq!(
+            a,
+            &Json::Array(vec![
+                Json::Number("1"),
+                Json::Number("-2.5e3"),
+                Json::Number("NaN"),
+                Json::Number("Infinity"),
+                Json::Number("-Infinity"),
+                Json::Bool(true),
+                Json::Null,
+            ])
+        );
+        assert_eq!(
+            v.get("s"),
+            Some(&Json::String(Cow::Owned("x\"yé😀".into())))
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_documents() {
+        let cases = [
+            ("", "JSON Parse error: The document is empty"),
+            ("   ", "JSON Parse error: The document is empty"),
+            (
+                "[1,",
+                "JSON Parse error: Unexpected end of input at offset 3",
+            ),
+            (
+                "[1 2]",
+                "JSON Parse error: Missing a comma or ']' after an array element at offset 3",
+            ),
+            (
+                "{\"a\" 1}",
+                "JSON Parse error: Missing a colon after a name of object member at offset 5",
+            ),
+            (
+                "01",
+                "JSON Parse error: The document root must not be followed by other values at offset 1",
+            ),
+            (
+                "1.",
+                "JSON Parse error: Miss fraction part in number at offset 2",
+            ),
+            (
+                "\"abc",
+                "JSON Parse error: Missing a closing quotation mark in string at offset 4",
+            ),
+            ("nan", "JSON Parse error: Invalid value at offset 0"),
+            (
+                "{} {}",
+                "JSON Parse error: The document root must not be followed by other values at offset 3",
+            ),
+        ];
+        for (input, message) in cases {
+            assert_eq!(
+                parse(input).expect_err(input).to_string(),
+                message,
+                "{input:?}"
+            );
+        }
+        let deep = "[".repeat(MAX_DEPTH + 2) + &"]".repeat(MAX_DEPTH + 2);
+        assert!(parse(&deep).expect_err("deep").reason.contains("too deep"));
+    }
+
+    #[test]
+    fn writes_floats_like_upstream() {
+        let mut out = String::new();
+        for v in [
+            1.0f32,
+            0.1,
+            -2.5,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ] {
+            write_f32(&mut out, v);
+            out.push(' ');
+        }
+        assert_eq!(out, "1.0 0.1 -2.5 NaN Infinity -Infinity ");
+    }
+
+    #[test]
+    fn string_escapes_round_trip() {
+        let original = "tab\tquote\"back\\slash\u{1}é";
+        let mut out = String::new();
+        write_string(&mut out, original);
+        assert_eq!(
+            parse(&out).expect("parses"),
+            Json::String(Cow::Owned(original.into()))
+        );
+    }
+}

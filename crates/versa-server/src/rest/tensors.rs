@@ -1,0 +1,522 @@
+//! REST tensors: the row (`instances` → `predictions`) and columnar
+//! (`inputs` → `outputs`) JSON formats of TensorFlow Serving, converted
+//! straight to and from tract tensors (no TensorProto in between).
+
+use super::json::{Json, write_f32, write_f64, write_int, write_string};
+use crate::error::ServingError;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use versa_onnx::convert::{checked_shape, tensor_from_vec};
+use versa_onnx::{DatumType, Signature, Tensor, TensorSpec, f16};
+use versa_proto::tensorflow::DataType;
+
+/// Which format a request used; the response answers in the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Row,
+    Columnar,
+}
+
+/// A parsed predict body.
+#[derive(Debug)]
+pub struct PredictBody<'a> {
+    pub signature_name: String,
+    pub format: Format,
+    /// `instances` array or `inputs` value.
+    pub payload: &'a Json<'a>,
+}
+
+fn bad(message: impl Into<String>) -> ServingError {
+    ServingError::invalid_argument(message)
+}
+
+/// Splits a predict body into its parts (TensorFlow Serving's checks).
+pub fn predict_body<'a>(body: &'a Json<'a>) -> Result<PredictBody<'a>, ServingError> {
+    if !matches!(body, Json::Object(_)) {
+        return Err(bad(format!(
+            "Request body must be a JSON object, got {}",
+            body.kind()
+        )));
+    }
+    let signature_name = match body.get("signature_name") {
+        None => String::new(),
+        Some(Json::String(s)) => s.to_string(),
+        Some(_) => return Err(bad("Expecting 'signature_name' to be a string")),
+    };
+    let (format, payload) = match (body.get("instances"), body.get("inputs")) {
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist",
+            ));
+        }
+        (None, None) => return Err(bad("Missing 'inputs' or 'instances' key")),
+        (Some(instances), None) => (Format::Row, instances),
+        (None, Some(inputs)) => (Format::Columnar, inputs),
+    };
+    Ok(PredictBody {
+        signature_name,
+        format,
+        payload,
+    })
+}
+
+/// `{"b64": "..."}`: a binary string value.
+fn b64_of<'a>(v: &'a Json<'a>) -> Option<&'a str> {
+    match v {
+        Json::Object(members) if members.len() == 1 && members[0].0 == "b64" => match &members[0].1
+        {
+            Json::String(s) => Some(s),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn is_named_object(v: &Json<'_>) -> bool {
+    matches!(v, Json::Object(_)) && b64_of(v).is_none()
+}
+
+/// The request's values per signature input, each with its leading shape
+/// (the row count for the row format), in signature order.
+pub fn input_tensors(
+    signature: &Signature,
+    body: &PredictBody<'_>,
+) -> Result<Vec<Tensor>, ServingError> {
+    match body.format {
+        Format::Row => rows_to_tensors(signature, body.payload),
+        Format::Columnar => columns_to_tensors(signature, body.payload),
+    }
+}
+
+fn rows_to_tensors(
+    signature: &Signature,
+    instances: &Json<'_>,
+) -> Result<Vec<Tensor>, ServingError> {
+    let Json::Array(rows) = instances else {
+        return Err(bad("Expecting 'instances' to be an list/array"));
+    };
+    if rows.is_empty() {
+        return Err(bad("'instances' is an empty list/array"));
+    }
+    let named = is_named_object(&rows[0]);
+    if !named {
+        if signature.inputs.len() != 1 {
+            return Err(bad(
+                "instances is a plain list, but expecting list of objects as multiple input tensors required as per tensorinfo_map",
+            ));
+        }
+        let values: Vec<&Json<'_>> = rows.iter().collect();
+        return Ok(vec![tensor_from_json(&signature.inputs[0], &values, true)?]);
+    }
+    let first_keys: Vec<&str> = match &rows[0] {
+        Json::Object(members) => members.iter().map(|(k, _)| k.as_ref()).collect(),
+        _ => Vec::new(),
+    };
+    crate::serving::check_input_names(signature, first_keys.into_iter())?;
+    signature
+        .inputs
+        .iter()
+        .map(|spec| {
+            let mut column = Vec::with_capacity(rows.len());
+            for (i, row) in rows.iter().enumerate() {
+                let value = row.get(&spec.alias).filter(|_| is_named_object(row)).ok_or_else(|| {
+                    bad(format!("Failed to process element: {i} of 'instances' list. JSON object: {} does not have named input: {}", row.preview(), spec.alias))
+                })?;
+                column.push(value);
+            }
+            tensor_from_json(spec, &column, true)
+        })
+        .collect()
+}
+
+fn columns_to_tensors(
+    signature: &Signature,
+    inputs: &Json<'_>,
+) -> Result<Vec<Tensor>, ServingError> {
+    let single_named =
+        signature.inputs.len() == 1 && inputs.get(&signature.inputs[0].alias).is_some();
+    if is_named_object(inputs) && (signature.inputs.len() != 1 || single_named) {
+        let Json::Object(members) = inputs else {
+            unreachable!("checked above")
+        };
+        crate::serving::check_input_names(signature, members.iter().map(|(k, _)| k.as_ref()))?;
+        return signature
+            .inputs
+            .iter()
+            .map(|spec| {
+                let value = inputs.get(&spec.alias).expect("names checked");
+                tensor_from_json(spec, &[value], false)
+            })
+            .collect();
+    }
+    if signature.inputs.len() != 1 {
+        return Err(bad(
+            "inputs is a plain value/list, but expecting an object as multiple input tensors required as per tensorinfo_map",
+        ));
+    }
+    Ok(vec![tensor_from_json(
+        &signature.inputs[0],
+        &[inputs],
+        false,
+    )?])
+}
+
+/// The shape of nested arrays and their leaves in row-major order. Every
+/// list at one depth must have the same length, and values sit only at the
+/// innermost depth.
+fn flatten<'v, 'a>(
+    value: &'v Json<'a>,
+    depth: usize,
+    shape: &mut Vec<usize>,
+    leaves: &mut Vec<&'v Json<'a>>,
+) -> Result<(), String> {
+    match value {
+        Json::Array(items) => {
+            if depth == shape.len() {
+                if !leaves.is_empty() {
+                    return Err("a list where a value was expected".into());
+                }
+                shape.push(items.len());
+            } else if shape[depth] != items.len() {
+                return Err("lists at the same depth have different lengths".into());
+            }
+            items
+                .iter()
+                .try_for_each(|item| flatten(item, depth + 1, shape, leaves))
+        }
+        leaf => {
+            if depth != shape.len() {
+                return Err("a value where a list was expected".into());
+            }
+            leaves.push(leaf);
+            Ok(())
+        }
+    }
+}
+
+/// Builds one input tensor from JSON. `stacked`: each of `parts` is one row
+/// (row format); otherwise `parts` holds the single whole value.
+fn tensor_from_json(
+    spec: &TensorSpec,
+    parts: &[&Json<'_>],
+    stacked: bool,
+) -> Result<Tensor, ServingError> {
+    let mut shape = Vec::new();
+    let mut leaves = Vec::new();
+    let shape_error = |reason: String| {
+        bad(format!(
+            "Failed to process input '{}': {reason} (tensors must be rectangular)",
+            spec.alias
+        ))
+    };
+    if stacked {
+        shape.push(parts.len());
+        let mut row_shape: Option<Vec<usize>> = None;
+        for part in parts {
+            let (mut this, mut row_leaves) = (Vec::new(), Vec::new());
+            flatten(part, 0, &mut this, &mut row_leaves).map_err(shape_error)?;
+            leaves.append(&mut row_leaves);
+            match &row_shape {
+                None => row_shape = Some(this),
+                Some(s) if *s == this => {}
+                Some(_) => return Err(shape_error("rows have different shapes".into())),
+            }
+        }
+        shape.extend(row_shape.unwrap_or_default());
+    } else {
+        flatten(parts[0], 0, &mut shape, &mut leaves).map_err(shape_error)?;
+    }
+    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    let shape = checked_shape(&spec.alias, &dims, spec)?;
+    convert_leaves(spec, &shape, &leaves)
+}
+
+fn type_error(leaf: &Json<'_>, dtype: DataType) -> ServingError {
+    let expected = dtype
+        .as_str_name()
+        .trim_start_matches("DT_")
+        .to_ascii_lowercase();
+    bad(format!(
+        "JSON Value: {} Type: {} is not of expected type: {expected}",
+        leaf.preview(),
+        leaf.kind()
+    ))
+}
+
+fn float_of(leaf: &Json<'_>, dtype: DataType) -> Result<f64, ServingError> {
+    match leaf {
+        Json::Number("NaN") => Ok(f64::NAN),
+        Json::Number("Infinity") => Ok(f64::INFINITY),
+        Json::Number("-Infinity") => Ok(f64::NEG_INFINITY),
+        Json::Number(n) => n.parse().map_err(|_| type_error(leaf, dtype)),
+        _ => Err(type_error(leaf, dtype)),
+    }
+}
+
+fn int_of<T: std::str::FromStr>(leaf: &Json<'_>, dtype: DataType) -> Result<T, ServingError> {
+    match leaf {
+        Json::Number(n) => n.parse().map_err(|_| type_error(leaf, dtype)),
+        _ => Err(type_error(leaf, dtype)),
+    }
+}
+
+fn string_of(leaf: &Json<'_>, dtype: DataType) -> Result<String, ServingError> {
+    if let Some(encoded) = b64_of(leaf) {
+        let bytes = BASE64
+            .decode(encoded)
+            .map_err(|e| bad(format!("Unable to base64 decode {}: {e}", leaf.preview())))?;
+        return String::from_utf8(bytes)
+            .map_err(|_| bad("b64 value is not valid UTF-8: binary strings are not supported by ONNX string tensors"));
+    }
+    match leaf {
+        Json::String(s) => Ok(s.to_string()),
+        _ => Err(type_error(leaf, dtype)),
+    }
+}
+
+fn collect<T>(
+    leaves: &[&Json<'_>],
+    f: impl Fn(&Json<'_>) -> Result<T, ServingError>,
+) -> Result<Vec<T>, ServingError> {
+    leaves.iter().map(|l| f(l)).collect()
+}
+
+fn convert_leaves(
+    spec: &TensorSpec,
+    shape: &[usize],
+    leaves: &[&Json<'_>],
+) -> Result<Tensor, ServingError> {
+    let dt = spec.dtype;
+    Ok(match dt {
+        DataType::DtFloat => tensor_from_vec(
+            shape,
+            collect(leaves, |l| float_of(l, dt).map(|v| v as f32))?,
+        ),
+        DataType::DtDouble => tensor_from_vec(shape, collect(leaves, |l| float_of(l, dt))?),
+        DataType::DtHalf => tensor_from_vec(
+            shape,
+            collect(leaves, |l| float_of(l, dt).map(f16::from_f64))?,
+        ),
+        DataType::DtInt8 => tensor_from_vec(shape, collect(leaves, |l| int_of::<i8>(l, dt))?),
+        DataType::DtInt16 => tensor_from_vec(shape, collect(leaves, |l| int_of::<i16>(l, dt))?),
+        DataType::DtInt32 => tensor_from_vec(shape, collect(leaves, |l| int_of::<i32>(l, dt))?),
+        DataType::DtInt64 => tensor_from_vec(shape, collect(leaves, |l| int_of::<i64>(l, dt))?),
+        DataType::DtUint8 => tensor_from_vec(shape, collect(leaves, |l| int_of::<u8>(l, dt))?),
+        DataType::DtUint16 => tensor_from_vec(shape, collect(leaves, |l| int_of::<u16>(l, dt))?),
+        DataType::DtUint32 => tensor_from_vec(shape, collect(leaves, |l| int_of::<u32>(l, dt))?),
+        DataType::DtUint64 => tensor_from_vec(shape, collect(leaves, |l| int_of::<u64>(l, dt))?),
+        DataType::DtBool => tensor_from_vec(
+            shape,
+            collect(leaves, |l| match l {
+                Json::Bool(b) => Ok(*b),
+                _ => Err(type_error(l, dt)),
+            })?,
+        ),
+        DataType::DtString => tensor_from_vec(shape, collect(leaves, |l| string_of(l, dt))?),
+        other => {
+            return Err(bad(format!(
+                "input '{}' has unsupported dtype {}",
+                spec.alias,
+                other.as_str_name()
+            )));
+        }
+    })
+}
+
+/// Appends `shape`-nested elements starting at flat index `offset`.
+fn nest(out: &mut String, shape: &[usize], offset: usize, leaf: &dyn Fn(&mut String, usize)) {
+    let Some((&len, inner)) = shape.split_first() else {
+        leaf(out, offset);
+        return;
+    };
+    let stride: usize = inner.iter().product();
+    out.push('[');
+    for i in 0..len {
+        if i > 0 {
+            out.push(',');
+        }
+        nest(out, inner, offset + i * stride, leaf);
+    }
+    out.push(']');
+}
+
+/// Appends the part of `tensor` starting at `offset`, nested along `shape`.
+fn write_region(
+    out: &mut String,
+    alias: &str,
+    tensor: &Tensor,
+    shape: &[usize],
+    offset: usize,
+) -> Result<(), ServingError> {
+    let internal = |e: String| {
+        ServingError::new(
+            versa_core::Code::Internal,
+            format!("cannot encode output '{alias}': {e}"),
+        )
+    };
+    let view = tensor
+        .try_as_plain_ram()
+        .map_err(|e| internal(e.to_string()))?;
+    macro_rules! slice {
+        ($t:ty) => {
+            view.as_slice::<$t>().map_err(|e| internal(e.to_string()))?
+        };
+    }
+    match tensor.datum_type() {
+        DatumType::F32 => {
+            let v = slice!(f32);
+            nest(out, shape, offset, &|o, i| write_f32(o, v[i]));
+        }
+        DatumType::F64 => {
+            let v = slice!(f64);
+            nest(out, shape, offset, &|o, i| write_f64(o, v[i]));
+        }
+        DatumType::F16 => {
+            let v = slice!(f16);
+            nest(out, shape, offset, &|o, i| write_f32(o, v[i].to_f32()));
+        }
+        DatumType::I8 => {
+            let v = slice!(i8);
+            nest(out, shape, offset, &|o, i| write_int(o, v[i]));
+        }
+        DatumType::I16 => {
+            let v = slice!(i16);
+            nest(out, shape, offset, &|o, i| write_int(o, v[i]));
+        }
+        DatumType::I32 => {
+            let v = slice!(i32);
+            nest(out, shape, offset, &|o, i| write_int(o, v[i]));
+        }
+        DatumType::I64 => {
+            let v = slice!(i64);
+            nest(out, shape, offset, &|o, i| write_int(o, v[i]));
+        }
+        DatumType::U8 => {
+            let v = slice!(u8);
+            nest(out, shape, offset, &|o, i| write_int(o, v[i]));
+        }
+        DatumType::U16 => {
+            let v = slice!(u16);
+            nest(out, shape, offset, &|o, i| write_int(o, v[i]));
+        }
+        DatumType::U32 => {
+            let v = slice!(u32);
+            nest(out, shape, offset, &|o, i| write_int(o, v[i]));
+        }
+        DatumType::U64 => {
+            let v = slice!(u64);
+            nest(out, shape, offset, &|o, i| write_int(o, v[i]));
+        }
+        DatumType::Bool => {
+            let v = slice!(bool);
+            nest(out, shape, offset, &|o, i| {
+                o.push_str(if v[i] { "true" } else { "false" })
+            });
+        }
+        DatumType::String => {
+            let v = slice!(String);
+            let binary = alias.ends_with("_bytes");
+            nest(out, shape, offset, &|o, i| {
+                if binary {
+                    o.push_str("{\"b64\":");
+                    write_string(o, &BASE64.encode(v[i].as_bytes()));
+                    o.push('}');
+                } else {
+                    write_string(o, &v[i]);
+                }
+            });
+        }
+        other => return Err(internal(format!("unsupported type {other:?}"))),
+    }
+    Ok(())
+}
+
+fn write_whole(out: &mut String, alias: &str, tensor: &Tensor) -> Result<(), ServingError> {
+    write_region(out, alias, tensor, tensor.shape(), 0)
+}
+
+fn write_row(
+    out: &mut String,
+    alias: &str,
+    tensor: &Tensor,
+    row: usize,
+) -> Result<(), ServingError> {
+    let inner = &tensor.shape()[1..];
+    write_region(
+        out,
+        alias,
+        tensor,
+        inner,
+        row * inner.iter().product::<usize>(),
+    )
+}
+
+/// The response body for `outputs` (alias, tensor) in the request's format.
+pub fn response_body(format: Format, outputs: &[(String, Tensor)]) -> Result<String, ServingError> {
+    let mut out =
+        String::with_capacity(64 + outputs.iter().map(|(_, t)| t.len() * 12).sum::<usize>());
+    match format {
+        Format::Columnar => {
+            out.push_str("{\"outputs\":");
+            if let [(alias, tensor)] = outputs {
+                write_whole(&mut out, alias, tensor)?;
+            } else {
+                out.push('{');
+                for (i, (alias, tensor)) in outputs.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_string(&mut out, alias);
+                    out.push(':');
+                    write_whole(&mut out, alias, tensor)?;
+                }
+                out.push('}');
+            }
+        }
+        Format::Row => {
+            let rows = match outputs.first().map(|(_, t)| t.shape().first().copied()) {
+                Some(Some(n)) => n,
+                Some(None) => {
+                    return Err(bad(
+                        "Tensor with no batch dimension (a scalar) cannot be returned in the row format; use the columnar 'inputs' format",
+                    ));
+                }
+                None => 0,
+            };
+            for (alias, tensor) in outputs {
+                if tensor.shape().first().copied() != Some(rows) {
+                    return Err(bad(format!(
+                        "Tensor name: {alias} has inconsistent batch size: {} expecting: {rows}",
+                        tensor.shape().first().copied().unwrap_or(0)
+                    )));
+                }
+            }
+            out.push_str("{\"predictions\":[");
+            for row in 0..rows {
+                if row > 0 {
+                    out.push(',');
+                }
+                if let [(alias, tensor)] = outputs {
+                    write_row(&mut out, alias, tensor, row)?;
+                } else {
+                    out.push('{');
+                    for (i, (alias, tensor)) in outputs.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        write_string(&mut out, alias);
+                        out.push(':');
+                        write_row(&mut out, alias, tensor, row)?;
+                    }
+                    out.push('}');
+                }
+            }
+            out.push(']');
+        }
+    }
+    out.push('}');
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

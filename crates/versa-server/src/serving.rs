@@ -1,0 +1,395 @@
+//! What every API does, whatever the transport: resolve a model spec to a
+//! loaded version, check inputs and outputs against its signature, run it on
+//! the inference pool, and answer status and metadata queries.
+
+use crate::core::ServerCore;
+use crate::error::{ServingError, proto_code};
+use crate::metrics::Metrics;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use versa_core::{Code, ManagerState, ServableHandle, VersionChoice};
+use versa_onnx::{
+    DEFAULT_SIGNATURE, InferencePool, IntoTensor, OnnxModel, Signature, TValue, TVec, Tensor,
+};
+use versa_proto::serving::{
+    GetModelMetadataResponse, GetModelStatusResponse, ModelSpec, ModelVersionStatus,
+    SignatureDefMap, StatusProto, model_spec,
+};
+
+/// The server's shared request-handling state.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    pub core: Arc<ServerCore>,
+    pub pool: InferencePool,
+    pub metrics: Arc<Metrics>,
+    /// `--enable_serialization_as_tensor_content`.
+    pub tensor_content_outputs: bool,
+}
+
+/// Which model, version and signature a request is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRequest {
+    pub name: String,
+    pub choice: VersionChoice,
+    /// Empty means `serving_default`.
+    pub signature: String,
+}
+
+impl ModelRequest {
+    /// From a gRPC `ModelSpec`.
+    pub fn from_spec(spec: &ModelSpec) -> Self {
+        let choice = match &spec.version_choice {
+            Some(model_spec::VersionChoice::Version(v)) => VersionChoice::Specific(*v),
+            Some(model_spec::VersionChoice::VersionLabel(l)) => VersionChoice::Label(l.clone()),
+            None => VersionChoice::Latest,
+        };
+        Self {
+            name: spec.name.clone(),
+            choice,
+            signature: spec.signature_name.clone(),
+        }
+    }
+
+    pub fn label(&self) -> Option<&str> {
+        match &self.choice {
+            VersionChoice::Label(l) => Some(l),
+            _ => None,
+        }
+    }
+}
+
+/// A request bound to one loaded version (kept alive while this lives).
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub handle: ServableHandle<OnnxModel>,
+    pub signature_name: String,
+    pub label: Option<String>,
+}
+
+impl Resolved {
+    pub fn signature(&self) -> &Signature {
+        self.handle.signature()
+    }
+
+    pub fn version(&self) -> i64 {
+        self.handle.id().version
+    }
+
+    /// The `ModelSpec` of a response: name, resolved version, signature.
+    pub fn response_spec(&self) -> ModelSpec {
+        ModelSpec {
+            name: self.handle.id().name.clone(),
+            version_choice: Some(model_spec::VersionChoice::Version(self.version())),
+            signature_name: self.signature_name.clone(),
+        }
+    }
+}
+
+fn set(names: &BTreeSet<&str>) -> String {
+    names.iter().copied().collect::<Vec<_>>().join(",")
+}
+
+/// The input aliases of a request must be exactly the signature's.
+pub fn check_input_names<'a>(
+    signature: &Signature,
+    provided: impl Iterator<Item = &'a str>,
+) -> Result<(), ServingError> {
+    let sent: BTreeSet<&str> = provided.collect();
+    let expected: BTreeSet<&str> = signature.inputs.iter().map(|s| s.alias.as_str()).collect();
+    if sent == expected {
+        return Ok(());
+    }
+    if sent.len() != expected.len() {
+        let extra: BTreeSet<&str> = sent.difference(&expected).copied().collect();
+        let missing: BTreeSet<&str> = expected.difference(&sent).copied().collect();
+        return Err(ServingError::invalid_argument(format!(
+            "input size does not match signature: {}!={} len({{{}}}) != len({{{}}}). Sent extra: {{{}}}. Missing but required: {{{}}}.",
+            sent.len(),
+            expected.len(),
+            set(&sent),
+            set(&expected),
+            set(&extra),
+            set(&missing),
+        )));
+    }
+    let unknown = sent
+        .difference(&expected)
+        .next()
+        .copied()
+        .unwrap_or_default();
+    Err(ServingError::invalid_argument(format!(
+        "input tensor alias not found in signature: {unknown}. Inputs expected to be in the set {{{}}}.",
+        set(&expected)
+    )))
+}
+
+/// The outputs to return, in signature order of the filter (empty filter: all).
+pub fn select_outputs(
+    signature: &Signature,
+    filter: &[String],
+) -> Result<Vec<usize>, ServingError> {
+    if filter.is_empty() {
+        return Ok((0..signature.outputs.len()).collect());
+    }
+    let mut chosen = Vec::with_capacity(filter.len());
+    for alias in filter {
+        let Some((ix, _)) = signature.output(alias) else {
+            let expected: BTreeSet<&str> =
+                signature.outputs.iter().map(|s| s.alias.as_str()).collect();
+            return Err(ServingError::invalid_argument(format!(
+                "output tensor alias not found in signature: {alias} Outputs expected to be in the set {{{}}}.",
+                set(&expected)
+            )));
+        };
+        if chosen.contains(&ix) {
+            return Err(ServingError::invalid_argument(format!(
+                "duplicate output tensor alias: {alias}"
+            )));
+        }
+        chosen.push(ix);
+    }
+    Ok(chosen)
+}
+
+impl Serving {
+    /// Resolves a request to a loaded version and checks its signature name.
+    pub fn resolve(&self, request: &ModelRequest) -> Result<Resolved, ServingError> {
+        let handle = self
+            .core
+            .serving_map()
+            .resolve(&request.name, &request.choice)?;
+        let signature_name = if request.signature.is_empty() {
+            DEFAULT_SIGNATURE.to_owned()
+        } else {
+            request.signature.clone()
+        };
+        if signature_name != DEFAULT_SIGNATURE {
+            return Err(ServingError::failed_precondition(format!(
+                "Serving signature key \"{signature_name}\" not found."
+            )));
+        }
+        Ok(Resolved {
+            handle,
+            signature_name,
+            label: request.label().map(str::to_owned),
+        })
+    }
+
+    /// Runs a resolved version on inputs in signature order and returns the
+    /// chosen outputs with their aliases. Bounded by `deadline`.
+    pub async fn run(
+        &self,
+        resolved: &Resolved,
+        inputs: TVec<TValue>,
+        outputs: Vec<usize>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<(String, Tensor)>, ServingError> {
+        let handle = resolved.handle.clone();
+        let started = std::time::Instant::now();
+        let work = self.pool.run(move || {
+            let mut produced = handle.run(inputs)?;
+            let aliases = &handle.signature().outputs;
+            let mut chosen = Vec::with_capacity(outputs.len());
+            for ix in outputs {
+                let value = std::mem::replace(&mut produced[ix], Tensor::default().into());
+                chosen.push((aliases[ix].alias.clone(), value.into_tensor()));
+            }
+            Ok(chosen)
+        });
+        let result = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, work)
+                .await
+                .map_err(|_| ServingError::new(Code::DeadlineExceeded, "Deadline Exceeded"))?,
+            None => work.await,
+        };
+        self.metrics
+            .tf_runtime_latency
+            .with_label_values(&[resolved.handle.id().name.as_str(), "Predict", "TRACT"])
+            .observe(started.elapsed().as_micros() as f64);
+        Ok(result?)
+    }
+
+    /// `GetModelStatus`: every tracked version, highest first, or one version.
+    pub fn model_status(
+        &self,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<GetModelStatusResponse, ServingError> {
+        let states = self.core.monitor().model_states(name).unwrap_or_default();
+        let status_of = |v: i64, e: &versa_core::ServableStateEvent| ModelVersionStatus {
+            version: v,
+            state: e.state.state.value(),
+            status: Some(match &e.state.health {
+                Ok(()) => StatusProto {
+                    error_code: proto_code(Code::Ok) as i32,
+                    error_message: String::new(),
+                },
+                Err(err) => StatusProto {
+                    error_code: proto_code(err.code) as i32,
+                    error_message: err.message.clone(),
+                },
+            }),
+        };
+        let statuses: Vec<ModelVersionStatus> = match version {
+            Some(v) => {
+                let e = states.get(&v).ok_or_else(|| {
+                    ServingError::not_found(format!("Could not find version {v} of model {name}"))
+                })?;
+                vec![status_of(v, e)]
+            }
+            None => {
+                if states.is_empty() {
+                    return Err(ServingError::not_found(format!(
+                        "Could not find any versions of model {name}"
+                    )));
+                }
+                states.iter().rev().map(|(v, e)| status_of(*v, e)).collect()
+            }
+        };
+        Ok(GetModelStatusResponse {
+            model_version_status: statuses,
+        })
+    }
+
+    /// `GetModelMetadata` with `signature_def`.
+    pub fn metadata(
+        &self,
+        request: &ModelRequest,
+        fields: &[String],
+    ) -> Result<GetModelMetadataResponse, ServingError> {
+        if fields.is_empty() {
+            return Err(ServingError::invalid_argument(
+                "GetModelMetadataRequest must specify at least one metadata_field",
+            ));
+        }
+        if let Some(other) = fields.iter().find(|f| *f != "signature_def") {
+            return Err(ServingError::invalid_argument(format!(
+                "Metadata field {other} is not supported"
+            )));
+        }
+        // Metadata ignores the signature name of the spec.
+        let handle = self
+            .core
+            .serving_map()
+            .resolve(&request.name, &request.choice)?;
+        let map = SignatureDefMap {
+            signature_def: [(
+                DEFAULT_SIGNATURE.to_owned(),
+                handle.signature().to_signature_def(),
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let any = prost_types::Any {
+            type_url: "type.googleapis.com/tensorflow.serving.SignatureDefMap".to_owned(),
+            value: prost::Message::encode_to_vec(&map),
+        };
+        Ok(GetModelMetadataResponse {
+            model_spec: Some(ModelSpec {
+                name: handle.id().name.clone(),
+                version_choice: Some(model_spec::VersionChoice::Version(handle.id().version)),
+                signature_name: String::new(),
+            }),
+            metadata: [("signature_def".to_owned(), any)].into_iter().collect(),
+        })
+    }
+
+    /// Records one finished request in the TensorFlow Serving and Versa series.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &self,
+        model: &str,
+        version: Option<i64>,
+        label: Option<&str>,
+        api: &str,
+        entrypoint: &str,
+        code: Code,
+        elapsed: Duration,
+    ) {
+        let m = &self.metrics;
+        m.tf_request_count
+            .with_label_values(&[model, code.name()])
+            .inc();
+        let version = version.map(|v| v.to_string()).unwrap_or_default();
+        let label = label.unwrap_or_default();
+        m.requests
+            .with_label_values(&[model, version.as_str(), label, code.name(), entrypoint])
+            .inc();
+        if code == Code::Ok {
+            m.tf_request_latency
+                .with_label_values(&[model, api, entrypoint])
+                .observe(elapsed.as_micros() as f64);
+            m.request_duration
+                .with_label_values(&[model, version.as_str(), label])
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// The state of every version of every model, for readiness reports.
+    pub fn states_summary(&self) -> Vec<(String, i64, ManagerState)> {
+        self.core
+            .monitor()
+            .all_states()
+            .into_iter()
+            .flat_map(|(m, vs)| {
+                vs.into_iter()
+                    .map(move |(v, e)| (m.clone(), v, e.state.state))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use versa_onnx::TensorSpec;
+    use versa_proto::tensorflow::DataType;
+
+    fn sig(inputs: &[&str], outputs: &[&str]) -> Signature {
+        let spec = |a: &&str| TensorSpec {
+            alias: (*a).to_owned(),
+            dtype: DataType::DtFloat,
+            shape: vec![-1],
+        };
+        Signature {
+            inputs: inputs.iter().map(spec).collect(),
+            outputs: outputs.iter().map(spec).collect(),
+        }
+    }
+
+    #[test]
+    fn input_names_must_match_the_signature() {
+        let s = sig(&["a", "b"], &["y"]);
+        assert!(check_input_names(&s, ["b", "a"].into_iter()).is_ok());
+        let err = check_input_names(&s, ["a", "c", "d"].into_iter()).expect_err("size");
+        assert_eq!(
+            err.message,
+            "input size does not match signature: 3!=2 len({a,c,d}) != len({a,b}). Sent extra: {c,d}. Missing but required: {b}."
+        );
+        let err = check_input_names(&s, ["a", "c"].into_iter()).expect_err("alias");
+        assert_eq!(
+            err.message,
+            "input tensor alias not found in signature: c. Inputs expected to be in the set {a,b}."
+        );
+        assert_eq!(err.code, Code::InvalidArgument);
+    }
+
+    #[test]
+    fn output_filter_rules() {
+        let s = sig(&["x"], &["sum", "product"]);
+        assert_eq!(select_outputs(&s, &[]).expect("all"), vec![0, 1]);
+        assert_eq!(
+            select_outputs(&s, &["product".into()]).expect("one"),
+            vec![1]
+        );
+        let err = select_outputs(&s, &["nope".into()]).expect_err("unknown");
+        assert_eq!(
+            err.message,
+            "output tensor alias not found in signature: nope Outputs expected to be in the set {product,sum}."
+        );
+        let err = select_outputs(&s, &["sum".into(), "sum".into()]).expect_err("dup");
+        assert_eq!(err.message, "duplicate output tensor alias: sum");
+    }
+}
