@@ -246,9 +246,14 @@ impl OnnxModel {
                     _ => return Ok(()), // a free dimension we cannot guess: skip warm-up
                 }
             }
-            let dt = dtype::from_tf(spec.dtype).unwrap_or(DatumType::F32);
-            let zeros = Tensor::zero_dt(dt, &shape)
-                .map_err(|e| ServableError::new(Code::Internal, format!("warm-up input: {e}")))?;
+            let zeros = match dtype::from_tf(spec.dtype) {
+                Some(DatumType::String) => {
+                    crate::convert::tensor_from_vec(&shape, vec![String::new(); shape.iter().product()])
+                }
+                Some(dt) => Tensor::zero_dt(dt, &shape)
+                    .map_err(|e| ServableError::new(Code::Internal, format!("warm-up input: {e}")))?,
+                None => return Ok(()),
+            };
             inputs.push(zeros.into_tvalue());
         }
         self.run(inputs)

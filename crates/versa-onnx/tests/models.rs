@@ -167,6 +167,14 @@ fn bad_version_directories_fail_with_clear_errors() {
 }
 
 #[test]
+fn every_test_model_warms_up() {
+    for bytes in [models::versioned(1), models::two_in_two_out(), models::int_model(), models::string_model()] {
+        let (_dir, model) = load(&bytes, ModelOptions::default());
+        model.warm_up().expect("warm-up runs");
+    }
+}
+
+#[test]
 fn loader_warms_up_the_batch_one_plan() {
     let root = tempfile::tempdir().expect("tempdir");
     let dir = models::write_version(root.path(), 1, &models::versioned(1)).expect("write");

@@ -139,6 +139,30 @@ pub async fn start_core(
         }
         Err(e) => anyhow::bail!("Failed to start server. Error: {}", e.message),
     }
+    let targets: Vec<versa_core::ServableId> = match &startup.config.config {
+        Some(model_server_config::Config::ModelConfigList(list)) => list
+            .config
+            .iter()
+            .flat_map(|m| m.version_labels.values().map(|v| versa_core::ServableId::new(m.name.clone(), *v)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let settled = core
+        .monitor()
+        .wait_until(deadline, |all| {
+            targets
+                .iter()
+                .all(|id| {
+                    all.get(&id.name).and_then(|v| v.get(&id.version)).is_some_and(|e| {
+                        matches!(e.state.state, versa_core::ManagerState::Available | versa_core::ManagerState::End)
+                    })
+                })
+                .then_some(())
+        })
+        .await;
+    if settled.is_err() {
+        tracing::warn!("some labelled versions are still loading at the start-up deadline");
+    }
     if let Err(e) = core.reload(&startup.config, Some(deadline)).await {
         tracing::warn!("version labels not applied yet: {}", e.message);
     }
