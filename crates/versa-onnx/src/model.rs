@@ -247,11 +247,13 @@ impl OnnxModel {
                 }
             }
             let zeros = match dtype::from_tf(spec.dtype) {
-                Some(DatumType::String) => {
-                    crate::convert::tensor_from_vec(&shape, vec![String::new(); shape.iter().product()])
-                }
-                Some(dt) => Tensor::zero_dt(dt, &shape)
-                    .map_err(|e| ServableError::new(Code::Internal, format!("warm-up input: {e}")))?,
+                Some(DatumType::String) => crate::convert::tensor_from_vec(
+                    &shape,
+                    vec![String::new(); shape.iter().product()],
+                ),
+                Some(dt) => Tensor::zero_dt(dt, &shape).map_err(|e| {
+                    ServableError::new(Code::Internal, format!("warm-up input: {e}"))
+                })?,
                 None => return Ok(()),
             };
             inputs.push(zeros.into_tvalue());

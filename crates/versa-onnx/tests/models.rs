@@ -168,7 +168,12 @@ fn bad_version_directories_fail_with_clear_errors() {
 
 #[test]
 fn every_test_model_warms_up() {
-    for bytes in [models::versioned(1), models::two_in_two_out(), models::int_model(), models::string_model()] {
+    for bytes in [
+        models::versioned(1),
+        models::two_in_two_out(),
+        models::int_model(),
+        models::string_model(),
+    ] {
         let (_dir, model) = load(&bytes, ModelOptions::default());
         model.warm_up().expect("warm-up runs");
     }

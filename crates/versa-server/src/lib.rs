@@ -143,7 +143,11 @@ pub async fn start_core(
         Some(model_server_config::Config::ModelConfigList(list)) => list
             .config
             .iter()
-            .flat_map(|m| m.version_labels.values().map(|v| versa_core::ServableId::new(m.name.clone(), *v)))
+            .flat_map(|m| {
+                m.version_labels
+                    .values()
+                    .map(|v| versa_core::ServableId::new(m.name.clone(), *v))
+            })
             .collect(),
         _ => Vec::new(),
     };
@@ -153,9 +157,14 @@ pub async fn start_core(
             targets
                 .iter()
                 .all(|id| {
-                    all.get(&id.name).and_then(|v| v.get(&id.version)).is_some_and(|e| {
-                        matches!(e.state.state, versa_core::ManagerState::Available | versa_core::ManagerState::End)
-                    })
+                    all.get(&id.name)
+                        .and_then(|v| v.get(&id.version))
+                        .is_some_and(|e| {
+                            matches!(
+                                e.state.state,
+                                versa_core::ManagerState::Available | versa_core::ManagerState::End
+                            )
+                        })
                 })
                 .then_some(())
         })
