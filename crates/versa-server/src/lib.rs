@@ -93,8 +93,8 @@ fn without_labels(config: &ModelServerConfig) -> ModelServerConfig {
 }
 
 /// Builds the core and loads the initial config. Labels are applied after
-/// the versions load (upstream applies them first and fails on its own
-/// start-up, issue #1608). Models still loading when the start-up timeout
+/// every initial version has loaded (upstream applies them first and fails
+/// on its own start-up, issue #1608). Models still loading when the start-up timeout
 /// passes keep loading while the server serves; a model whose versions all
 /// fail ends start-up with an error, as upstream.
 pub async fn start_core(
@@ -139,38 +139,19 @@ pub async fn start_core(
         }
         Err(e) => anyhow::bail!("Failed to start server. Error: {}", e.message),
     }
-    let targets: Vec<versa_core::ServableId> = match &startup.config.config {
-        Some(model_server_config::Config::ModelConfigList(list)) => list
-            .config
-            .iter()
-            .flat_map(|m| {
-                m.version_labels
-                    .values()
-                    .map(|v| versa_core::ServableId::new(m.name.clone(), *v))
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    // Ports open once every initially aspired version has settled (upstream
+    // opens them as soon as each model has one), so the first requests see
+    // the whole initial config, labels included.
     let settled = core
-        .monitor()
-        .wait_until(deadline, |all| {
-            targets
-                .iter()
-                .all(|id| {
-                    all.get(&id.name)
-                        .and_then(|v| v.get(&id.version))
-                        .is_some_and(|e| {
-                            matches!(
-                                e.state.state,
-                                versa_core::ManagerState::Available | versa_core::ManagerState::End
-                            )
-                        })
-                })
-                .then_some(())
+        .manager()
+        .wait_for_managed(deadline, |managed| {
+            managed.values().flatten().all(|v| {
+                !v.aspired || matches!(v.state, versa_core::ManagerState::Available | versa_core::ManagerState::End)
+            })
         })
         .await;
     if settled.is_err() {
-        tracing::warn!("some labelled versions are still loading at the start-up deadline");
+        tracing::warn!("some versions are still loading at the start-up deadline");
     }
     if let Err(e) = core.reload(&startup.config, Some(deadline)).await {
         tracing::warn!("version labels not applied yet: {}", e.message);
