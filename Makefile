@@ -10,7 +10,8 @@ help: ## List targets
 build: ## Build every crate
 	$(CARGO) build --workspace --all-targets
 
-test: check-deps ## Run every test (unit, scenario, wire contract)
+test: check-deps ## Run every test (unit, scenario, wire contract, end-to-end)
+	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --profile ci
 	$(CARGO) test --workspace --doc
 

@@ -146,7 +146,11 @@ pub async fn start_core(
         .manager()
         .wait_for_managed(deadline, |managed| {
             managed.values().flatten().all(|v| {
-                !v.aspired || matches!(v.state, versa_core::ManagerState::Available | versa_core::ManagerState::End)
+                !v.aspired
+                    || matches!(
+                        v.state,
+                        versa_core::ManagerState::Available | versa_core::ManagerState::End
+                    )
             })
         })
         .await;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use versa_e2e::ServerProcess;
 use versa_testmodels as models;
 
+#[derive(Debug)]
 pub struct Fixture {
     pub root: tempfile::TempDir,
     pub server: ServerProcess,
