@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: help build test lint fmt check-deps ci
+.PHONY: help build test lint fmt check-deps ci demo models bench
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -24,5 +24,16 @@ fmt: ## Format the code
 
 check-deps: ## versa-core must not depend on RPC/HTTP/ML/Kubernetes crates
 	./scripts/check-core-deps.sh
+
+demo: ## Build versa-server and serve the example models on :8500 (gRPC) / :8501 (REST)
+	./scripts/demo-server.sh
+
+models: ## Write the generated example ONNX models to target/models
+	$(CARGO) run -q -p versa-testmodels --bin gen-test-models -- target/models
+
+bench: ## Benchmark versa-server against raw in-process tract (not part of the tests)
+	$(CARGO) build --release -p versa-server -p versa-bench
+	$(CARGO) run -q --release -p versa-bench -- --concurrency 1 --requests 5000
+	$(CARGO) run -q --release -p versa-bench -- --concurrency 16 --requests 20000
 
 ci: lint test ## What .ci/run runs
