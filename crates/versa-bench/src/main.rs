@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use versa_onnx::{IntoTValue, ModelOptions, OnnxModel, TVec};
-use versa_proto::serving::{ModelSpec, PredictRequest, prediction_service_client::PredictionServiceClient};
+use versa_proto::serving::{
+    ModelSpec, PredictRequest, prediction_service_client::PredictionServiceClient,
+};
 use versa_proto::tensorflow::{DataType, TensorProto, TensorShapeProto, tensor_shape_proto};
 
 #[derive(Debug, Parser)]
@@ -51,7 +53,12 @@ struct Stats {
 impl Stats {
     fn new(mut latencies: Vec<Duration>, failed: usize, elapsed: Duration) -> Self {
         latencies.sort_unstable();
-        Self { count: latencies.len(), failed, elapsed, sorted: latencies }
+        Self {
+            count: latencies.len(),
+            failed,
+            elapsed,
+            sorted: latencies,
+        }
     }
 
     fn pct(&self, p: f64) -> Duration {
@@ -79,17 +86,29 @@ struct Workload {
 
 fn workload(name: &str) -> anyhow::Result<Workload> {
     match name {
-        "mlp" => Ok(Workload { bytes: versa_testmodels::mlp(&[784, 512, 256, 10]), input: "input".into(), width: 784 }),
+        "mlp" => Ok(Workload {
+            bytes: versa_testmodels::mlp(&[784, 512, 256, 10]),
+            input: "input".into(),
+            width: 784,
+        }),
         other => anyhow::bail!("unknown model {other}"),
     }
 }
 
 /// Raw tract: batch-1 runs on one thread, no serving around them.
-fn raw_baseline(dir: &Path, w: &Workload, requests: usize, limit: Duration) -> anyhow::Result<Stats> {
-    let model = OnnxModel::load(dir, ModelOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+fn raw_baseline(
+    dir: &Path,
+    w: &Workload,
+    requests: usize,
+    limit: Duration,
+) -> anyhow::Result<Stats> {
+    let model =
+        OnnxModel::load(dir, ModelOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let input = versa_onnx::convert::tensor_from_vec(&[1, w.width], vec![0.5f32; w.width]);
     for _ in 0..50 {
-        model.run(TVec::from_iter([input.clone().into_tvalue()])).map_err(|e| anyhow::anyhow!("{e}"))?;
+        model
+            .run(TVec::from_iter([input.clone().into_tvalue()]))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let mut latencies = Vec::with_capacity(requests);
     let started = Instant::now();
@@ -116,7 +135,9 @@ impl Drop for Server {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn start_server(binary: &Path, base: &Path) -> anyhow::Result<Server> {
@@ -139,7 +160,9 @@ fn start_server(binary: &Path, base: &Path) -> anyhow::Result<Server> {
     let mut lines = BufReader::new(stderr).lines();
     let (mut g, mut r) = (false, false);
     while !(g && r) {
-        let Some(Ok(line)) = lines.next() else { anyhow::bail!("versa-server exited before serving") };
+        let Some(Ok(line)) = lines.next() else {
+            anyhow::bail!("versa-server exited before serving")
+        };
         g |= line.contains("Running gRPC ModelServer");
         r |= line.contains("Exporting HTTP/REST API");
     }
@@ -152,14 +175,23 @@ fn request(w: &Workload) -> PredictRequest {
     let tensor = TensorProto {
         dtype: DataType::DtFloat as i32,
         tensor_shape: Some(TensorShapeProto {
-            dim: [1, w.width as i64].iter().map(|&size| tensor_shape_proto::Dim { size, name: String::new() }).collect(),
+            dim: [1, w.width as i64]
+                .iter()
+                .map(|&size| tensor_shape_proto::Dim {
+                    size,
+                    name: String::new(),
+                })
+                .collect(),
             unknown_rank: false,
         }),
         float_val: vec![0.5; w.width],
         ..TensorProto::default()
     };
     PredictRequest {
-        model_spec: Some(ModelSpec { name: "bench".into(), ..ModelSpec::default() }),
+        model_spec: Some(ModelSpec {
+            name: "bench".into(),
+            ..ModelSpec::default()
+        }),
         inputs: [(w.input.clone(), tensor)].into_iter().collect(),
         ..PredictRequest::default()
     }
@@ -230,11 +262,17 @@ async fn main() -> anyhow::Result<()> {
     let raw = raw_baseline(&dir, &w, args.requests, limit)?;
     let binary = match args.server {
         Some(b) => b,
-        None => std::env::current_exe()?.parent().context("exe dir")?.join("versa-server"),
+        None => std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .join("versa-server"),
     };
     let server = start_server(&binary, &base)?;
 
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", server.grpc))?.connect().await?;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", server.grpc))?
+            .connect()
+            .await?;
     let grpc_request = request(&w);
     let grpc = load_test(args.concurrency, args.requests, limit, move || {
         let mut client = PredictionServiceClient::new(channel.clone());
@@ -248,14 +286,29 @@ async fn main() -> anyhow::Result<()> {
     let body = format!("{{\"instances\": [[{}]]}}", vec!["0.5"; w.width].join(","));
     let rest = load_test(args.concurrency, args.requests, limit, move || {
         let (http, url, body) = (http.clone(), url.clone(), body.clone());
-        async move { http.post(&url).body(body).send().await.is_ok_and(|r| r.status().is_success()) }
+        async move {
+            http.post(&url)
+                .body(body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
     })
     .await;
 
     let raw_p50 = raw.pct(0.5);
-    println!("model: {} · concurrency: {} · cores: {}", args.model, args.concurrency, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "model: {} · concurrency: {} · cores: {}",
+        args.model,
+        args.concurrency,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     println!();
-    println!("| path | ok | failed | req/s | p50 µs | p90 µs | p99 µs | max µs | p50 vs raw tract |");
+    println!(
+        "| path | ok | failed | req/s | p50 µs | p90 µs | p99 µs | max µs | p50 vs raw tract |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     println!("{}", row("raw tract, in-process, batch 1", &raw, raw_p50));
     println!("{}", row("gRPC Predict", &grpc, raw_p50));
