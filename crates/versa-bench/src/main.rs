@@ -55,12 +55,7 @@ struct Stats {
 impl Stats {
     fn new(mut latencies: Vec<Duration>, failed: usize, elapsed: Duration) -> Self {
         latencies.sort_unstable();
-        Self {
-            count: latencies.len(),
-            failed,
-            elapsed,
-            sorted: latencies,
-        }
+        Self { count: latencies.len(), failed, elapsed, sorted: latencies }
     }
 
     fn pct(&self, p: f64) -> Duration {
@@ -137,9 +132,7 @@ impl Drop for Server {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn start_server(binary: &Path, base: &Path) -> anyhow::Result<Server> {
@@ -179,10 +172,7 @@ fn request(w: &Workload) -> PredictRequest {
         tensor_shape: Some(TensorShapeProto {
             dim: [1, w.width as i64]
                 .iter()
-                .map(|&size| tensor_shape_proto::Dim {
-                    size,
-                    name: String::new(),
-                })
+                .map(|&size| tensor_shape_proto::Dim { size, name: String::new() })
                 .collect(),
             unknown_rank: false,
         }),
@@ -190,10 +180,7 @@ fn request(w: &Workload) -> PredictRequest {
         ..TensorProto::default()
     };
     PredictRequest {
-        model_spec: Some(ModelSpec {
-            name: "bench".into(),
-            ..ModelSpec::default()
-        }),
+        model_spec: Some(ModelSpec { name: "bench".into(), ..ModelSpec::default() }),
         inputs: [(w.input.clone(), tensor)].into_iter().collect(),
         ..PredictRequest::default()
     }
@@ -264,10 +251,7 @@ async fn main() -> anyhow::Result<()> {
     let raw = raw_baseline(&dir, &w, args.requests, limit)?;
     let binary = match args.server {
         Some(b) => b,
-        None => std::env::current_exe()?
-            .parent()
-            .context("exe dir")?
-            .join("versa-server"),
+        None => std::env::current_exe()?.parent().context("exe dir")?.join("versa-server"),
     };
     let server = start_server(&binary, &base)?;
 
@@ -303,9 +287,7 @@ async fn main() -> anyhow::Result<()> {
         "model: {} · concurrency: {} · cores: {}",
         args.model,
         args.concurrency,
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
     println!();
     println!(

@@ -61,11 +61,7 @@ pub fn parse_version(name: &str) -> Option<i64> {
     digits.bytes().try_fold(0i64, |acc, b| {
         let digit = i64::from(b - b'0');
         let shifted = acc.checked_mul(10)?;
-        if negative {
-            shifted.checked_sub(digit)
-        } else {
-            shifted.checked_add(digit)
-        }
+        if negative { shifted.checked_sub(digit) } else { shifted.checked_add(digit) }
     })
 }
 
@@ -137,15 +133,9 @@ pub fn select_versions<S: AsRef<str>>(
                 .filter_map(|version| {
                     let decimal = version.to_string();
                     if canonical.contains(decimal.as_str()) {
-                        Some(AspiredVersion {
-                            version,
-                            path: base_path.join(decimal),
-                        })
+                        Some(AspiredVersion { version, path: base_path.join(decimal) })
                     } else if let Some(name) = versions.get(&version) {
-                        Some(AspiredVersion {
-                            version,
-                            path: base_path.join(name),
-                        })
+                        Some(AspiredVersion { version, path: base_path.join(name) })
                     } else {
                         missing.push(version);
                         None
@@ -155,11 +145,7 @@ pub fn select_versions<S: AsRef<str>>(
         }
     };
     aspired.sort();
-    Selection {
-        aspired,
-        duplicates,
-        missing,
-    }
+    Selection { aspired, duplicates, missing }
 }
 
 #[cfg(test)]
@@ -232,10 +218,7 @@ mod tests {
             expected: Vec<(i64, &'static str)>,
         }
         let cases = vec![
-            Case {
-                policy: VersionPolicy::Latest(1),
-                expected: vec![(123, "/m/00000123")],
-            },
+            Case { policy: VersionPolicy::Latest(1), expected: vec![(123, "/m/00000123")] },
             Case {
                 policy: VersionPolicy::Latest(0),
                 expected: vec![(123, "/m/00000123")], // 0 is treated as 1
@@ -260,27 +243,13 @@ mod tests {
                 policy: VersionPolicy::Specific(vec![123]),
                 expected: vec![(123, "/m/00000123")], // non-canonical spelling found by listing
             },
-            Case {
-                policy: VersionPolicy::Specific(vec![99]),
-                expected: vec![],
-            },
-            Case {
-                policy: VersionPolicy::Specific(vec![]),
-                expected: vec![],
-            },
+            Case { policy: VersionPolicy::Specific(vec![99]), expected: vec![] },
+            Case { policy: VersionPolicy::Specific(vec![]), expected: vec![] },
         ];
         for case in cases {
-            let expected: Vec<(i64, String)> = case
-                .expected
-                .iter()
-                .map(|(v, p)| (*v, p.to_string()))
-                .collect();
-            assert_eq!(
-                selected(&disk, case.policy.clone()),
-                expected,
-                "{:?}",
-                case.policy
-            );
+            let expected: Vec<(i64, String)> =
+                case.expected.iter().map(|(v, p)| (*v, p.to_string())).collect();
+            assert_eq!(selected(&disk, case.policy.clone()), expected, "{:?}", case.policy);
         }
     }
 
@@ -298,16 +267,10 @@ mod tests {
 
     #[test]
     fn nothing_on_disk_selects_nothing() {
-        for policy in [
-            VersionPolicy::Latest(1),
-            VersionPolicy::All,
-            VersionPolicy::Specific(vec![1]),
-        ] {
-            assert!(
-                select_versions(Path::new("/m"), &["assets"], &policy)
-                    .aspired
-                    .is_empty()
-            );
+        for policy in
+            [VersionPolicy::Latest(1), VersionPolicy::All, VersionPolicy::Specific(vec![1])]
+        {
+            assert!(select_versions(Path::new("/m"), &["assets"], &policy).aspired.is_empty());
         }
     }
 }

@@ -11,10 +11,7 @@ pub struct ServableId {
 
 impl ServableId {
     pub fn new(name: impl Into<String>, version: i64) -> Self {
-        Self {
-            name: name.into(),
-            version,
-        }
+        Self { name: name.into(), version }
     }
 }
 

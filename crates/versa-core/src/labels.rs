@@ -24,11 +24,7 @@ pub struct LabelRules {
 
 impl Default for LabelRules {
     fn default() -> Self {
-        Self {
-            allow_labels: true,
-            allow_for_unavailable: false,
-            force_allow_any: false,
-        }
+        Self { allow_labels: true, allow_for_unavailable: false, force_allow_any: false }
     }
 }
 
@@ -70,17 +66,12 @@ pub fn check_label_update(
             if is_available(model, version) {
                 continue;
             }
-            let existing = current
-                .and_then(|c| c.get(model))
-                .and_then(|l| l.get(label));
+            let existing = current.and_then(|c| c.get(model)).and_then(|l| l.get(label));
             let new_or_unchanged = existing.is_none_or(|&v| v == version);
             if rules.allow_for_unavailable && new_or_unchanged {
                 continue;
             }
-            return Err(LabelError::VersionNotAvailable {
-                model: model.clone(),
-                version,
-            });
+            return Err(LabelError::VersionNotAvailable { model: model.clone(), version });
         }
     }
     Ok(())
@@ -93,9 +84,7 @@ mod tests {
     fn labels(entries: &[(&str, &str, i64)]) -> LabelMap {
         let mut map = LabelMap::new();
         for (model, label, version) in entries {
-            map.entry(model.to_string())
-                .or_default()
-                .insert(label.to_string(), *version);
+            map.entry(model.to_string()).or_default().insert(label.to_string(), *version);
         }
         map
     }
@@ -104,33 +93,15 @@ mod tests {
     fn label_rules_table() {
         let available = |_: &str, v: i64| v == 1 || v == 2;
         let strict = LabelRules::default();
-        let relaxed = LabelRules {
-            allow_for_unavailable: true,
-            ..strict
-        };
-        let forced = LabelRules {
-            force_allow_any: true,
-            ..strict
-        };
-        let disabled = LabelRules {
-            allow_labels: false,
-            ..strict
-        };
-        let not_available = |v| {
-            Err(LabelError::VersionNotAvailable {
-                model: "m".into(),
-                version: v,
-            })
-        };
+        let relaxed = LabelRules { allow_for_unavailable: true, ..strict };
+        let forced = LabelRules { force_allow_any: true, ..strict };
+        let disabled = LabelRules { allow_labels: false, ..strict };
+        let not_available =
+            |v| Err(LabelError::VersionNotAvailable { model: "m".into(), version: v });
         let current = labels(&[("m", "stable", 1)]);
         // (what, rules, requested, expected)
         let cases = vec![
-            (
-                "label on an available version",
-                strict,
-                labels(&[("m", "stable", 2)]),
-                Ok(()),
-            ),
+            ("label on an available version", strict, labels(&[("m", "stable", 2)]), Ok(())),
             (
                 "label on a loading version is refused",
                 strict,
@@ -149,30 +120,15 @@ mod tests {
                 labels(&[("m", "stable", 3)]),
                 not_available(3),
             ),
-            (
-                "force: anything goes",
-                forced,
-                labels(&[("m", "stable", 9)]),
-                Ok(()),
-            ),
+            ("force: anything goes", forced, labels(&[("m", "stable", 9)]), Ok(())),
             (
                 "labels disabled",
                 disabled,
                 labels(&[("m", "stable", 1)]),
                 Err(LabelError::LabelsNotAllowed),
             ),
-            (
-                "labels disabled but none asked",
-                disabled,
-                LabelMap::new(),
-                Ok(()),
-            ),
-            (
-                "removing every label is fine",
-                strict,
-                LabelMap::new(),
-                Ok(()),
-            ),
+            ("labels disabled but none asked", disabled, LabelMap::new(), Ok(())),
+            ("removing every label is fine", strict, LabelMap::new(), Ok(())),
         ];
         for (what, rules, requested, expected) in cases {
             assert_eq!(
@@ -188,10 +144,7 @@ mod tests {
         let current = labels(&[("m", "stable", 7)]);
         let requested = current.clone();
         let nothing_available = |_: &str, _: i64| false;
-        let relaxed = LabelRules {
-            allow_for_unavailable: true,
-            ..LabelRules::default()
-        };
+        let relaxed = LabelRules { allow_for_unavailable: true, ..LabelRules::default() };
         assert_eq!(
             check_label_update(Some(&current), &requested, relaxed, nothing_available),
             Ok(())
@@ -209,10 +162,7 @@ mod tests {
 
     #[test]
     fn messages_match_upstream() {
-        let e = LabelError::VersionNotAvailable {
-            model: "fraud".into(),
-            version: 42,
-        };
+        let e = LabelError::VersionNotAvailable { model: "fraud".into(), version: 42 };
         assert_eq!(
             e.to_string(),
             "Request to assign label to version 42 of model fraud, which is not currently available for inference"

@@ -16,6 +16,7 @@ mod loader;
 pub mod manager;
 pub mod monitor;
 pub mod policy;
+pub mod routing;
 pub mod serving_map;
 pub mod source;
 mod state;
@@ -30,7 +31,10 @@ pub use loader::Loader;
 pub use manager::{AspiredVersionsManager, ManagerOptions};
 pub use monitor::{ServableStateMonitor, WaitTimeout};
 pub use policy::TransitionPolicy;
-pub use serving_map::{ResolveError, ServableHandle, ServingMap, VersionChoice};
+pub use routing::TrafficSplit;
+pub use serving_map::{
+    ResolveError, Routed, RoutingTable, ServableHandle, ServingMap, VersionChoice,
+};
 pub use source::{AspiredVersionsSink, FileSystemSource, PollInterval, ServableToMonitor};
 pub use state::{ManagerState, ServableState, ServableStateEvent};
 pub use status::{Code, ServableError};

@@ -138,9 +138,7 @@ pub struct AspiredVersionsManager<L: Loader> {
 
 impl<L: Loader> Clone for AspiredVersionsManager<L> {
     fn clone(&self) -> Self {
-        Self {
-            shared: Arc::clone(&self.shared),
-        }
+        Self { shared: Arc::clone(&self.shared) }
     }
 }
 
@@ -156,10 +154,7 @@ impl<L: Loader> fmt::Debug for AspiredVersionsManager<L> {
 impl<L: Loader> AspiredVersionsSink for AspiredVersionsManager<L> {
     /// Replaces the aspired versions of a model (an empty list unloads it).
     fn set_aspired_versions(&self, model: &str, versions: Vec<AspiredVersion>) {
-        self.shared
-            .lock()
-            .pending
-            .insert(model.to_owned(), versions);
+        self.shared.lock().pending.insert(model.to_owned(), versions);
         self.shared.wake.notify_one();
     }
 }
@@ -338,9 +333,7 @@ impl<L: Loader> Shared<L> {
                         })
                         .collect();
                     let policy = inner.policies.get(model).copied().unwrap_or_default();
-                    policy
-                        .next_action(&views)
-                        .map(|action| (action, model.clone()))
+                    policy.next_action(&views).map(|action| (action, model.clone()))
                 })
                 .collect();
             if actions.is_empty() {
@@ -392,9 +385,8 @@ impl<L: Loader> Shared<L> {
         let pending = std::mem::take(&mut inner.pending);
         for (model, aspired) in pending {
             let managed = inner.models.entry(model.clone()).or_default();
-            let blocked = aspired
-                .iter()
-                .any(|a| managed.get(&a.version).is_some_and(|h| !h.aspired));
+            let blocked =
+                aspired.iter().any(|a| managed.get(&a.version).is_some_and(|h| !h.aspired));
             if blocked {
                 inner.pending.insert(model, aspired);
                 continue;
@@ -422,16 +414,13 @@ impl<L: Loader> Shared<L> {
                         reserved_bytes: 0,
                         release: None,
                     });
-                    self.monitor.publish_ok(
-                        &ServableId::new(model.clone(), version),
-                        ManagerState::Start,
-                    );
+                    self.monitor
+                        .publish_ok(&ServableId::new(model.clone(), version), ManagerState::Start);
                 }
             }
             for id in cancelled {
                 inner.load_queue.retain(|queued| queued != &id);
-                self.monitor
-                    .publish_error(&id, ServableError::load_cancelled());
+                self.monitor.publish_error(&id, ServableError::load_cancelled());
             }
         }
         inner.models.retain(|_, versions| !versions.is_empty());

@@ -48,29 +48,19 @@ impl ServableStateMonitor {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (generation, _) = watch::channel(0);
         Self {
-            shared: Arc::new(Shared {
-                states: Mutex::new(AllStates::new()),
-                events,
-                generation,
-            }),
+            shared: Arc::new(Shared { states: Mutex::new(AllStates::new()), events, generation }),
         }
     }
 
     fn states(&self) -> MutexGuard<'_, AllStates> {
         // A panic while holding this lock cannot leave the map half-updated
         // (each update is one insert), so a poisoned lock is still usable.
-        self.shared
-            .states
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shared.states.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records a state and tells subscribers and waiters.
     pub fn publish(&self, state: ServableState) {
-        let event = ServableStateEvent {
-            state,
-            at: SystemTime::now(),
-        };
+        let event = ServableStateEvent { state, at: SystemTime::now() };
         let mut states = self.states();
         tracing::debug!(
             model = %event.state.id.name,
@@ -89,11 +79,7 @@ impl ServableStateMonitor {
 
     /// Convenience: publish a state with OK health.
     pub fn publish_ok(&self, id: &ServableId, state: ManagerState) {
-        self.publish(ServableState {
-            id: id.clone(),
-            state,
-            health: Ok(()),
-        });
+        self.publish(ServableState { id: id.clone(), state, health: Ok(()) });
     }
 
     /// Convenience: publish END with an error.
@@ -230,11 +216,7 @@ mod tests {
     #[test]
     fn keeps_the_last_event_per_version_forever() {
         let monitor = ServableStateMonitor::new();
-        for state in [
-            ManagerState::Start,
-            ManagerState::Loading,
-            ManagerState::Available,
-        ] {
+        for state in [ManagerState::Start, ManagerState::Loading, ManagerState::Available] {
             monitor.publish_ok(&id(1), state);
         }
         monitor.publish_ok(&id(2), ManagerState::Start);
@@ -247,15 +229,7 @@ mod tests {
         assert_eq!(states[&1].state.state, ManagerState::End);
         assert_eq!(states[&1].state.health, Ok(()));
         assert_eq!(states[&2].state.state, ManagerState::End);
-        assert_eq!(
-            states[&2]
-                .state
-                .health
-                .as_ref()
-                .expect_err("failed")
-                .message,
-            "corrupt"
-        );
+        assert_eq!(states[&2].state.health.as_ref().expect_err("failed").message, "corrupt");
         assert!(monitor.model_states("other").is_none());
     }
 
@@ -263,11 +237,7 @@ mod tests {
     async fn subscribers_see_events_in_order() {
         let monitor = ServableStateMonitor::new();
         let mut events = monitor.subscribe();
-        let order = [
-            ManagerState::Start,
-            ManagerState::Loading,
-            ManagerState::Available,
-        ];
+        let order = [ManagerState::Start, ManagerState::Loading, ManagerState::Available];
         for state in order {
             monitor.publish_ok(&id(1), state);
         }
@@ -316,25 +286,16 @@ mod tests {
         monitor.publish_ok(&ServableId::new("b", 9), ManagerState::End);
         let since = SystemTime::now();
         monitor.publish_ok(&ServableId::new("a", 1), ManagerState::Available);
-        let settled = monitor
-            .wait_until_models_settled(&models, since, deadline())
-            .await;
+        let settled = monitor.wait_until_models_settled(&models, since, deadline()).await;
         assert_eq!(settled, Err(WaitTimeout));
         monitor.publish_ok(&ServableId::new("b", 9), ManagerState::Start);
         monitor.publish_ok(&ServableId::new("b", 9), ManagerState::End);
         monitor.publish_ok(&ServableId::new("b", 1), ManagerState::Loading);
-        let settled = monitor
-            .wait_until_models_settled(&models, since, deadline())
-            .await;
+        let settled = monitor.wait_until_models_settled(&models, since, deadline()).await;
         assert_eq!(settled, Err(WaitTimeout));
-        monitor.publish_error(
-            &ServableId::new("b", 1),
-            ServableError::new(Code::Unknown, "x"),
-        );
-        let settled = monitor
-            .wait_until_models_settled(&models, since, deadline())
-            .await
-            .expect("settled");
+        monitor.publish_error(&ServableId::new("b", 1), ServableError::new(Code::Unknown, "x"));
+        let settled =
+            monitor.wait_until_models_settled(&models, since, deadline()).await.expect("settled");
         assert_eq!(settled["a"], vec![1]);
         assert!(settled["b"].is_empty());
     }

@@ -71,9 +71,7 @@ fn highest_aspired_new(versions: &[VersionView]) -> Option<Action> {
 /// otherwise load the highest aspired new version.
 fn availability_preserving(versions: &[VersionView]) -> Option<Action> {
     let has_aspired = versions.iter().any(|v| v.aspired);
-    let has_aspired_serving = versions
-        .iter()
-        .any(|v| v.aspired && v.phase == VersionPhase::Ready);
+    let has_aspired_serving = versions.iter().any(|v| v.aspired && v.phase == VersionPhase::Ready);
     let unaspired_serving: Vec<i64> = versions
         .iter()
         .filter(|v| !v.aspired && v.phase == VersionPhase::Ready)
@@ -117,11 +115,7 @@ mod tests {
     fn model(versions: &[(i64, bool, VersionPhase)]) -> Vec<VersionView> {
         versions
             .iter()
-            .map(|&(version, aspired, phase)| VersionView {
-                version,
-                aspired,
-                phase,
-            })
+            .map(|&(version, aspired, phase)| VersionView { version, aspired, phase })
             .collect()
     }
 
@@ -129,21 +123,12 @@ mod tests {
     fn decision_tables() {
         use Action::*;
         // (what it shows, policy, versions, expected action)
-        type Case = (
-            &'static str,
-            TransitionPolicy,
-            Vec<(i64, bool, VersionPhase)>,
-            Option<Action>,
-        );
+        type Case =
+            (&'static str, TransitionPolicy, Vec<(i64, bool, VersionPhase)>, Option<Action>);
         let cases: Vec<Case> = vec![
             // --- AvailabilityPreserving ---
             ("nothing managed", Avail, vec![], None),
-            (
-                "first version loads",
-                Avail,
-                vec![(1, true, New)],
-                Some(Load(1)),
-            ),
+            ("first version loads", Avail, vec![(1, true, New)], Some(Load(1))),
             ("steady state", Avail, vec![(1, true, Ready)], None),
             (
                 "new version loads before the old unloads",
@@ -169,12 +154,7 @@ mod tests {
                 vec![(1, false, Ready), (2, true, Error)],
                 None,
             ),
-            (
-                "model removed: unload",
-                Avail,
-                vec![(1, false, Ready)],
-                Some(Unload(1)),
-            ),
+            ("model removed: unload", Avail, vec![(1, false, Ready)], Some(Unload(1))),
             (
                 "model removed: lowest first",
                 Avail,
@@ -199,12 +179,7 @@ mod tests {
                 vec![(1, false, Ready), (2, true, Ready), (3, true, New)],
                 Some(Unload(1)),
             ),
-            (
-                "un-aspired new versions are never loaded",
-                Avail,
-                vec![(5, false, New)],
-                None,
-            ),
+            ("un-aspired new versions are never loaded", Avail, vec![(5, false, New)], None),
             (
                 "unloading version is left alone",
                 Avail,
@@ -218,24 +193,14 @@ mod tests {
                 Some(Load(1)),
             ),
             // --- ResourcePreserving ---
-            (
-                "first version loads",
-                Res,
-                vec![(1, true, New)],
-                Some(Load(1)),
-            ),
+            ("first version loads", Res, vec![(1, true, New)], Some(Load(1))),
             (
                 "old unloads before the new loads",
                 Res,
                 vec![(1, false, Ready), (2, true, New)],
                 Some(Unload(1)),
             ),
-            (
-                "waits while the old unloads",
-                Res,
-                vec![(1, false, Unloading), (2, true, New)],
-                None,
-            ),
+            ("waits while the old unloads", Res, vec![(1, false, Unloading), (2, true, New)], None),
             (
                 "waits while an un-aspired load finishes",
                 Res,
@@ -254,12 +219,7 @@ mod tests {
                 vec![(1, false, Error), (2, true, New)],
                 Some(Load(2)),
             ),
-            (
-                "highest new first",
-                Res,
-                vec![(2, true, New), (4, true, New)],
-                Some(Load(4)),
-            ),
+            ("highest new first", Res, vec![(2, true, New), (4, true, New)], Some(Load(4))),
             ("steady state", Res, vec![(2, true, Ready)], None),
             (
                 "unloads lowest un-aspired first",
@@ -269,31 +229,18 @@ mod tests {
             ),
         ];
         for (what, policy, versions, expected) in cases {
-            assert_eq!(
-                policy.next_action(&model(&versions)),
-                expected,
-                "{policy:?}: {what}"
-            );
+            assert_eq!(policy.next_action(&model(&versions)), expected, "{policy:?}: {what}");
         }
     }
 
     #[test]
     fn unloads_sort_before_loads() {
-        let mut actions = vec![
-            Action::Load(9),
-            Action::Unload(1),
-            Action::Load(2),
-            Action::Unload(7),
-        ];
+        let mut actions =
+            vec![Action::Load(9), Action::Unload(1), Action::Load(2), Action::Unload(7)];
         actions.sort();
         assert_eq!(
             actions,
-            vec![
-                Action::Unload(1),
-                Action::Unload(7),
-                Action::Load(2),
-                Action::Load(9)
-            ]
+            vec![Action::Unload(1), Action::Unload(7), Action::Load(2), Action::Load(9)]
         );
     }
 }

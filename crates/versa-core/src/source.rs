@@ -72,11 +72,7 @@ pub struct SourceConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
     #[error("Could not find base path {path} for servable {model} with error {reason}")]
-    BasePathUnreadable {
-        model: String,
-        path: PathBuf,
-        reason: String,
-    },
+    BasePathUnreadable { model: String, path: PathBuf, reason: String },
     #[error("Unable to find a numerical version path for servable {model} at: {path}")]
     NoVersions { model: String, path: PathBuf },
 }
@@ -100,9 +96,7 @@ pub fn list_children(model: &str, base_path: &Path) -> Result<Vec<String>, Sourc
     std::fs::read_dir(base_path)
         .map_err(unreadable)?
         .map(|entry| {
-            entry
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .map_err(unreadable)
+            entry.map(|e| e.file_name().to_string_lossy().into_owned()).map_err(unreadable)
         })
         .collect()
 }
@@ -118,10 +112,7 @@ pub fn aspired_versions_of(
     }
     if let VersionPolicy::Specific(requested) = &servable.policy {
         if requested.is_empty() {
-            tracing::warn!(
-                "No specific versions requested for servable {}.",
-                servable.name
-            );
+            tracing::warn!("No specific versions requested for servable {}.", servable.name);
         }
         for version in &selection.missing {
             tracing::warn!(model = %servable.name, version, "requested version not found under the base path");
@@ -136,10 +127,7 @@ pub fn aspired_versions_of(
 pub fn check_versions_present(servables: &[ServableToMonitor]) -> Result<(), SourceError> {
     for servable in servables {
         let children = list_children(&servable.name, &servable.base_path)?;
-        if select_versions(&servable.base_path, &children, &VersionPolicy::All)
-            .aspired
-            .is_empty()
-        {
+        if select_versions(&servable.base_path, &children, &VersionPolicy::All).aspired.is_empty() {
             return Err(SourceError::NoVersions {
                 model: servable.name.clone(),
                 path: servable.base_path.clone(),
@@ -169,9 +157,7 @@ struct SourceState {
 
 impl std::fmt::Debug for FileSystemSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileSystemSource")
-            .field("config", &self.state().config)
-            .finish()
+        f.debug_struct("FileSystemSource").field("config", &self.state().config).finish()
     }
 }
 
@@ -191,20 +177,14 @@ impl FileSystemSource {
         Self {
             shared: Arc::new(SourceShared {
                 sink,
-                state: Mutex::new(SourceState {
-                    config,
-                    errors: BTreeMap::new(),
-                }),
+                state: Mutex::new(SourceState { config, errors: BTreeMap::new() }),
                 poll_lock: tokio::sync::Mutex::new(()),
             }),
         }
     }
 
     fn state(&self) -> MutexGuard<'_, SourceState> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shared.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The models watched now.
@@ -249,10 +229,7 @@ impl FileSystemSource {
         let _one_poll_at_a_time = self.shared.poll_lock.lock().await;
         let (servables, always_present) = {
             let state = self.state();
-            (
-                state.config.servables.clone(),
-                state.config.servable_versions_always_present,
-            )
+            (state.config.servables.clone(), state.config.servable_versions_always_present)
         };
         let results = tokio::task::spawn_blocking(move || {
             servables
@@ -268,12 +245,8 @@ impl FileSystemSource {
 
         for (servable, result) in results {
             // A model removed by a concurrent config update must not be re-emitted.
-            let still_watched = self
-                .state()
-                .config
-                .servables
-                .iter()
-                .any(|s| s.name == servable.name);
+            let still_watched =
+                self.state().config.servables.iter().any(|s| s.name == servable.name);
             if !still_watched {
                 continue;
             }
@@ -307,9 +280,7 @@ impl FileSystemSource {
                         );
                     }
                     self.state().errors.remove(&servable.name);
-                    self.shared
-                        .sink
-                        .set_aspired_versions(&servable.name, versions);
+                    self.shared.sink.set_aspired_versions(&servable.name, versions);
                 }
             }
         }

@@ -74,10 +74,7 @@ pub struct ServableError {
 
 impl ServableError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 
     /// A load was abandoned because the version stopped being aspired.

@@ -142,12 +142,7 @@ impl TestDoubleLoader {
 
     /// Load attempts made for `id`.
     pub fn attempts(&self, id: &ServableId) -> u32 {
-        self.attempts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            .copied()
-            .unwrap_or(0)
+        self.attempts.lock().unwrap_or_else(PoisonError::into_inner).get(id).copied().unwrap_or(0)
     }
 }
 

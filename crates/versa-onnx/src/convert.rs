@@ -20,50 +20,23 @@ pub const MAX_ELEMENTS: usize = 1 << 28;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TensorError {
     #[error("input '{alias}' expects {expected} but {got} was provided")]
-    DtypeMismatch {
-        alias: String,
-        expected: String,
-        got: String,
-    },
+    DtypeMismatch { alias: String, expected: String, got: String },
     #[error("'{alias}' has dtype {dtype}, which ONNX models cannot take or produce")]
     UnsupportedDtype { alias: String, dtype: String },
     #[error(
         "input '{alias}' has shape {got:?} but the signature expects {expected:?} (-1: any size)"
     )]
-    ShapeMismatch {
-        alias: String,
-        expected: Vec<i64>,
-        got: Vec<i64>,
-    },
+    ShapeMismatch { alias: String, expected: Vec<i64>, got: Vec<i64> },
     #[error("input '{alias}' has an invalid shape {shape:?}: {reason}")]
-    InvalidShape {
-        alias: String,
-        shape: Vec<i64>,
-        reason: String,
-    },
+    InvalidShape { alias: String, shape: Vec<i64>, reason: String },
     #[error("input '{alias}' has {count} values for shape {shape:?} ({elements} elements)")]
-    ValueCount {
-        alias: String,
-        count: usize,
-        shape: Vec<usize>,
-        elements: usize,
-    },
+    ValueCount { alias: String, count: usize, shape: Vec<usize>, elements: usize },
     #[error(
         "input '{alias}' has {bytes} bytes of tensor_content; shape {shape:?} of {dtype} needs {expected}"
     )]
-    ContentSize {
-        alias: String,
-        bytes: usize,
-        expected: usize,
-        shape: Vec<usize>,
-        dtype: String,
-    },
+    ContentSize { alias: String, bytes: usize, expected: usize, shape: Vec<usize>, dtype: String },
     #[error("input '{alias}' has a value out of range for {dtype}: {value}")]
-    OutOfRange {
-        alias: String,
-        dtype: String,
-        value: i64,
-    },
+    OutOfRange { alias: String, dtype: String, value: i64 },
     #[error("input '{alias}' has a string that is not valid UTF-8")]
     InvalidString { alias: String },
     #[error("cannot encode output '{alias}': {reason}")]
@@ -112,9 +85,7 @@ pub fn checked_shape(
         if want >= 0 && want != got {
             return Err(mismatch());
         }
-        elements = elements
-            .checked_mul(size)
-            .ok_or_else(|| invalid("too many elements"))?;
+        elements = elements.checked_mul(size).ok_or_else(|| invalid("too many elements"))?;
         shape.push(size);
     }
     if elements > MAX_ELEMENTS {
@@ -208,30 +179,22 @@ fn from_typed_values(
             let halves = narrow::<u16>(alias, dt, p.half_val.iter().map(|&v| i64::from(v)))?;
             tensor_from_vec(
                 shape,
-                expand(
-                    alias,
-                    halves.into_iter().map(f16::from_bits).collect(),
-                    shape,
-                )?,
+                expand(alias, halves.into_iter().map(f16::from_bits).collect(), shape)?,
             )
         }
-        DataType::DtInt8 => tensor_from_vec(
-            shape,
-            expand(alias, narrow::<i8>(alias, dt, ints())?, shape)?,
-        ),
-        DataType::DtInt16 => tensor_from_vec(
-            shape,
-            expand(alias, narrow::<i16>(alias, dt, ints())?, shape)?,
-        ),
+        DataType::DtInt8 => {
+            tensor_from_vec(shape, expand(alias, narrow::<i8>(alias, dt, ints())?, shape)?)
+        }
+        DataType::DtInt16 => {
+            tensor_from_vec(shape, expand(alias, narrow::<i16>(alias, dt, ints())?, shape)?)
+        }
         DataType::DtInt32 => tensor_from_vec(shape, expand(alias, p.int_val.clone(), shape)?),
-        DataType::DtUint8 => tensor_from_vec(
-            shape,
-            expand(alias, narrow::<u8>(alias, dt, ints())?, shape)?,
-        ),
-        DataType::DtUint16 => tensor_from_vec(
-            shape,
-            expand(alias, narrow::<u16>(alias, dt, ints())?, shape)?,
-        ),
+        DataType::DtUint8 => {
+            tensor_from_vec(shape, expand(alias, narrow::<u8>(alias, dt, ints())?, shape)?)
+        }
+        DataType::DtUint16 => {
+            tensor_from_vec(shape, expand(alias, narrow::<u16>(alias, dt, ints())?, shape)?)
+        }
         DataType::DtInt64 => tensor_from_vec(shape, expand(alias, p.int64_val.clone(), shape)?),
         DataType::DtUint32 => tensor_from_vec(shape, expand(alias, p.uint32_val.clone(), shape)?),
         DataType::DtUint64 => tensor_from_vec(shape, expand(alias, p.uint64_val.clone(), shape)?),
@@ -241,9 +204,8 @@ fn from_typed_values(
                 .string_val
                 .iter()
                 .map(|b| {
-                    String::from_utf8(b.clone()).map_err(|_| TensorError::InvalidString {
-                        alias: alias.to_owned(),
-                    })
+                    String::from_utf8(b.clone())
+                        .map_err(|_| TensorError::InvalidString { alias: alias.to_owned() })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             tensor_from_vec(shape, expand(alias, strings, shape)?)
@@ -285,10 +247,9 @@ fn from_content(
     Ok(match dt {
         DataType::DtFloat => tensor_from_vec(shape, from_le(bytes, f32::from_le_bytes)),
         DataType::DtDouble => tensor_from_vec(shape, from_le(bytes, f64::from_le_bytes)),
-        DataType::DtHalf => tensor_from_vec(
-            shape,
-            from_le(bytes, |b| f16::from_bits(u16::from_le_bytes(b))),
-        ),
+        DataType::DtHalf => {
+            tensor_from_vec(shape, from_le(bytes, |b| f16::from_bits(u16::from_le_bytes(b))))
+        }
         DataType::DtInt8 => tensor_from_vec(shape, from_le(bytes, i8::from_le_bytes)),
         DataType::DtInt16 => tensor_from_vec(shape, from_le(bytes, i16::from_le_bytes)),
         DataType::DtInt32 => tensor_from_vec(shape, from_le(bytes, i32::from_le_bytes)),
@@ -310,14 +271,11 @@ fn from_content(
 }
 
 fn values<'t, T: Datum>(alias: &str, tensor: &'t Tensor) -> Result<&'t [T], TensorError> {
-    let view = tensor.try_as_plain_ram().map_err(|e| TensorError::Output {
-        alias: alias.to_owned(),
-        reason: e.to_string(),
-    })?;
-    view.as_slice::<T>().map_err(|e| TensorError::Output {
-        alias: alias.to_owned(),
-        reason: e.to_string(),
-    })
+    let view = tensor
+        .try_as_plain_ram()
+        .map_err(|e| TensorError::Output { alias: alias.to_owned(), reason: e.to_string() })?;
+    view.as_slice::<T>()
+        .map_err(|e| TensorError::Output { alias: alias.to_owned(), reason: e.to_string() })
 }
 
 fn le_bytes<T: Copy, const N: usize>(values: &[T], encode: fn(T) -> [u8; N]) -> Vec<u8> {
@@ -373,10 +331,8 @@ pub fn tensor_to_proto(
         DataType::DtUint64 => put!(u64, uint64_val, |&x| x, u64::to_le_bytes),
         DataType::DtBool => put!(bool, bool_val, |&x| x, |x: bool| [u8::from(x)]),
         DataType::DtString => {
-            p.string_val = values::<String>(alias, tensor)?
-                .iter()
-                .map(|s| s.as_bytes().to_vec())
-                .collect();
+            p.string_val =
+                values::<String>(alias, tensor)?.iter().map(|s| s.as_bytes().to_vec()).collect();
         }
         other => {
             return Err(TensorError::UnsupportedDtype {

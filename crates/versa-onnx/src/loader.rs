@@ -17,9 +17,7 @@ impl Loader for OnnxLoader {
 
     /// The model file's size: weights dominate what a loaded model holds.
     fn estimate_resources(&self, _id: &ServableId, path: &Path) -> Result<u64, ServableError> {
-        Ok(std::fs::metadata(path.join(MODEL_FILE))
-            .map(|m| m.len())
-            .unwrap_or(0))
+        Ok(std::fs::metadata(path.join(MODEL_FILE)).map(|m| m.len()).unwrap_or(0))
     }
 
     fn load(&self, id: &ServableId, path: &Path) -> Result<OnnxModel, ServableError> {

@@ -56,21 +56,10 @@ fn invalid_model(path: &Path, e: impl std::fmt::Display) -> ServableError {
 
 fn spec_of(name: &str, fact: &TypedFact) -> Result<TensorSpec, String> {
     let dtype = dtype::to_tf(fact.datum_type).ok_or_else(|| {
-        format!(
-            "'{name}' has type {:?}, which has no TensorFlow dtype",
-            fact.datum_type
-        )
+        format!("'{name}' has type {:?}, which has no TensorFlow dtype", fact.datum_type)
     })?;
-    let shape = fact
-        .shape
-        .iter()
-        .map(|d| d.to_i64().unwrap_or(-1))
-        .collect();
-    Ok(TensorSpec {
-        alias: name.to_owned(),
-        dtype,
-        shape,
-    })
+    let shape = fact.shape.iter().map(|d| d.to_i64().unwrap_or(-1)).collect();
+    Ok(TensorSpec { alias: name.to_owned(), dtype, shape })
 }
 
 impl OnnxModel {
@@ -100,54 +89,30 @@ impl OnnxModel {
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(|e| invalid_model(&file, e))?;
-        Ok(Self {
-            signature,
-            typed,
-            batch,
-            generic,
-            plans: Mutex::default(),
-            options,
-        })
+        Ok(Self { signature, typed, batch, generic, plans: Mutex::default(), options })
     }
 
     fn signature_of(typed: &TypedModel) -> Result<Signature, String> {
         let mut inputs = Vec::new();
-        for (ix, outlet) in typed
-            .input_outlets()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .enumerate()
-        {
+        for (ix, outlet) in typed.input_outlets().map_err(|e| e.to_string())?.iter().enumerate() {
             let name = typed.node(outlet.node).name.clone();
-            inputs.push(spec_of(
-                &name,
-                typed.input_fact(ix).map_err(|e| e.to_string())?,
-            )?);
+            inputs.push(spec_of(&name, typed.input_fact(ix).map_err(|e| e.to_string())?)?);
         }
         let mut outputs = Vec::new();
-        for (ix, outlet) in typed
-            .output_outlets()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .enumerate()
-        {
+        for (ix, outlet) in typed.output_outlets().map_err(|e| e.to_string())?.iter().enumerate() {
             let name = typed
                 .outlet_label(*outlet)
                 .map(str::to_owned)
                 .unwrap_or_else(|| typed.node(outlet.node).name.clone());
-            outputs.push(spec_of(
-                &name,
-                typed.output_fact(ix).map_err(|e| e.to_string())?,
-            )?);
+            outputs.push(spec_of(&name, typed.output_fact(ix).map_err(|e| e.to_string())?)?);
         }
         Ok(Signature { inputs, outputs })
     }
 
     /// The symbol of dimension 0 when every input shares it: the batch.
     fn batch_symbol(typed: &TypedModel) -> Option<Symbol> {
-        let facts: Vec<&TypedFact> = (0..typed.inputs.len())
-            .filter_map(|ix| typed.input_fact(ix).ok())
-            .collect();
+        let facts: Vec<&TypedFact> =
+            (0..typed.inputs.len()).filter_map(|ix| typed.input_fact(ix).ok()).collect();
         let first = match facts.first()?.shape.iter().next()? {
             TDim::Sym(s) => s.clone(),
             _ => return None,
@@ -223,10 +188,7 @@ impl OnnxModel {
     /// Runs the model on inputs in signature order. Blocking: call it on the
     /// inference pool.
     pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, ServableError> {
-        let batch = inputs
-            .first()
-            .and_then(|t| t.shape().first().copied())
-            .unwrap_or(1);
+        let batch = inputs.first().and_then(|t| t.shape().first().copied()).unwrap_or(1);
         let plan = self.plan_for(batch);
         plan.run(inputs).map_err(|e| {
             ServableError::new(Code::InvalidArgument, format!("model run failed: {e:#}"))

@@ -15,16 +15,11 @@ impl InferencePool {
     /// A pool running `threads` inferences at once (0: one per core).
     pub fn new(threads: usize) -> Self {
         let size = if threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         } else {
             threads
         };
-        Self {
-            slots: Arc::new(Semaphore::new(size)),
-            size,
-        }
+        Self { slots: Arc::new(Semaphore::new(size)), size }
     }
 
     pub fn size(&self) -> usize {
@@ -46,10 +41,7 @@ impl InferencePool {
         })
         .await
         .unwrap_or_else(|e| {
-            Err(ServableError::new(
-                Code::Internal,
-                format!("inference panicked: {e}"),
-            ))
+            Err(ServableError::new(Code::Internal, format!("inference panicked: {e}")))
         })
     }
 }

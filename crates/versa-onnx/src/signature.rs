@@ -38,26 +38,17 @@ pub struct Signature {
 
 impl Signature {
     pub fn input(&self, alias: &str) -> Option<(usize, &TensorSpec)> {
-        self.inputs
-            .iter()
-            .enumerate()
-            .find(|(_, s)| s.alias == alias)
+        self.inputs.iter().enumerate().find(|(_, s)| s.alias == alias)
     }
 
     pub fn output(&self, alias: &str) -> Option<(usize, &TensorSpec)> {
-        self.outputs
-            .iter()
-            .enumerate()
-            .find(|(_, s)| s.alias == alias)
+        self.outputs.iter().enumerate().find(|(_, s)| s.alias == alias)
     }
 
     /// The signature as TensorFlow's `SignatureDef`.
     pub fn to_signature_def(&self) -> tensorflow::SignatureDef {
         let map = |specs: &[TensorSpec]| -> HashMap<String, TensorInfo> {
-            specs
-                .iter()
-                .map(|s| (s.alias.clone(), s.tensor_info()))
-                .collect()
+            specs.iter().map(|s| (s.alias.clone(), s.tensor_info())).collect()
         };
         tensorflow::SignatureDef {
             inputs: map(&self.inputs),
@@ -73,10 +64,7 @@ pub fn shape_proto(dims: &[i64]) -> TensorShapeProto {
     TensorShapeProto {
         dim: dims
             .iter()
-            .map(|&size| tensor_shape_proto::Dim {
-                size,
-                name: String::new(),
-            })
+            .map(|&size| tensor_shape_proto::Dim { size, name: String::new() })
             .collect(),
         unknown_rank: false,
     }

@@ -17,21 +17,12 @@ fn load(bytes: &[u8], options: ModelOptions) -> (tempfile::TempDir, OnnxModel) {
 }
 
 fn f32_values(t: &Tensor) -> Vec<f32> {
-    t.try_as_plain_ram()
-        .expect("plain")
-        .as_slice::<f32>()
-        .expect("f32")
-        .to_vec()
+    t.try_as_plain_ram().expect("plain").as_slice::<f32>().expect("f32").to_vec()
 }
 
 fn run(model: &OnnxModel, inputs: Vec<Tensor>) -> Vec<Tensor> {
     let inputs: TVec<_> = inputs.into_iter().map(IntoTValue::into_tvalue).collect();
-    model
-        .run(inputs)
-        .expect("runs")
-        .into_iter()
-        .map(|v| v.into_tensor())
-        .collect()
+    model.run(inputs).expect("runs").into_iter().map(|v| v.into_tensor()).collect()
 }
 
 fn f32_tensor(shape: &[usize], values: Vec<f32>) -> Tensor {
@@ -47,23 +38,13 @@ fn signature_is_synthesised_from_the_graph() {
     };
     assert_eq!(names(&sig.inputs), vec!["a", "b"]);
     assert_eq!(names(&sig.outputs), vec!["sum", "product"]);
-    assert!(
-        sig.inputs
-            .iter()
-            .all(|s| s.dtype == DataType::DtFloat && s.shape == vec![-1, 3])
-    );
+    assert!(sig.inputs.iter().all(|s| s.dtype == DataType::DtFloat && s.shape == vec![-1, 3]));
     let def = sig.to_signature_def();
     assert_eq!(def.method_name, "tensorflow/serving/predict");
     let info = &def.inputs["a"];
     assert_eq!(info.dtype, DataType::DtFloat as i32);
-    let dims: Vec<i64> = info
-        .tensor_shape
-        .as_ref()
-        .expect("shape")
-        .dim
-        .iter()
-        .map(|d| d.size)
-        .collect();
+    let dims: Vec<i64> =
+        info.tensor_shape.as_ref().expect("shape").dim.iter().map(|d| d.size).collect();
     assert_eq!(dims, vec![-1, 3]);
 }
 
@@ -97,10 +78,7 @@ fn symbolic_plan_is_used_without_a_cache() {
 #[test]
 fn integer_and_string_models_run_through_tensor_protos() {
     let (_dir, ints) = load(&models::int_model(), ModelOptions::default());
-    let mut ids = TensorProto {
-        dtype: DataType::DtInt64 as i32,
-        ..TensorProto::default()
-    };
+    let mut ids = TensorProto { dtype: DataType::DtInt64 as i32, ..TensorProto::default() };
     ids.tensor_shape = Some(versa_onnx::signature::shape_proto(&[1, 2]));
     ids.int64_val = vec![21, -4_000_000_000];
     let input = tensor_from_proto(&ids, &ints.signature().inputs[0]).expect("converts");
@@ -110,10 +88,7 @@ fn integer_and_string_models_run_through_tensor_protos() {
     assert_eq!(ints.signature().outputs[1].dtype, DataType::DtInt32);
 
     let (_dir, strings) = load(&models::string_model(), ModelOptions::default());
-    let mut text = TensorProto {
-        dtype: DataType::DtString as i32,
-        ..TensorProto::default()
-    };
+    let mut text = TensorProto { dtype: DataType::DtString as i32, ..TensorProto::default() };
     text.tensor_shape = Some(versa_onnx::signature::shape_proto(&[2]));
     text.string_val = vec![b"hello".to_vec(), "wörld".into()];
     let input = tensor_from_proto(&text, &strings.signature().inputs[0]).expect("converts");
@@ -127,19 +102,14 @@ fn mlp_runs_at_several_batch_sizes() {
     let (_dir, model) = load(&models::mlp(&[784, 512, 256, 10]), ModelOptions::default());
     assert_eq!(model.signature().outputs[0].shape, vec![-1, 10]);
     for batch in [1, 32] {
-        let out = run(
-            &model,
-            vec![f32_tensor(&[batch, 784], vec![0.1; batch * 784])],
-        );
+        let out = run(&model, vec![f32_tensor(&[batch, 784], vec![0.1; batch * 784])]);
         assert_eq!(out[0].shape(), &[batch, 10]);
         assert!(f32_values(&out[0]).iter().all(|v| v.is_finite()));
     }
 }
 
 fn load_error(dir: &Path) -> versa_core::ServableError {
-    OnnxLoader::default()
-        .load(&ServableId::new("m", 1), dir)
-        .expect_err("must fail")
+    OnnxLoader::default().load(&ServableId::new("m", 1), dir).expect_err("must fail")
 }
 
 #[test]
@@ -158,12 +128,7 @@ fn bad_version_directories_fail_with_clear_errors() {
     std::fs::create_dir(&empty).expect("mkdir");
     let err = load_error(&empty);
     assert_eq!(err.code, Code::NotFound);
-    assert!(
-        err.message
-            .starts_with("no model.onnx in version directory"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.starts_with("no model.onnx in version directory"), "{}", err.message);
 }
 
 #[test]
@@ -183,18 +148,10 @@ fn every_test_model_warms_up() {
 fn loader_warms_up_the_batch_one_plan() {
     let root = tempfile::tempdir().expect("tempdir");
     let dir = models::write_version(root.path(), 1, &models::versioned(1)).expect("write");
-    let loader = OnnxLoader {
-        warm_up: true,
-        ..OnnxLoader::default()
-    };
+    let loader = OnnxLoader { warm_up: true, ..OnnxLoader::default() };
     let model = loader.load(&ServableId::new("m", 1), &dir).expect("loads");
     assert_eq!(model.cached_batch_sizes(), vec![1]);
-    assert!(
-        loader
-            .estimate_resources(&ServableId::new("m", 1), &dir)
-            .expect("estimate")
-            > 0
-    );
+    assert!(loader.estimate_resources(&ServableId::new("m", 1), &dir).expect("estimate") > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,11 +178,6 @@ async fn the_pool_runs_inference_off_the_reactor_and_bounds_it() {
         t.await.expect("task").expect("ran");
     }
     assert!(peak.load(std::sync::atomic::Ordering::SeqCst) <= 2);
-    let panicked = pool
-        .run(|| -> Result<(), versa_core::ServableError> { panic!("boom") })
-        .await;
-    assert_eq!(
-        panicked.expect_err("panic is an error").code,
-        Code::Internal
-    );
+    let panicked = pool.run(|| -> Result<(), versa_core::ServableError> { panic!("boom") }).await;
+    assert_eq!(panicked.expect_err("panic is an error").code, Code::Internal);
 }

@@ -40,51 +40,27 @@ fn field_numbers_match_tensorflow_serving() {
         ("tensorflow.serving.PredictRequest", "model_spec", 1),
         ("tensorflow.serving.PredictRequest", "inputs", 2),
         ("tensorflow.serving.PredictRequest", "output_filter", 3),
-        (
-            "tensorflow.serving.PredictRequest",
-            "predict_streamed_options",
-            5,
-        ),
+        ("tensorflow.serving.PredictRequest", "predict_streamed_options", 5),
         ("tensorflow.serving.PredictRequest", "client_id", 6),
         ("tensorflow.serving.PredictRequest", "request_options", 7),
-        (
-            "tensorflow.serving.PredictRequest.RequestOptions",
-            "max_cache_length",
-            6,
-        ),
-        (
-            "tensorflow.serving.PredictRequest.RequestOptions",
-            "return_all_stoptokens",
-            9,
-        ),
+        ("tensorflow.serving.PredictRequest.RequestOptions", "max_cache_length", 6),
+        ("tensorflow.serving.PredictRequest.RequestOptions", "return_all_stoptokens", 9),
         ("tensorflow.serving.PredictResponse", "outputs", 1),
         ("tensorflow.serving.PredictResponse", "model_spec", 2),
         ("tensorflow.serving.ClassificationResponse", "result", 1),
         ("tensorflow.serving.ClassificationResponse", "model_spec", 2),
         ("tensorflow.serving.RegressionResponse", "result", 1),
         ("tensorflow.serving.RegressionResponse", "model_spec", 2),
-        (
-            "tensorflow.serving.InferenceResult",
-            "classification_result",
-            2,
-        ),
+        ("tensorflow.serving.InferenceResult", "classification_result", 2),
         ("tensorflow.serving.InferenceResult", "regression_result", 3),
         ("tensorflow.serving.Input", "example_list_with_context", 2),
-        (
-            "tensorflow.serving.GetModelMetadataRequest",
-            "metadata_field",
-            2,
-        ),
+        ("tensorflow.serving.GetModelMetadataRequest", "metadata_field", 2),
         ("tensorflow.serving.GetModelMetadataResponse", "metadata", 2),
         ("tensorflow.serving.SignatureDefMap", "signature_def", 1),
         ("tensorflow.serving.ModelVersionStatus", "version", 1),
         ("tensorflow.serving.ModelVersionStatus", "state", 2),
         ("tensorflow.serving.ModelVersionStatus", "status", 3),
-        (
-            "tensorflow.serving.GetModelStatusResponse",
-            "model_version_status",
-            1,
-        ),
+        ("tensorflow.serving.GetModelStatusResponse", "model_version_status", 1),
         ("tensorflow.serving.StatusProto", "error_code", 1),
         ("tensorflow.serving.StatusProto", "error_message", 2),
         ("tensorflow.serving.ReloadConfigRequest", "config", 1),
@@ -92,16 +68,8 @@ fn field_numbers_match_tensorflow_serving() {
         ("tensorflow.serving.ReloadConfigResponse", "status", 1),
         ("tensorflow.serving.ReloadConfigResponse", "metric", 2),
         ("tensorflow.serving.Metric", "int64_value_increase", 2),
-        (
-            "tensorflow.serving.ModelServerConfig",
-            "model_config_list",
-            1,
-        ),
-        (
-            "tensorflow.serving.ModelServerConfig",
-            "custom_model_config",
-            2,
-        ),
+        ("tensorflow.serving.ModelServerConfig", "model_config_list", 1),
+        ("tensorflow.serving.ModelServerConfig", "custom_model_config", 2),
         ("tensorflow.serving.ModelConfig", "name", 1),
         ("tensorflow.serving.ModelConfig", "base_path", 2),
         ("tensorflow.serving.ModelConfig", "model_type", 3),
@@ -114,11 +82,7 @@ fn field_numbers_match_tensorflow_serving() {
             "latest",
             100,
         ),
-        (
-            "tensorflow.serving.FileSystemStoragePathSourceConfig.ServableVersionPolicy",
-            "all",
-            101,
-        ),
+        ("tensorflow.serving.FileSystemStoragePathSourceConfig.ServableVersionPolicy", "all", 101),
         (
             "tensorflow.serving.FileSystemStoragePathSourceConfig.ServableVersionPolicy",
             "specific",
@@ -139,53 +103,17 @@ fn field_numbers_match_tensorflow_serving() {
             "servable_version_policy",
             4,
         ),
-        (
-            "tensorflow.serving.MonitoringConfig",
-            "prometheus_config",
-            1,
-        ),
+        ("tensorflow.serving.MonitoringConfig", "prometheus_config", 1),
         ("tensorflow.serving.PrometheusConfig", "path", 2),
         ("tensorflow.serving.BatchingParameters", "max_batch_size", 1),
-        (
-            "tensorflow.serving.BatchingParameters",
-            "batch_timeout_micros",
-            2,
-        ),
-        (
-            "tensorflow.serving.BatchingParameters",
-            "max_enqueued_batches",
-            3,
-        ),
-        (
-            "tensorflow.serving.BatchingParameters",
-            "num_batch_threads",
-            4,
-        ),
-        (
-            "tensorflow.serving.BatchingParameters",
-            "thread_pool_name",
-            5,
-        ),
-        (
-            "tensorflow.serving.BatchingParameters",
-            "allowed_batch_sizes",
-            6,
-        ),
-        (
-            "tensorflow.serving.BatchingParameters",
-            "pad_variable_length_inputs",
-            7,
-        ),
-        (
-            "tensorflow.serving.BatchingParameters",
-            "enable_large_batch_splitting",
-            8,
-        ),
-        (
-            "tensorflow.serving.BatchingParameters",
-            "max_execution_batch_size",
-            9,
-        ),
+        ("tensorflow.serving.BatchingParameters", "batch_timeout_micros", 2),
+        ("tensorflow.serving.BatchingParameters", "max_enqueued_batches", 3),
+        ("tensorflow.serving.BatchingParameters", "num_batch_threads", 4),
+        ("tensorflow.serving.BatchingParameters", "thread_pool_name", 5),
+        ("tensorflow.serving.BatchingParameters", "allowed_batch_sizes", 6),
+        ("tensorflow.serving.BatchingParameters", "pad_variable_length_inputs", 7),
+        ("tensorflow.serving.BatchingParameters", "enable_large_batch_splitting", 8),
+        ("tensorflow.serving.BatchingParameters", "max_execution_batch_size", 9),
         ("tensorflow.TensorProto", "dtype", 1),
         ("tensorflow.TensorProto", "tensor_shape", 2),
         ("tensorflow.TensorProto", "version_number", 3),
@@ -238,20 +166,13 @@ fn json_names_match_the_rest_api() {
             .find(|f| f.name() == field)
             .map(|f| f.json_name().to_owned())
     };
-    assert_eq!(
-        json("tensorflow.serving.StatusProto", "error_code").as_deref(),
-        Some("error_code")
-    );
+    assert_eq!(json("tensorflow.serving.StatusProto", "error_code").as_deref(), Some("error_code"));
     assert_eq!(
         json("tensorflow.serving.StatusProto", "error_message").as_deref(),
         Some("error_message")
     );
     assert_eq!(
-        json(
-            "tensorflow.serving.GetModelStatusResponse",
-            "model_version_status"
-        )
-        .as_deref(),
+        json("tensorflow.serving.GetModelStatusResponse", "model_version_status").as_deref(),
         Some("model_version_status")
     );
 }
@@ -260,11 +181,8 @@ fn json_names_match_the_rest_api() {
 fn version_labels_is_a_string_to_int64_map() {
     let set = descriptors();
     let config = message(&set, "tensorflow.serving.ModelConfig");
-    let entry = config
-        .nested_type
-        .iter()
-        .find(|n| n.name() == "VersionLabelsEntry")
-        .expect("map entry");
+    let entry =
+        config.nested_type.iter().find(|n| n.name() == "VersionLabelsEntry").expect("map entry");
     assert_eq!(entry.field[0].r#type(), Type::String);
     assert_eq!(entry.field[1].r#type(), Type::Int64);
 }
@@ -333,8 +251,5 @@ fn services_have_upstream_paths() {
         serving::prediction_service_server::SERVICE_NAME,
         "tensorflow.serving.PredictionService"
     );
-    assert_eq!(
-        serving::model_service_server::SERVICE_NAME,
-        "tensorflow.serving.ModelService"
-    );
+    assert_eq!(serving::model_service_server::SERVICE_NAME, "tensorflow.serving.ModelService");
 }

@@ -26,10 +26,7 @@ static DESCRIPTORS: LazyLock<DescriptorPool> = LazyLock::new(|| {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: invalid protobuf text format: {reason}")]
     Text { path: PathBuf, reason: String },
     #[error("{path}: invalid YAML config: {reason}")]
@@ -38,9 +35,7 @@ pub enum ConfigError {
 
 /// The descriptor of a message compiled into versa-proto.
 pub fn descriptor(full_name: &str) -> MessageDescriptor {
-    DESCRIPTORS
-        .get_message_by_name(full_name)
-        .expect("message compiled into versa-proto")
+    DESCRIPTORS.get_message_by_name(full_name).expect("message compiled into versa-proto")
 }
 
 /// Parses a message of type `M` from protobuf text format.
@@ -60,10 +55,7 @@ pub fn parse_yaml<M: prost::Message + Default>(full_name: &str, text: &str) -> R
 }
 
 fn is_yaml(path: &Path) -> bool {
-    matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml")
-    )
+    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
 }
 
 /// Reads a file holding message `M`: YAML if it ends in `.yaml`/`.yml`,
@@ -72,20 +64,14 @@ pub fn read_message<M: prost::Message + Default>(
     full_name: &str,
     path: &Path,
 ) -> Result<M, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
     if is_yaml(path) {
-        parse_yaml(full_name, &text).map_err(|reason| ConfigError::Yaml {
-            path: path.to_owned(),
-            reason,
-        })
+        parse_yaml(full_name, &text)
+            .map_err(|reason| ConfigError::Yaml { path: path.to_owned(), reason })
     } else {
-        parse_text(full_name, &text).map_err(|reason| ConfigError::Text {
-            path: path.to_owned(),
-            reason,
-        })
+        parse_text(full_name, &text)
+            .map_err(|reason| ConfigError::Text { path: path.to_owned(), reason })
     }
 }
 
@@ -102,6 +88,8 @@ pub struct ModelEntry {
     pub platform: String,
     pub policy: VersionPolicy,
     pub labels: BTreeMap<String, i64>,
+    /// Label → weight (percent); empty when the model has no split.
+    pub traffic: BTreeMap<String, u32>,
     pub transition: TransitionPolicy,
 }
 
@@ -128,21 +116,32 @@ impl ServingConfig {
             .map(|m| (m.name.clone(), m.labels.clone()))
             .collect()
     }
+
+    /// Labels and traffic splits, as the serving map keeps them.
+    pub fn routing(&self) -> versa_core::RoutingTable {
+        versa_core::RoutingTable {
+            labels: self.labels(),
+            splits: self
+                .models
+                .iter()
+                .filter(|m| !m.traffic.is_empty())
+                .map(|m| (m.name.clone(), versa_core::TrafficSplit::new(m.traffic.clone())))
+                .collect(),
+        }
+    }
 }
 
 /// The config of single-model mode (`--model_name`, `--model_base_path`).
 pub fn single_model_config(name: &str, base_path: &str) -> ModelServerConfig {
     ModelServerConfig {
-        config: Some(model_server_config::Config::ModelConfigList(
-            ModelConfigList {
-                config: vec![ModelConfig {
-                    name: name.to_owned(),
-                    base_path: base_path.to_owned(),
-                    model_platform: ONNX_PLATFORM.to_owned(),
-                    ..ModelConfig::default()
-                }],
-            },
-        )),
+        config: Some(model_server_config::Config::ModelConfigList(ModelConfigList {
+            config: vec![ModelConfig {
+                name: name.to_owned(),
+                base_path: base_path.to_owned(),
+                model_platform: ONNX_PLATFORM.to_owned(),
+                ..ModelConfig::default()
+            }],
+        })),
     }
 }
 
@@ -205,16 +204,42 @@ fn base_path_of(model: &ModelConfig) -> Result<PathBuf, ServingError> {
 }
 
 fn policy_of(model: &ModelConfig) -> VersionPolicy {
-    match model
-        .model_version_policy
-        .as_ref()
-        .and_then(|p| p.policy_choice.as_ref())
-    {
+    match model.model_version_policy.as_ref().and_then(|p| p.policy_choice.as_ref()) {
         None => VersionPolicy::Latest(1),
         Some(PolicyChoice::Latest(l)) => VersionPolicy::Latest(l.num_versions),
         Some(PolicyChoice::All(_)) => VersionPolicy::All,
         Some(PolicyChoice::Specific(s)) => VersionPolicy::Specific(s.versions.clone()),
     }
+}
+
+/// A traffic split names labels of its own model and its weights sum to 100.
+fn check_traffic_split(
+    model: &str,
+    labels: &BTreeMap<String, i64>,
+    traffic: &BTreeMap<String, u32>,
+) -> Result<(), ServingError> {
+    if traffic.is_empty() {
+        return Ok(());
+    }
+    if labels.is_empty() {
+        return Err(ServingError::invalid_argument(format!(
+            "Model {model} has a traffic_split but no version_labels: a split divides traffic between labels"
+        )));
+    }
+    if let Some(unknown) = traffic.keys().find(|l| !labels.contains_key(*l)) {
+        let known: Vec<&str> = labels.keys().map(String::as_str).collect();
+        return Err(ServingError::invalid_argument(format!(
+            "Model {model}: traffic_split names label '{unknown}', which is not one of its version_labels {{{}}}",
+            known.join(", ")
+        )));
+    }
+    let total: u64 = traffic.values().map(|w| u64::from(*w)).sum();
+    if total != 100 {
+        return Err(ServingError::invalid_argument(format!(
+            "Model {model}: traffic_split weights sum to {total}, they must sum to 100"
+        )));
+    }
+    Ok(())
 }
 
 /// Validates a whole model list (TensorFlow Serving's checks, in its words).
@@ -228,9 +253,7 @@ pub fn validate(
     let mut models = Vec::with_capacity(list.config.len());
     for model in &list.config {
         if model.name.is_empty() {
-            return Err(ServingError::invalid_argument(
-                "Model config has an empty name",
-            ));
+            return Err(ServingError::invalid_argument("Model config has an empty name"));
         }
         if !seen.insert(model.name.as_str()) {
             return Err(ServingError::invalid_argument(format!(
@@ -260,16 +283,18 @@ pub fn validate(
                 model.name
             )));
         }
+        let labels: BTreeMap<String, i64> =
+            model.version_labels.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let traffic: BTreeMap<String, u32> =
+            model.traffic_split.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        check_traffic_split(&model.name, &labels, &traffic)?;
         models.push(ModelEntry {
             name: model.name.clone(),
             base_path,
             platform,
             policy: policy_of(model),
-            labels: model
-                .version_labels
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
+            labels,
+            traffic,
             transition: default_transition,
         });
     }

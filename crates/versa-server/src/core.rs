@@ -40,9 +40,7 @@ pub struct ServerCore {
 
 impl std::fmt::Debug for ServerCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerCore")
-            .field("config", &self.config())
-            .finish()
+        f.debug_struct("ServerCore").field("config", &self.config()).finish()
     }
 }
 
@@ -93,10 +91,7 @@ impl ServerCore {
     /// Ready when every configured model has an AVAILABLE version.
     pub fn is_ready(&self) -> bool {
         let available = self.serving_map().available();
-        self.config()
-            .models
-            .iter()
-            .all(|m| available.contains_key(&m.name))
+        self.config().models.iter().all(|m| available.contains_key(&m.name))
     }
 
     /// Models of the config in force that have no AVAILABLE version.
@@ -145,8 +140,7 @@ impl ServerCore {
 
         // Valid: apply.
         for model in &next.models {
-            self.manager
-                .set_transition_policy(&model.name, model.transition);
+            self.manager.set_transition_policy(&model.name, model.transition);
         }
         let servables = next
             .models
@@ -160,13 +154,9 @@ impl ServerCore {
         let applied_at = std::time::SystemTime::now();
         self.source.update_config(servables).await;
         self.serving_map()
-            .update_labels(next.labels(), &is_available)
+            .update_routing(next.routing(), &is_available)
             .map_err(|e| ServingError::new(e.code(), e.to_string()))?;
-        let added: Vec<String> = next
-            .names()
-            .difference(&previous.names())
-            .cloned()
-            .collect();
+        let added: Vec<String> = next.names().difference(&previous.names()).cloned().collect();
         *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
         tracing::info!(models = ?self.config().names(), "config applied");
 

@@ -14,10 +14,7 @@ pub struct ServingError {
 
 impl ServingError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 
     pub fn invalid_argument(message: impl Into<String>) -> Self {

@@ -6,9 +6,7 @@
 use clap::{ArgAction, Parser};
 
 fn cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -231,32 +229,14 @@ impl Flags {
         let mut warnings = Vec::new();
         let tf_only: [(&str, &Option<String>); 20] = [
             ("flush_filesystem_caches", &self.flush_filesystem_caches),
-            (
-                "enable_per_model_batching_parameters",
-                &self.enable_per_model_batching_parameters,
-            ),
+            ("enable_per_model_batching_parameters", &self.enable_per_model_batching_parameters),
             ("platform_config_file", &self.platform_config_file),
             ("saved_model_tags", &self.saved_model_tags),
-            (
-                "tensorflow_session_parallelism",
-                &self.tensorflow_session_parallelism,
-            ),
-            (
-                "tensorflow_intra_op_parallelism",
-                &self.tensorflow_intra_op_parallelism,
-            ),
-            (
-                "tensorflow_inter_op_parallelism",
-                &self.tensorflow_inter_op_parallelism,
-            ),
-            (
-                "tensorflow_session_config_file",
-                &self.tensorflow_session_config_file,
-            ),
-            (
-                "per_process_gpu_memory_fraction",
-                &self.per_process_gpu_memory_fraction,
-            ),
+            ("tensorflow_session_parallelism", &self.tensorflow_session_parallelism),
+            ("tensorflow_intra_op_parallelism", &self.tensorflow_intra_op_parallelism),
+            ("tensorflow_inter_op_parallelism", &self.tensorflow_inter_op_parallelism),
+            ("tensorflow_session_config_file", &self.tensorflow_session_config_file),
+            ("per_process_gpu_memory_fraction", &self.per_process_gpu_memory_fraction),
             ("enable_profiler", &self.enable_profiler),
             (
                 "remove_unused_fields_from_bundle_metagraph",
@@ -264,24 +244,12 @@ impl Flags {
             ),
             ("prefer_tflite_model", &self.prefer_tflite_model),
             ("num_tflite_pools", &self.num_tflite_pools),
-            (
-                "num_tflite_interpreters_per_pool",
-                &self.num_tflite_interpreters_per_pool,
-            ),
-            (
-                "thread_pool_factory_config_file",
-                &self.thread_pool_factory_config_file,
-            ),
+            ("num_tflite_interpreters_per_pool", &self.num_tflite_interpreters_per_pool),
+            ("thread_pool_factory_config_file", &self.thread_pool_factory_config_file),
             ("mixed_precision", &self.mixed_precision),
             ("skip_initialize_tpu", &self.skip_initialize_tpu),
-            (
-                "xla_cpu_compilation_enabled",
-                &self.xla_cpu_compilation_enabled,
-            ),
-            (
-                "xla_gpu_compilation_enabled",
-                &self.xla_gpu_compilation_enabled,
-            ),
+            ("xla_cpu_compilation_enabled", &self.xla_cpu_compilation_enabled),
+            ("xla_gpu_compilation_enabled", &self.xla_gpu_compilation_enabled),
             (
                 "grpc_channel_arguments",
                 &(!self.grpc_channel_arguments.is_empty())
@@ -290,9 +258,7 @@ impl Flags {
         ];
         for (name, value) in tf_only {
             if value.is_some() {
-                warnings.push(format!(
-                    "--{name} only applies to TensorFlow runtimes; ignored"
-                ));
+                warnings.push(format!("--{name} only applies to TensorFlow runtimes; ignored"));
             }
         }
         if self.enable_batching {
@@ -373,10 +339,7 @@ mod tests {
             ("--allow_version_labels_for_unavailable_models=false", false),
         ] {
             let f = parse(&["--model_base_path=/m", arg]).expect("parses");
-            assert_eq!(
-                f.allow_version_labels_for_unavailable_models, expected,
-                "{arg}"
-            );
+            assert_eq!(f.allow_version_labels_for_unavailable_models, expected, "{arg}");
         }
         assert!(
             !parse(&["--model_base_path=/m", "--enable_model_warmup=false"])
@@ -417,11 +380,7 @@ mod tests {
         let cases: [(&[&str], &str); 6] = [
             (&[], "set either --model_config_file"),
             (
-                &[
-                    "--model_base_path=/m",
-                    "--port=9000",
-                    "--rest_api_port=9000",
-                ],
+                &["--model_base_path=/m", "--port=9000", "--rest_api_port=9000"],
                 "--rest_api_port must differ",
             ),
             (
@@ -436,10 +395,7 @@ mod tests {
                 &["--model_base_path=/m", "--grpc_socket_path=/tmp/s"],
                 "--grpc_socket_path is not supported",
             ),
-            (
-                &["--model_base_path=/m", "--transition_policy=fast"],
-                "--transition_policy=fast",
-            ),
+            (&["--model_base_path=/m", "--transition_policy=fast"], "--transition_policy=fast"),
         ];
         for (args, start) in cases {
             let err = parse(args).expect("parses").validate().expect_err(start);

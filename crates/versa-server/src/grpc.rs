@@ -2,7 +2,7 @@
 //! `tensorflow.serving.ModelService`, as TensorFlow Serving answers them.
 
 use crate::error::{ServingError, proto_code};
-use crate::serving::{ModelRequest, Serving, check_input_names, select_outputs};
+use crate::serving::{Answered, ModelRequest, Serving, check_input_names, select_outputs};
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -35,6 +35,25 @@ pub fn deadline_of<T>(request: &Request<T>) -> Option<Instant> {
     Some(Instant::now() + timeout)
 }
 
+/// The `x-versa-route-key` request metadata: makes a split's choice sticky.
+pub fn route_key<T>(request: &Request<T>) -> Option<String> {
+    request.metadata().get(crate::ROUTE_KEY_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// Response metadata naming the version (and label) that answered.
+fn tell_client(metadata: &mut tonic::metadata::MetadataMap, answered: &Answered) {
+    if let Some(version) = answered.version
+        && let Ok(v) = version.to_string().parse()
+    {
+        metadata.insert(crate::VERSION_HEADER, v);
+    }
+    if let Some(label) = &answered.label
+        && let Ok(v) = label.parse()
+    {
+        metadata.insert(crate::LABEL_HEADER, v);
+    }
+}
+
 fn missing_spec() -> Status {
     ServingError::invalid_argument("Missing ModelSpec").into()
 }
@@ -53,40 +72,28 @@ impl PredictionService for Serving {
     ) -> Result<Response<PredictResponse>, Status> {
         let started = std::time::Instant::now();
         let deadline = deadline_of(&request);
+        let key = route_key(&request);
         let body = request.into_inner();
-        let Some(spec) = body.model_spec.as_ref() else {
-            return Err(missing_spec());
-        };
-        let model = ModelRequest::from_spec(spec);
-        let mut answered = None;
-        let result = self
-            .predict_proto(&model, &body, deadline, &mut answered)
-            .await;
+        let Some(spec) = body.model_spec.as_ref() else { return Err(missing_spec()) };
+        let model = ModelRequest::from_spec(spec).with_route_key(key);
+        let mut answered = Answered::default();
+        let result = self.predict_proto(&model, &body, deadline, &mut answered).await;
         let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
-        self.record(
-            &model.name,
-            answered,
-            model.label(),
-            "Predict",
-            "GRPC",
-            code,
-            started.elapsed(),
-        );
-        Ok(Response::new(result?))
+        self.record(&model.name, &answered, "Predict", "GRPC", code, started.elapsed());
+        let mut response = Response::new(result?);
+        tell_client(response.metadata_mut(), &answered);
+        Ok(response)
     }
 
     async fn get_model_metadata(
         &self,
         request: Request<GetModelMetadataRequest>,
     ) -> Result<Response<GetModelMetadataResponse>, Status> {
+        let key = route_key(&request);
         let body = request.into_inner();
-        let Some(spec) = body.model_spec.as_ref() else {
-            return Err(missing_spec());
-        };
-        Ok(Response::new(self.metadata(
-            &ModelRequest::from_spec(spec),
-            &body.metadata_field,
-        )?))
+        let Some(spec) = body.model_spec.as_ref() else { return Err(missing_spec()) };
+        let model = ModelRequest::from_spec(spec).with_route_key(key);
+        Ok(Response::new(self.metadata(&model, &body.metadata_field)?))
     }
 
     async fn classify(
@@ -117,10 +124,10 @@ impl Serving {
         model: &ModelRequest,
         body: &PredictRequest,
         deadline: Option<Instant>,
-        answered: &mut Option<i64>,
+        answered: &mut Answered,
     ) -> Result<PredictResponse, ServingError> {
         let resolved = self.resolve(model)?;
-        *answered = Some(resolved.version());
+        *answered = Answered::from(&resolved);
         let signature = resolved.signature();
         check_input_names(signature, body.inputs.keys().map(String::as_str))?;
         let outputs = select_outputs(signature, &body.output_filter)?;
@@ -130,10 +137,8 @@ impl Serving {
             inputs.push(tensor_from_proto(proto, spec)?.into_tvalue());
         }
         let produced = self.run(&resolved, inputs, outputs, deadline).await?;
-        let mut response = PredictResponse {
-            model_spec: Some(resolved.response_spec()),
-            ..Default::default()
-        };
+        let mut response =
+            PredictResponse { model_spec: Some(resolved.response_spec()), ..Default::default() };
         for (alias, tensor) in produced {
             let proto = tensor_to_proto(&alias, &tensor, self.tensor_content_outputs)?;
             response.outputs.insert(alias, proto);
@@ -145,15 +150,7 @@ impl Serving {
 /// Metric names as the reload API takes them (`/tensorflow/cc/...`) map to
 /// exposition names by replacing every character outside `[a-zA-Z0-9_]`.
 pub fn exposition_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                ':'
-            }
-        })
-        .collect()
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { ':' }).collect()
 }
 
 #[tonic::async_trait]
@@ -222,15 +219,11 @@ mod tests {
     #[test]
     fn grpc_timeouts_parse() {
         let mut request = Request::new(());
-        request
-            .metadata_mut()
-            .insert("grpc-timeout", "250m".parse().expect("ascii"));
+        request.metadata_mut().insert("grpc-timeout", "250m".parse().expect("ascii"));
         let deadline = deadline_of(&request).expect("deadline");
         let left = deadline - Instant::now();
         assert!(left <= Duration::from_millis(250) && left > Duration::from_millis(200));
-        request
-            .metadata_mut()
-            .insert("grpc-timeout", "bogus".parse().expect("ascii"));
+        request.metadata_mut().insert("grpc-timeout", "bogus".parse().expect("ascii"));
         assert!(deadline_of(&request).is_none());
     }
 

@@ -31,6 +31,13 @@ use versa_proto::serving::{
     model_service_server::ModelServiceServer, prediction_service_server::PredictionServiceServer,
 };
 
+/// Request header / gRPC metadata that makes a traffic split's choice sticky.
+pub const ROUTE_KEY_HEADER: &str = "x-versa-route-key";
+/// Response header / gRPC metadata: the version that answered.
+pub const VERSION_HEADER: &str = "x-versa-model-version";
+/// Response header / gRPC metadata: the label that led to that version.
+pub const LABEL_HEADER: &str = "x-versa-model-label";
+
 /// Everything read from flags and files before serving.
 #[derive(Debug)]
 pub struct Startup {
@@ -66,27 +73,20 @@ pub fn prepare(flags: Flags) -> anyhow::Result<Startup> {
             &PathBuf::from(&flags.monitoring_config_file),
         )?;
         monitoring.prometheus_config.filter(|p| p.enable).map(|p| {
-            if p.path.is_empty() {
-                "/monitoring/prometheus/metrics".to_owned()
-            } else {
-                p.path
-            }
+            if p.path.is_empty() { "/monitoring/prometheus/metrics".to_owned() } else { p.path }
         })
     };
-    Ok(Startup {
-        flags,
-        config,
-        monitoring_path,
-    })
+    Ok(Startup { flags, config, monitoring_path })
 }
 
-/// The same config with every label removed: labels are applied once their
-/// versions are loaded.
+/// The same config with every label (and so every traffic split) removed:
+/// they are applied once their versions are loaded.
 fn without_labels(config: &ModelServerConfig) -> ModelServerConfig {
     let mut stripped = config.clone();
     if let Some(model_server_config::Config::ModelConfigList(list)) = &mut stripped.config {
         for model in &mut list.config {
             model.version_labels.clear();
+            model.traffic_split.clear();
         }
     }
     stripped
@@ -104,9 +104,7 @@ pub async fn start_core(
     let flags = &startup.flags;
     let loader = MetricsLoader {
         inner: OnnxLoader {
-            model: ModelOptions {
-                plan_cache_size: flags.plan_cache_size,
-            },
+            model: ModelOptions { plan_cache_size: flags.plan_cache_size },
             warm_up: flags.enable_model_warmup,
         },
         metrics: Arc::clone(&metrics),
@@ -114,9 +112,8 @@ pub async fn start_core(
     let mut manager = flags.manager_options();
     // Upstream loads the initial models with 4 threads per core.
     let steady_load_threads = manager.num_load_threads;
-    manager.num_load_threads = 4 * std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    manager.num_load_threads =
+        4 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let core = ServerCore::new(
         loader,
         CoreOptions {
@@ -129,9 +126,7 @@ pub async fn start_core(
     );
     metrics.follow_states(core.monitor());
     let deadline = Instant::now() + Duration::from_secs(flags.initial_load_timeout_seconds);
-    let initial = core
-        .reload(&without_labels(&startup.config), Some(deadline))
-        .await;
+    let initial = core.reload(&without_labels(&startup.config), Some(deadline)).await;
     match initial {
         Ok(()) => {}
         Err(e) if e.code == Code::DeadlineExceeded => {
@@ -270,9 +265,7 @@ pub async fn serve(
             "ModelService",
             "PredictionService",
         ] {
-            reporter
-                .set_service_status(service, tonic_health::ServingStatus::Serving)
-                .await;
+            reporter.set_service_status(service, tonic_health::ServingStatus::Serving).await;
         }
         let router = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(flags.grpc_max_threads.max(1))
@@ -291,10 +284,7 @@ pub async fn serve(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let stop = stopped();
         tasks.spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming, stop)
-                .await
-                .context("gRPC server")
+            router.serve_with_incoming_shutdown(incoming, stop).await.context("gRPC server")
         });
     }
     if flags.rest_api_port != 0 {
@@ -314,10 +304,7 @@ pub async fn serve(
         );
         let stop = stopped();
         tasks.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-                .context("REST server")
+            axum::serve(listener, app).with_graceful_shutdown(stop).await.context("REST server")
         });
     }
     while let Some(done) = tasks.join_next().await {

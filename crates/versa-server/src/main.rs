@@ -23,11 +23,8 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let reason = e.to_string();
-            let first = reason
-                .lines()
-                .next()
-                .unwrap_or("invalid flags")
-                .trim_start_matches("error: ");
+            let first =
+                reason.lines().next().unwrap_or("invalid flags").trim_start_matches("error: ");
             eprintln!("versa-server: {first}");
             return ExitCode::from(2);
         }
@@ -39,20 +36,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("versa-server: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(versa_server::serve(
-        startup,
-        versa_server::shutdown_signal(),
-    )) {
+    match runtime.block_on(versa_server::serve(startup, versa_server::shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("versa-server: {e:#}");

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub version_state: IntGaugeVec,
     /// `versa_model_load_duration_seconds{model, status}`
     pub load_duration: HistogramVec,
+    /// `versa_routed_by_split_total{model, label}`
+    pub routed_by_split: IntCounterVec,
+    /// `versa_split_fallbacks_total{model, from, to}`
+    pub split_fallbacks: IntCounterVec,
 }
 
 /// TensorFlow Serving's latency buckets: 10 × 1.8^i µs, 33 of them.
@@ -47,17 +51,13 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("registered once");
+            registry.register(Box::new(c.clone())).expect("registered once");
             c
         };
         let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
             let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
                 .expect("valid histogram");
-            registry
-                .register(Box::new(h.clone()))
-                .expect("registered once");
+            registry.register(Box::new(h.clone())).expect("registered once");
             h
         };
         let seconds = prometheus::exponential_buckets(0.0001, 2.0, 20).expect("valid buckets");
@@ -66,9 +66,7 @@ impl Metrics {
             &["model", "version"],
         )
         .expect("valid gauge");
-        registry
-            .register(Box::new(version_state.clone()))
-            .expect("registered once");
+        registry.register(Box::new(version_state.clone())).expect("registered once");
         Self {
             tf_request_count: counter(
                 ":tensorflow:serving:request_count",
@@ -109,6 +107,16 @@ impl Metrics {
                 seconds.clone(),
             ),
             version_state,
+            routed_by_split: counter(
+                "versa_routed_by_split_total",
+                "Requests naming neither version nor label that a traffic split sent to a label.",
+                &["model", "label"],
+            ),
+            split_fallbacks: counter(
+                "versa_split_fallbacks_total",
+                "Split choices whose label had no AVAILABLE version, served by another label instead.",
+                &["model", "from", "to"],
+            ),
             load_duration: histogram(
                 "versa_model_load_duration_seconds",
                 "Time to load a model version, by outcome.",
@@ -132,11 +140,7 @@ impl Metrics {
     /// The first value of a counter or gauge named `name` (for reload's
     /// `metric_names`), summed over label sets; `None` if no such metric.
     pub fn value_of(&self, name: &str) -> Option<i64> {
-        let family = self
-            .registry
-            .gather()
-            .into_iter()
-            .find(|f| f.name() == name)?;
+        let family = self.registry.gather().into_iter().find(|f| f.name() == name)?;
         let total: f64 = family
             .get_metric()
             .iter()
@@ -198,10 +202,7 @@ impl Loader for MetricsLoader {
         let elapsed = started.elapsed();
         let model_path = path.display().to_string();
         let status = if result.is_ok() { "success" } else { "fail" };
-        self.metrics
-            .tf_load_attempt_count
-            .with_label_values(&[model_path.as_str(), status])
-            .inc();
+        self.metrics.tf_load_attempt_count.with_label_values(&[model_path.as_str(), status]).inc();
         if result.is_ok() {
             self.metrics
                 .tf_load_latency

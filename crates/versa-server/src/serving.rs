@@ -35,6 +35,8 @@ pub struct ModelRequest {
     pub choice: VersionChoice,
     /// Empty means `serving_default`.
     pub signature: String,
+    /// `x-versa-route-key`: makes a traffic split's choice sticky.
+    pub route_key: Option<String>,
 }
 
 impl ModelRequest {
@@ -49,7 +51,13 @@ impl ModelRequest {
             name: spec.name.clone(),
             choice,
             signature: spec.signature_name.clone(),
+            route_key: None,
         }
+    }
+
+    pub fn with_route_key(mut self, key: Option<String>) -> Self {
+        self.route_key = key.filter(|k| !k.is_empty());
+        self
     }
 
     pub fn label(&self) -> Option<&str> {
@@ -65,7 +73,21 @@ impl ModelRequest {
 pub struct Resolved {
     pub handle: ServableHandle<OnnxModel>,
     pub signature_name: String,
+    /// The label that led to the version (named, or chosen by a split).
     pub label: Option<String>,
+}
+
+/// Who answered a request, for metrics and response headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answered {
+    pub version: Option<i64>,
+    pub label: Option<String>,
+}
+
+impl Answered {
+    pub fn from(resolved: &Resolved) -> Self {
+        Self { version: Some(resolved.version()), label: resolved.label.clone() }
+    }
 }
 
 impl Resolved {
@@ -114,11 +136,7 @@ pub fn check_input_names<'a>(
             set(&missing),
         )));
     }
-    let unknown = sent
-        .difference(&expected)
-        .next()
-        .copied()
-        .unwrap_or_default();
+    let unknown = sent.difference(&expected).next().copied().unwrap_or_default();
     Err(ServingError::invalid_argument(format!(
         "input tensor alias not found in signature: {unknown}. Inputs expected to be in the set {{{}}}.",
         set(&expected)
@@ -154,12 +172,32 @@ pub fn select_outputs(
 }
 
 impl Serving {
+    /// Resolves a request to a loaded version — through its model's traffic
+    /// split when it names neither version nor label — and counts the split's
+    /// choices and fallbacks.
+    fn route(&self, request: &ModelRequest) -> Result<versa_core::Routed<OnnxModel>, ServingError> {
+        let map = self.core.serving_map();
+        let routed =
+            map.resolve_routed(&request.name, &request.choice, request.route_key.as_deref())?;
+        if routed.by_split {
+            let label = routed.label.as_deref().unwrap_or_default();
+            self.metrics.routed_by_split.with_label_values(&[request.name.as_str(), label]).inc();
+            if let Some(from) = &routed.fell_back_from {
+                let model = request.name.as_str();
+                self.metrics
+                    .split_fallbacks
+                    .with_label_values(&[model, from.as_str(), label])
+                    .inc();
+                tracing::warn!(model, from = %from, to = %label, "split label has no AVAILABLE version: fell back");
+            }
+        }
+        Ok(routed)
+    }
+
     /// Resolves a request to a loaded version and checks its signature name.
     pub fn resolve(&self, request: &ModelRequest) -> Result<Resolved, ServingError> {
-        let handle = self
-            .core
-            .serving_map()
-            .resolve(&request.name, &request.choice)?;
+        let routed = self.route(request)?;
+        let handle = routed.handle;
         let signature_name = if request.signature.is_empty() {
             DEFAULT_SIGNATURE.to_owned()
         } else {
@@ -170,11 +208,7 @@ impl Serving {
                 "Serving signature key \"{signature_name}\" not found."
             )));
         }
-        Ok(Resolved {
-            handle,
-            signature_name,
-            label: request.label().map(str::to_owned),
-        })
+        Ok(Resolved { handle, signature_name, label: routed.label })
     }
 
     /// Runs a resolved version on inputs in signature order and returns the
@@ -248,9 +282,7 @@ impl Serving {
                 states.iter().rev().map(|(v, e)| status_of(*v, e)).collect()
             }
         };
-        Ok(GetModelStatusResponse {
-            model_version_status: statuses,
-        })
+        Ok(GetModelStatusResponse { model_version_status: statuses })
     }
 
     /// `GetModelMetadata` with `signature_def`.
@@ -270,17 +302,11 @@ impl Serving {
             )));
         }
         // Metadata ignores the signature name of the spec.
-        let handle = self
-            .core
-            .serving_map()
-            .resolve(&request.name, &request.choice)?;
+        let handle = self.route(request)?.handle;
         let map = SignatureDefMap {
-            signature_def: [(
-                DEFAULT_SIGNATURE.to_owned(),
-                handle.signature().to_signature_def(),
-            )]
-            .into_iter()
-            .collect(),
+            signature_def: [(DEFAULT_SIGNATURE.to_owned(), handle.signature().to_signature_def())]
+                .into_iter()
+                .collect(),
         };
         let any = prost_types::Any {
             type_url: "type.googleapis.com/tensorflow.serving.SignatureDefMap".to_owned(),
@@ -297,23 +323,19 @@ impl Serving {
     }
 
     /// Records one finished request in the TensorFlow Serving and Versa series.
-    #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
         model: &str,
-        version: Option<i64>,
-        label: Option<&str>,
+        answered: &Answered,
         api: &str,
         entrypoint: &str,
         code: Code,
         elapsed: Duration,
     ) {
         let m = &self.metrics;
-        m.tf_request_count
-            .with_label_values(&[model, code.name()])
-            .inc();
-        let version = version.map(|v| v.to_string()).unwrap_or_default();
-        let label = label.unwrap_or_default();
+        m.tf_request_count.with_label_values(&[model, code.name()]).inc();
+        let version = answered.version.map(|v| v.to_string()).unwrap_or_default();
+        let label = answered.label.as_deref().unwrap_or_default();
         m.requests
             .with_label_values(&[model, version.as_str(), label, code.name(), entrypoint])
             .inc();
@@ -333,10 +355,7 @@ impl Serving {
             .monitor()
             .all_states()
             .into_iter()
-            .flat_map(|(m, vs)| {
-                vs.into_iter()
-                    .map(move |(v, e)| (m.clone(), v, e.state.state))
-            })
+            .flat_map(|(m, vs)| vs.into_iter().map(move |(v, e)| (m.clone(), v, e.state.state)))
             .collect()
     }
 }
@@ -380,10 +399,7 @@ mod tests {
     fn output_filter_rules() {
         let s = sig(&["x"], &["sum", "product"]);
         assert_eq!(select_outputs(&s, &[]).expect("all"), vec![0, 1]);
-        assert_eq!(
-            select_outputs(&s, &["product".into()]).expect("one"),
-            vec![1]
-        );
+        assert_eq!(select_outputs(&s, &["product".into()]).expect("one"), vec![1]);
         let err = select_outputs(&s, &["nope".into()]).expect_err("unknown");
         assert_eq!(
             err.message,

@@ -52,12 +52,7 @@ pub fn int_model() -> Vec<u8> {
         "int_model",
         vec![
             node("Mul", &["ids", "two"], &["doubled"], vec![]),
-            node(
-                "Cast",
-                &["ids"],
-                &["as_int32"],
-                vec![onnx::int("to", DataType::Int32 as i64)],
-            ),
+            node("Cast", &["ids"], &["as_int32"], vec![onnx::int("to", DataType::Int32 as i64)]),
         ],
         vec![i64_tensor("two", &[], vec![2])],
         vec![value_info("ids", DataType::Int64, &[BATCH, Dim::Fixed(2)])],
@@ -92,30 +87,18 @@ pub fn mlp(widths: &[usize]) -> Vec<u8> {
     let layers = widths.len() - 1;
     for (i, pair) in widths.windows(2).enumerate() {
         let (fan_in, fan_out) = (pair[0], pair[1]);
-        let (w, b, mm, add) = (
-            format!("w{i}"),
-            format!("b{i}"),
-            format!("mm{i}"),
-            format!("dense{i}"),
-        );
+        let (w, b, mm, add) =
+            (format!("w{i}"), format!("b{i}"), format!("mm{i}"), format!("dense{i}"));
         let scale = (6.0 / (fan_in + fan_out) as f32).sqrt();
         inits.push(f32_tensor(
             &w,
             &[fan_in as i64, fan_out as i64],
             weights(i as u64 + 1, fan_in * fan_out, scale),
         ));
-        inits.push(f32_tensor(
-            &b,
-            &[fan_out as i64],
-            weights(i as u64 + 101, fan_out, 0.1),
-        ));
+        inits.push(f32_tensor(&b, &[fan_out as i64], weights(i as u64 + 101, fan_out, 0.1)));
         nodes.push(node("MatMul", &[&current, &w], &[&mm], vec![]));
         let last = i + 1 == layers;
-        let out = if last {
-            "logits".to_owned()
-        } else {
-            add.clone()
-        };
+        let out = if last { "logits".to_owned() } else { add.clone() };
         nodes.push(node("Add", &[&mm, &b], &[&out], vec![]));
         current = out;
         if !last {
@@ -128,16 +111,8 @@ pub fn mlp(widths: &[usize]) -> Vec<u8> {
         "mlp",
         nodes,
         inits,
-        vec![value_info(
-            "input",
-            DataType::Float,
-            &[BATCH, Dim::Fixed(widths[0] as i64)],
-        )],
-        vec![value_info(
-            "logits",
-            DataType::Float,
-            &[BATCH, Dim::Fixed(widths[layers] as i64)],
-        )],
+        vec![value_info("input", DataType::Float, &[BATCH, Dim::Fixed(widths[0] as i64)])],
+        vec![value_info("logits", DataType::Float, &[BATCH, Dim::Fixed(widths[layers] as i64)])],
     ))
 }
 

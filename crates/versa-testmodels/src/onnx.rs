@@ -110,10 +110,7 @@ pub fn i32_tensor(name: &str, dims: &[i64], values: Vec<i32>) -> pb::TensorProto
 pub fn encode(graph: GraphProto) -> Vec<u8> {
     ModelProto {
         ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
         producer_name: "versa-testmodels".to_owned(),
         graph: Some(graph),
         ..ModelProto::default()

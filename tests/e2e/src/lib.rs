@@ -27,10 +27,7 @@ pub fn f32_tensor(shape: &[i64], values: Vec<f32>) -> TensorProto {
         tensor_shape: Some(TensorShapeProto {
             dim: shape
                 .iter()
-                .map(|&size| tensor_shape_proto::Dim {
-                    size,
-                    name: String::new(),
-                })
+                .map(|&size| tensor_shape_proto::Dim { size, name: String::new() })
                 .collect(),
             unknown_rank: false,
         }),
@@ -64,9 +61,7 @@ pub enum Choice<'a> {
 pub fn versioned_request(name: &str, choice: Choice<'_>) -> PredictRequest {
     PredictRequest {
         model_spec: Some(spec(name, choice)),
-        inputs: [("x".to_owned(), f32_tensor(&[1, 4], vec![0.0; 4]))]
-            .into_iter()
-            .collect(),
+        inputs: [("x".to_owned(), f32_tensor(&[1, 4], vec![0.0; 4]))].into_iter().collect(),
         ..PredictRequest::default()
     }
 }
@@ -84,10 +79,7 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(every).await;
     }
 }

@@ -16,10 +16,7 @@ pub fn server_binary() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/versa-server
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
     let bin = profile_dir.join("versa-server");
     assert!(
         bin.exists(),
@@ -78,10 +75,7 @@ impl ServerProcess {
             .arg(format!("--rest_api_port={rest_port}"))
             .args(args)
             .env("NO_COLOR", "1")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -110,12 +104,7 @@ impl ServerProcess {
             });
         }
         match ready_rx.recv_timeout(crate::PATIENCE) {
-            Ok(true) => Started::Serving(ServerProcess {
-                child,
-                grpc_port,
-                rest_port,
-                log,
-            }),
+            Ok(true) => Started::Serving(ServerProcess { child, grpc_port, rest_port, log }),
             Ok(false) | Err(_) => {
                 let code = match child.try_wait() {
                     Ok(Some(status)) => status.code(),
@@ -139,15 +128,11 @@ impl ServerProcess {
     }
 
     pub async fn prediction_client(&self) -> crate::PredictionClient {
-        crate::PredictionClient::connect(self.grpc_url())
-            .await
-            .expect("gRPC connect")
+        crate::PredictionClient::connect(self.grpc_url()).await.expect("gRPC connect")
     }
 
     pub async fn model_client(&self) -> crate::ModelClient {
-        crate::ModelClient::connect(self.grpc_url())
-            .await
-            .expect("gRPC connect")
+        crate::ModelClient::connect(self.grpc_url()).await.expect("gRPC connect")
     }
 
     /// Everything the server logged so far.
@@ -157,10 +142,7 @@ impl ServerProcess {
 
     /// Sends SIGTERM and waits (bounded) for the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let deadline = std::time::Instant::now() + crate::PATIENCE;
         while std::time::Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -34,9 +34,7 @@ async fn predict_by_latest_version_and_label() {
         assert_eq!(answered.signature_name, "serving_default");
         assert_eq!(
             answered.version_choice,
-            Some(versa_proto::serving::model_spec::VersionChoice::Version(
-                expected as i64
-            ))
+            Some(versa_proto::serving::model_spec::VersionChoice::Version(expected as i64))
         );
     }
 }
@@ -47,61 +45,36 @@ async fn predict_errors_are_upstreams() {
     let mut client = f.server.prediction_client().await;
     let err = |r: Result<tonic::Response<_>, tonic::Status>| r.expect_err("must fail");
 
-    let s = err(client
-        .predict(versioned_request("nope", Choice::Latest))
-        .await);
+    let s = err(client.predict(versioned_request("nope", Choice::Latest)).await);
     assert_eq!(
         (s.code(), s.message()),
-        (
-            Code::NotFound,
-            "Servable not found for request: Latest(nope)"
-        )
+        (Code::NotFound, "Servable not found for request: Latest(nope)")
     );
-    let s = err(client
-        .predict(versioned_request("versioned", Choice::Version(9)))
-        .await);
+    let s = err(client.predict(versioned_request("versioned", Choice::Version(9))).await);
     assert_eq!(
         (s.code(), s.message()),
-        (
-            Code::NotFound,
-            "Servable not found for request: Specific(versioned, 9)"
-        )
+        (Code::NotFound, "Servable not found for request: Specific(versioned, 9)")
     );
-    let s = err(client
-        .predict(versioned_request("versioned", Choice::Label("beta")))
-        .await);
+    let s = err(client.predict(versioned_request("versioned", Choice::Label("beta"))).await);
     assert_eq!(
         (s.code(), s.message()),
-        (
-            Code::InvalidArgument,
-            "Unrecognized servable version label: beta"
-        )
+        (Code::InvalidArgument, "Unrecognized servable version label: beta")
     );
 
     let mut wrong_signature = versioned_request("versioned", Choice::Latest);
-    wrong_signature
-        .model_spec
-        .as_mut()
-        .expect("spec")
-        .signature_name = "classify".into();
+    wrong_signature.model_spec.as_mut().expect("spec").signature_name = "classify".into();
     let s = err(client.predict(wrong_signature).await);
     assert_eq!(
         (s.code(), s.message()),
-        (
-            Code::FailedPrecondition,
-            "Serving signature key \"classify\" not found."
-        )
+        (Code::FailedPrecondition, "Serving signature key \"classify\" not found.")
     );
 
     let mut extra_input = versioned_request("versioned", Choice::Latest);
-    extra_input
-        .inputs
-        .insert("z".into(), f32_tensor(&[1], vec![0.0]));
+    extra_input.inputs.insert("z".into(), f32_tensor(&[1], vec![0.0]));
     let s = err(client.predict(extra_input).await);
     assert_eq!(s.code(), Code::InvalidArgument);
     assert!(
-        s.message()
-            .starts_with("input size does not match signature: 2!=1"),
+        s.message().starts_with("input size does not match signature: 2!=1"),
         "{}",
         s.message()
     );
@@ -115,18 +88,13 @@ async fn predict_errors_are_upstreams() {
     );
 
     let mut bad_shape = versioned_request("versioned", Choice::Latest);
-    bad_shape
-        .inputs
-        .insert("x".into(), f32_tensor(&[1, 5], vec![0.0; 5]));
+    bad_shape.inputs.insert("x".into(), f32_tensor(&[1, 5], vec![0.0; 5]));
     let s = err(client.predict(bad_shape).await);
     assert_eq!(s.code(), Code::InvalidArgument);
     assert!(s.message().contains("shape [1, 5]"), "{}", s.message());
 
     let s = err(client.predict(PredictRequest::default()).await);
-    assert_eq!(
-        (s.code(), s.message()),
-        (Code::InvalidArgument, "Missing ModelSpec")
-    );
+    assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "Missing ModelSpec"));
 
     let s = client
         .classify(versa_proto::serving::ClassificationRequest::default())
@@ -168,10 +136,7 @@ async fn metadata_and_status() {
         .expect("metadata")
         .into_inner();
     let any = &metadata.metadata["signature_def"];
-    assert_eq!(
-        any.type_url,
-        "type.googleapis.com/tensorflow.serving.SignatureDefMap"
-    );
+    assert_eq!(any.type_url, "type.googleapis.com/tensorflow.serving.SignatureDefMap");
     let defs: SignatureDefMap = prost::Message::decode(any.value.as_slice()).expect("decodes");
     let def = &defs.signature_def["serving_default"];
     assert_eq!(def.method_name, "tensorflow/serving/predict");
@@ -198,17 +163,10 @@ async fn metadata_and_status() {
         .await
         .expect("status")
         .into_inner();
-    let versions: Vec<(i64, i32)> = status
-        .model_version_status
-        .iter()
-        .map(|s| (s.version, s.state))
-        .collect();
+    let versions: Vec<(i64, i32)> =
+        status.model_version_status.iter().map(|s| (s.version, s.state)).collect();
     let available = State::Available as i32;
-    assert_eq!(
-        versions,
-        vec![(3, available), (2, available), (1, available)],
-        "highest first"
-    );
+    assert_eq!(versions, vec![(3, available), (2, available), (1, available)], "highest first");
 
     // A label is ignored by GetModelStatus: every version is listed.
     let by_label = models
@@ -228,10 +186,7 @@ async fn metadata_and_status() {
         .expect_err("missing");
     assert_eq!(
         (missing.code(), missing.message()),
-        (
-            Code::NotFound,
-            "Could not find version 7 of model versioned"
-        )
+        (Code::NotFound, "Could not find version 7 of model versioned")
     );
 }
 
@@ -246,24 +201,12 @@ async fn a_corrupt_version_ends_with_its_error_while_others_serve() {
         .await
         .expect("status")
         .into_inner();
-    let v1 = status
-        .model_version_status
-        .iter()
-        .find(|s| s.version == 1)
-        .expect("v1 tracked");
+    let v1 = status.model_version_status.iter().find(|s| s.version == 1).expect("v1 tracked");
     assert_eq!(v1.state, State::End as i32);
     let health = v1.status.as_ref().expect("status");
     assert_eq!(health.error_code, TfCode::DataLoss as i32);
-    assert!(
-        health.error_message.contains("as an ONNX model"),
-        "{}",
-        health.error_message
-    );
-    let v2 = status
-        .model_version_status
-        .iter()
-        .find(|s| s.version == 2)
-        .expect("v2 tracked");
+    assert!(health.error_message.contains("as an ONNX model"), "{}", health.error_message);
+    let v2 = status.model_version_status.iter().find(|s| s.version == 2).expect("v2 tracked");
     assert_eq!(v2.state, State::Available as i32);
     let mut predict = f.server.prediction_client().await;
     let response = predict
@@ -283,15 +226,9 @@ async fn health_service_reports_serving() {
         .await
         .expect("connect");
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    for service in [
-        "",
-        "tensorflow.serving.PredictionService",
-        "tensorflow.serving.ModelService",
-    ] {
+    for service in ["", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"] {
         let response = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: service.into(),
-            })
+            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
             .await
             .expect("health")
             .into_inner();
@@ -344,22 +281,11 @@ async fn reloads_add_remove_relabel_and_change_versions() {
             "specific { versions: 2 versions: 3 }",
             &[("stable", 2), ("canary", 3)],
         ),
-        model(
-            "ints",
-            &format!("{root}/ints"),
-            "latest { num_versions: 1 }",
-            &[],
-        ),
+        model("ints", &format!("{root}/ints"), "latest { num_versions: 1 }", &[]),
     ]);
-    let response = models
-        .handle_reload_config_request(reload(&config))
-        .await
-        .expect("reload")
-        .into_inner();
-    assert_eq!(
-        response.status.expect("status").error_code,
-        TfCode::Ok as i32
-    );
+    let response =
+        models.handle_reload_config_request(reload(&config)).await.expect("reload").into_inner();
+    assert_eq!(response.status.expect("status").error_code, TfCode::Ok as i32);
     let loads = &response.metric[0];
     assert_eq!(loads.name, "/tensorflow/cc/saved_model/load_attempt_count");
     assert_eq!(
@@ -370,9 +296,7 @@ async fn reloads_add_remove_relabel_and_change_versions() {
 
     // The added model is AVAILABLE when the reload returns.
     let ints = models
-        .get_model_status(GetModelStatusRequest {
-            model_spec: Some(spec("ints", Choice::Latest)),
-        })
+        .get_model_status(GetModelStatusRequest { model_spec: Some(spec("ints", Choice::Latest)) })
         .await
         .expect("ints status")
         .into_inner();
@@ -387,19 +311,12 @@ async fn reloads_add_remove_relabel_and_change_versions() {
     // Removed models go away but keep their history (END).
     let removed = eventually("pair unloaded", Duration::from_millis(50), || {
         let mut predict = predict.clone();
-        async move {
-            predict
-                .predict(versioned_request("pair", Choice::Latest))
-                .await
-                .err()
-        }
+        async move { predict.predict(versioned_request("pair", Choice::Latest)).await.err() }
     })
     .await;
     assert_eq!(removed.code(), Code::NotFound);
     let pair = models
-        .get_model_status(GetModelStatusRequest {
-            model_spec: Some(spec("pair", Choice::Latest)),
-        })
+        .get_model_status(GetModelStatusRequest { model_spec: Some(spec("pair", Choice::Latest)) })
         .await
         .expect("history kept")
         .into_inner();
@@ -430,40 +347,21 @@ async fn invalid_reloads_are_rejected_whole() {
     let mut predict = f.server.prediction_client().await;
     let versioned =
         |labels: &[(&str, i64)]| model("versioned", &format!("{root}/versioned"), "all {}", labels);
-    let ints = model(
-        "ints",
-        &format!("{root}/ints"),
-        "latest { num_versions: 1 }",
-        &[],
-    );
+    let ints = model("ints", &format!("{root}/ints"), "latest { num_versions: 1 }", &[]);
     let cases = [
         // A label on a version that is not loaded.
-        (
-            list(&[versioned(&[("stable", 7)]), ints.clone()]),
-            Code::FailedPrecondition,
-        ),
+        (list(&[versioned(&[("stable", 7)]), ints.clone()]), Code::FailedPrecondition),
         // A duplicate model: nothing of the list may apply, not even the new model.
+        (list(&[versioned(&[]), ints.clone(), ints.clone()]), Code::InvalidArgument),
+        (list(&[model("versioned", "relative/path", "all {}", &[])]), Code::InvalidArgument),
         (
-            list(&[versioned(&[]), ints.clone(), ints.clone()]),
-            Code::InvalidArgument,
-        ),
-        (
-            list(&[model("versioned", "relative/path", "all {}", &[])]),
-            Code::InvalidArgument,
-        ),
-        (
-            list(&[
-                model("versioned", &format!("{root}/versioned"), "all {}", &[])
-                    .replace("onnx", "tensorflow"),
-            ]),
+            list(&[model("versioned", &format!("{root}/versioned"), "all {}", &[])
+                .replace("onnx", "tensorflow")]),
             Code::InvalidArgument,
         ),
     ];
     for (config, code) in cases {
-        let err = models
-            .handle_reload_config_request(reload(&config))
-            .await
-            .expect_err("rejected");
+        let err = models.handle_reload_config_request(reload(&config)).await.expect_err("rejected");
         assert_eq!(err.code(), code, "{config}: {}", err.message());
     }
     // The running config is untouched: same labels, same models, no `ints`.
@@ -484,9 +382,7 @@ async fn invalid_reloads_are_rejected_whole() {
     };
     predict.predict(pair).await.expect("pair still served");
     let ints = models
-        .get_model_status(GetModelStatusRequest {
-            model_spec: Some(spec("ints", Choice::Latest)),
-        })
+        .get_model_status(GetModelStatusRequest { model_spec: Some(spec("ints", Choice::Latest)) })
         .await;
     assert_eq!(ints.expect_err("never added").code(), Code::NotFound);
 }
@@ -499,26 +395,12 @@ async fn reload_of_a_model_without_versions_is_bounded_by_the_client_deadline() 
     let mut models = f.server.model_client().await;
     let config = list(&[
         model("versioned", &format!("{root}/versioned"), "all {}", &[]),
-        model(
-            "empty",
-            &format!("{root}/empty"),
-            "latest { num_versions: 1 }",
-            &[],
-        ),
+        model("empty", &format!("{root}/empty"), "latest { num_versions: 1 }", &[]),
     ]);
     let mut request = tonic::Request::new(reload(&config));
     request.set_timeout(Duration::from_millis(1500));
     let started = std::time::Instant::now();
-    let err = models
-        .handle_reload_config_request(request)
-        .await
-        .expect_err("times out");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "bounded by the deadline"
-    );
-    assert!(
-        matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
-        "{err:?}"
-    );
+    let err = models.handle_reload_config_request(request).await.expect_err("times out");
+    assert!(started.elapsed() < Duration::from_secs(10), "bounded by the deadline");
+    assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
 }

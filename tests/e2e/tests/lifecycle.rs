@@ -68,9 +68,7 @@ async fn traffic_during(
                     break;
                 }
                 let success = if i % 2 == 0 {
-                    grpc.predict(versioned_request("versioned", Choice::Latest))
-                        .await
-                        .is_ok()
+                    grpc.predict(versioned_request("versioned", Choice::Latest)).await.is_ok()
                 } else {
                     http.post(&url)
                         .body(r#"{"instances": [[0,0,0,0]]}"#)
@@ -153,25 +151,16 @@ async fn config_file_polling_applies_changes() {
     let mut client = server.prediction_client().await;
     assert!(latest_version(&mut client, "broken").await.is_none());
     write(&(entry("versioned") + &entry("broken")));
-    eventually(
-        "broken/2 added by the poll",
-        Duration::from_millis(100),
-        || {
-            let mut c = client.clone();
-            async move { (latest_version(&mut c, "broken").await == Some(2.0)).then_some(()) }
-        },
-    )
+    eventually("broken/2 added by the poll", Duration::from_millis(100), || {
+        let mut c = client.clone();
+        async move { (latest_version(&mut c, "broken").await == Some(2.0)).then_some(()) }
+    })
     .await;
     // A broken file is logged and the running config stays.
     std::fs::write(&config, "model_config_list: [[[").expect("write");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(latest_version(&mut client, "broken").await, Some(2.0));
-    assert!(
-        server
-            .log()
-            .iter()
-            .any(|l| l.contains("Failed to read ModelServerConfig file"))
-    );
+    assert!(server.log().iter().any(|l| l.contains("Failed to read ModelServerConfig file")));
 }
 
 fn start_failure(args: &[String]) -> (Option<i32>, Vec<String>) {
@@ -188,16 +177,9 @@ fn bad_flags_and_configs_exit_before_binding_with_one_line() {
     std::fs::write(&bad_config, "model_config_list { config { name: \"m\" base_path: \"relative\" model_platform: \"onnx\" } }")
         .expect("write");
     let cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (vec!["--no_such_flag=1".into()], 2, "versa-server: unexpected argument '--no_such_flag'"),
         (
-            vec!["--no_such_flag=1".into()],
-            2,
-            "versa-server: unexpected argument '--no_such_flag'",
-        ),
-        (
-            vec![
-                "--model_base_path=/m".into(),
-                "--enable_model_warmup=maybe".into(),
-            ],
+            vec!["--model_base_path=/m".into(), "--enable_model_warmup=maybe".into()],
             2,
             "versa-server: invalid value 'maybe'",
         ),
@@ -218,10 +200,7 @@ fn bad_flags_and_configs_exit_before_binding_with_one_line() {
         assert_eq!(got, Some(code), "{args:?}: {log:?}");
         let last = log.last().expect("a reason");
         assert!(last.starts_with(start), "{args:?}: {last}");
-        assert!(
-            !log.iter().any(|l| l.contains("Running gRPC")),
-            "no port bound for {args:?}"
-        );
+        assert!(!log.iter().any(|l| l.contains("Running gRPC")), "no port bound for {args:?}");
     }
 }
 

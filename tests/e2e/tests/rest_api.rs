@@ -42,37 +42,19 @@ fn parsed(text: &str) -> Value {
 #[tokio::test]
 async fn predict_in_row_and_columnar_formats() {
     let f = start(&[]);
-    let (status, body) = post(
-        &f,
-        "/v1/models/versioned:predict",
-        r#"{"instances": [[0,0,0,0], [1,1,1,1]]}"#,
-    )
-    .await;
+    let (status, body) =
+        post(&f, "/v1/models/versioned:predict", r#"{"instances": [[0,0,0,0], [1,1,1,1]]}"#).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        parsed(&body),
-        json!({"predictions": [[3.0, 3.0, 3.0, 3.0], [4.0, 4.0, 4.0, 4.0]]})
-    );
+    assert_eq!(parsed(&body), json!({"predictions": [[3.0, 3.0, 3.0, 3.0], [4.0, 4.0, 4.0, 4.0]]}));
 
-    let (status, body) = post(
-        &f,
-        "/v1/models/versioned/versions/1:predict",
-        r#"{"inputs": [[0,0,0,0]]}"#,
-    )
-    .await;
+    let (status, body) =
+        post(&f, "/v1/models/versioned/versions/1:predict", r#"{"inputs": [[0,0,0,0]]}"#).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(parsed(&body), json!({"outputs": [[1.0, 1.0, 1.0, 1.0]]}));
 
-    let (status, body) = post(
-        &f,
-        "/v1/models/versioned/labels/canary:predict",
-        r#"{"inputs": [[0,0,0,0]]}"#,
-    )
-    .await;
-    assert_eq!(
-        (status, parsed(&body)),
-        (200, json!({"outputs": [[2.0, 2.0, 2.0, 2.0]]}))
-    );
+    let (status, body) =
+        post(&f, "/v1/models/versioned/labels/canary:predict", r#"{"inputs": [[0,0,0,0]]}"#).await;
+    assert_eq!((status, parsed(&body)), (200, json!({"outputs": [[2.0, 2.0, 2.0, 2.0]]})));
 
     let (status, body) = post(
         &f,
@@ -86,12 +68,9 @@ async fn predict_in_row_and_columnar_formats() {
         json!({"predictions": [{"sum": [3.0, 4.0, 5.0], "product": [2.0, 4.0, 6.0]}]})
     );
 
-    let (status, body) = post(
-        &f,
-        "/v1/models/pair:predict",
-        r#"{"inputs": {"a": [[1, 2, 3]], "b": [[1, 1, 1]]}}"#,
-    )
-    .await;
+    let (status, body) =
+        post(&f, "/v1/models/pair:predict", r#"{"inputs": {"a": [[1, 2, 3]], "b": [[1, 1, 1]]}}"#)
+            .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         parsed(&body),
@@ -102,12 +81,9 @@ async fn predict_in_row_and_columnar_formats() {
 #[tokio::test]
 async fn nan_and_infinity_pass_both_ways() {
     let f = start(&[]);
-    let (status, body) = post(
-        &f,
-        "/v1/models/versioned:predict",
-        r#"{"inputs": [[NaN, Infinity, -Infinity, 1]]}"#,
-    )
-    .await;
+    let (status, body) =
+        post(&f, "/v1/models/versioned:predict", r#"{"inputs": [[NaN, Infinity, -Infinity, 1]]}"#)
+            .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, r#"{"outputs":[[NaN,Infinity,-Infinity,4.0]]}"#);
 }
@@ -117,8 +93,7 @@ async fn version_and_label_headers_tell_who_answered() {
     let f = start(&[]);
     let (status, headers, _) = call(
         reqwest::Method::POST,
-        f.server
-            .rest_url("/v1/models/versioned/labels/stable:predict"),
+        f.server.rest_url("/v1/models/versioned/labels/stable:predict"),
         Some(r#"{"instances": [[0,0,0,0]]}"#),
     )
     .await;
@@ -148,24 +123,12 @@ async fn status_and_metadata() {
 
     let (status, body) = get(&f, "/v1/models/versioned/versions/2").await;
     assert_eq!(status, 200);
-    assert_eq!(
-        parsed(&body)["model_version_status"]
-            .as_array()
-            .expect("list")
-            .len(),
-        1
-    );
+    assert_eq!(parsed(&body)["model_version_status"].as_array().expect("list").len(), 1);
 
     // A label in a status path is ignored: all versions are returned.
     let (status, body) = get(&f, "/v1/models/versioned/labels/stable").await;
     assert_eq!(status, 200);
-    assert_eq!(
-        parsed(&body)["model_version_status"]
-            .as_array()
-            .expect("list")
-            .len(),
-        3
-    );
+    assert_eq!(parsed(&body)["model_version_status"].as_array().expect("list").len(), 3);
 
     let (status, body) = get(&f, "/v1/models/broken").await;
     assert_eq!(status, 200);
@@ -182,10 +145,7 @@ async fn status_and_metadata() {
     let (status, body) = get(&f, "/v1/models/versioned/labels/canary/metadata").await;
     assert_eq!(status, 200);
     let m = parsed(&body);
-    assert_eq!(
-        m["model_spec"],
-        json!({"name": "versioned", "signature_name": "", "version": "2"})
-    );
+    assert_eq!(m["model_spec"], json!({"name": "versioned", "signature_name": "", "version": "2"}));
     let sig = &m["metadata"]["signature_def"]["signature_def"]["serving_default"];
     assert_eq!(sig["method_name"], "tensorflow/serving/predict");
     assert_eq!(sig["inputs"]["x"]["dtype"], "DT_FLOAT");
@@ -275,13 +235,7 @@ async fn every_error_case_has_upstreams_status_and_body() {
             400,
             "instances is a plain list, but expecting list of objects as multiple input tensors required as per tensorinfo_map",
         ),
-        (
-            reqwest::Method::POST,
-            "/v1/models/versioned:classify",
-            Some("{}"),
-            501,
-            "",
-        ),
+        (reqwest::Method::POST, "/v1/models/versioned:classify", Some("{}"), 501, ""),
         (
             reqwest::Method::POST,
             "/v1/models/versioned",
@@ -289,13 +243,7 @@ async fn every_error_case_has_upstreams_status_and_body() {
             400,
             "Malformed request: POST /v1/models/versioned",
         ),
-        (
-            reqwest::Method::GET,
-            "/v1/models",
-            None,
-            400,
-            "Missing model name in request.",
-        ),
+        (reqwest::Method::GET, "/v1/models", None, 400, "Missing model name in request."),
         (
             reqwest::Method::GET,
             "/v1/models/versioned/versions/x",
@@ -342,10 +290,7 @@ async fn every_error_case_has_upstreams_status_and_body() {
     for (method, path, body, status, message) in cases {
         let (got_status, headers, text) = call(method.clone(), f.server.rest_url(path), body).await;
         assert_eq!(got_status, status, "{method} {path}: {text}");
-        assert_eq!(
-            headers["content-type"], "application/json",
-            "{method} {path}"
-        );
+        assert_eq!(headers["content-type"], "application/json", "{method} {path}");
         let error = parsed(&text);
         let got = error["error"]
             .as_str()
@@ -353,29 +298,19 @@ async fn every_error_case_has_upstreams_status_and_body() {
         if !message.is_empty() {
             assert_eq!(got, message, "{method} {path}");
         }
-        assert_eq!(
-            headers["access-control-allow-origin"], "*",
-            "CORS headers on {method} {path}"
-        );
+        assert_eq!(headers["access-control-allow-origin"], "*", "CORS headers on {method} {path}");
     }
 }
 
 #[tokio::test]
 async fn paths_are_case_insensitive_and_names_url_decoded() {
     let f = start(&[]);
-    let (status, body) = post(
-        &f,
-        "/V1/MODELS/versioned/LABELS/stable:PREDICT",
-        r#"{"instances": [[0,0,0,0]]}"#,
-    )
-    .await;
+    let (status, body) =
+        post(&f, "/V1/MODELS/versioned/LABELS/stable:PREDICT", r#"{"instances": [[0,0,0,0]]}"#)
+            .await;
     assert_eq!(status, 200, "{body}");
-    let (status, _) = post(
-        &f,
-        "/v1/models/version%65d:predict",
-        r#"{"instances": [[0,0,0,0]]}"#,
-    )
-    .await;
+    let (status, _) =
+        post(&f, "/v1/models/version%65d:predict", r#"{"instances": [[0,0,0,0]]}"#).await;
     assert_eq!(status, 200);
 }
 
@@ -385,12 +320,7 @@ async fn oversized_bodies_are_refused() {
     let big = format!(r#"{{"inputs": [[{}]]}}"#, vec!["0"; 2000].join(","));
     let (status, body) = post(&f, "/v1/models/versioned:predict", &big).await;
     assert_eq!(status, 429, "{body}");
-    assert!(
-        parsed(&body)["error"]
-            .as_str()
-            .expect("error")
-            .contains("larger than 1000 bytes")
-    );
+    assert!(parsed(&body)["error"].as_str().expect("error").contains("larger than 1000 bytes"));
 }
 
 #[tokio::test]
@@ -413,23 +343,12 @@ async fn liveness_readiness_and_metrics() {
     };
     assert_eq!(get(&f, "/live").await.0, 200);
     assert_eq!(get(&f, "/ready").await.0, 200);
-    let (status, _) = post(
-        &f,
-        "/v1/models/versioned:predict",
-        r#"{"instances": [[0,0,0,0]]}"#,
-    )
-    .await;
+    let (status, _) =
+        post(&f, "/v1/models/versioned:predict", r#"{"instances": [[0,0,0,0]]}"#).await;
     assert_eq!(status, 200);
-    let (status, _) = post(
-        &f,
-        "/v1/models/versioned/versions/1:predict",
-        r#"{"instances": [[0,0,0,0]]}"#,
-    )
-    .await;
-    assert_eq!(
-        status, 404,
-        "single-model mode serves only the latest version"
-    );
+    let (status, _) =
+        post(&f, "/v1/models/versioned/versions/1:predict", r#"{"instances": [[0,0,0,0]]}"#).await;
+    assert_eq!(status, 404, "single-model mode serves only the latest version");
     let (status, text) = get(&f, "/monitoring/prometheus/metrics").await;
     assert_eq!(status, 200);
     for expected in [

@@ -19,18 +19,11 @@ fn id(model: &str, version: i64) -> ServableId {
 }
 
 fn manager_with(options: ManagerOptions) -> AspiredVersionsManager<TestDoubleLoader> {
-    AspiredVersionsManager::new(
-        TestDoubleLoader::new(),
-        options,
-        ServableStateMonitor::new(),
-    )
+    AspiredVersionsManager::new(TestDoubleLoader::new(), options, ServableStateMonitor::new())
 }
 
 fn fast_options() -> ManagerOptions {
-    ManagerOptions {
-        load_retry_interval: Duration::from_millis(1),
-        ..ManagerOptions::default()
-    }
+    ManagerOptions { load_retry_interval: Duration::from_millis(1), ..ManagerOptions::default() }
 }
 
 fn aspire(manager: &AspiredVersionsManager<TestDoubleLoader>, model: &str, versions: &[i64]) {
@@ -54,11 +47,7 @@ async fn reach(
         .wait_for_state(id, state, deadline())
         .await
         .expect("state reached in time");
-    assert_eq!(
-        event.state.state, state,
-        "{id} ended in {:?} instead",
-        event.state.health
-    );
+    assert_eq!(event.state.state, state, "{id} ended in {:?} instead", event.state.health);
     event
 }
 
@@ -84,11 +73,7 @@ async fn events_until(
 }
 
 fn latest(manager: &AspiredVersionsManager<TestDoubleLoader>, model: &str) -> Option<i64> {
-    manager
-        .serving_map()
-        .resolve(model, &VersionChoice::Latest)
-        .ok()
-        .map(|h| h.id().version)
+    manager.serving_map().resolve(model, &VersionChoice::Latest).ok().map(|h| h.id().version)
 }
 
 #[tokio::test]
@@ -100,16 +85,7 @@ async fn a_version_goes_through_every_state_in_order() {
     aspire(&manager, "m", &[]);
     let seen = events_until(&mut events, &id("m", 1), ManagerState::End).await;
     use ManagerState::*;
-    assert_eq!(
-        seen,
-        vec![
-            (1, Start),
-            (1, Loading),
-            (1, Available),
-            (1, Unloading),
-            (1, End)
-        ]
-    );
+    assert_eq!(seen, vec![(1, Start), (1, Loading), (1, Available), (1, Unloading), (1, End)]);
     assert_eq!(manager.loader().live_copies(), 0);
 }
 
@@ -126,36 +102,18 @@ async fn availability_preserving_loads_the_new_version_before_unloading_the_old(
     // While the new version loads, the old one keeps serving.
     assert_eq!(latest(&manager, "m"), Some(1));
     assert_eq!(
-        manager
-            .monitor()
-            .version_state(&id("m", 1))
-            .expect("known")
-            .state
-            .state,
+        manager.monitor().version_state(&id("m", 1)).expect("known").state.state,
         ManagerState::Available
     );
     gate.open();
 
     let seen = events_until(&mut events, &id("m", 1), ManagerState::End).await;
     use ManagerState::*;
-    let v2_available = seen
-        .iter()
-        .position(|e| *e == (2, Available))
-        .expect("v2 available");
-    let v1_unloading = seen
-        .iter()
-        .position(|e| *e == (1, Unloading))
-        .expect("v1 unloading");
-    assert!(
-        v2_available < v1_unloading,
-        "new version must serve before the old leaves: {seen:?}"
-    );
+    let v2_available = seen.iter().position(|e| *e == (2, Available)).expect("v2 available");
+    let v1_unloading = seen.iter().position(|e| *e == (1, Unloading)).expect("v1 unloading");
+    assert!(v2_available < v1_unloading, "new version must serve before the old leaves: {seen:?}");
     assert_eq!(latest(&manager, "m"), Some(2));
-    assert_eq!(
-        manager.loader().peak_copies(),
-        2,
-        "both copies were in memory during the swap"
-    );
+    assert_eq!(manager.loader().peak_copies(), 2, "both copies were in memory during the swap");
 }
 
 #[tokio::test]
@@ -169,14 +127,8 @@ async fn resource_preserving_unloads_the_old_version_before_loading_the_new() {
     let seen = events_until(&mut events, &id("m", 2), ManagerState::Available).await;
     use ManagerState::*;
     let v1_end = seen.iter().position(|e| *e == (1, End)).expect("v1 ended");
-    let v2_loading = seen
-        .iter()
-        .position(|e| *e == (2, Loading))
-        .expect("v2 loading");
-    assert!(
-        v1_end < v2_loading,
-        "old must be gone before the new loads: {seen:?}"
-    );
+    let v2_loading = seen.iter().position(|e| *e == (2, Loading)).expect("v2 loading");
+    assert!(v1_end < v2_loading, "old must be gone before the new loads: {seen:?}");
     assert_eq!(manager.loader().peak_copies(), 1);
 }
 
@@ -186,11 +138,8 @@ async fn several_new_versions_load_one_at_a_time_highest_first() {
     let mut events = manager.monitor().subscribe();
     aspire(&manager, "m", &[1, 2, 3]);
     let seen = events_until(&mut events, &id("m", 1), ManagerState::Available).await;
-    let order: Vec<i64> = seen
-        .iter()
-        .filter(|(_, s)| *s == ManagerState::Loading)
-        .map(|(v, _)| *v)
-        .collect();
+    let order: Vec<i64> =
+        seen.iter().filter(|(_, s)| *s == ManagerState::Loading).map(|(v, _)| *v).collect();
     assert_eq!(order, vec![3, 2, 1]);
     // One at a time: each LOADING comes after the previous AVAILABLE.
     let pos = |e| seen.iter().position(|x| *x == e).expect("seen");
@@ -208,11 +157,8 @@ async fn removing_a_model_unloads_every_version_lowest_first_and_keeps_history()
     let mut events = manager.monitor().subscribe();
     aspire(&manager, "m", &[]);
     let seen = events_until(&mut events, &id("m", 3), ManagerState::Unloading).await;
-    let order: Vec<i64> = seen
-        .iter()
-        .filter(|(_, s)| *s == ManagerState::Unloading)
-        .map(|(v, _)| *v)
-        .collect();
+    let order: Vec<i64> =
+        seen.iter().filter(|(_, s)| *s == ManagerState::Unloading).map(|(v, _)| *v).collect();
     assert_eq!(order, vec![1, 2, 3]);
     for v in [1, 2, 3] {
         reach(&manager, &id("m", v), ManagerState::End).await;
@@ -220,11 +166,7 @@ async fn removing_a_model_unloads_every_version_lowest_first_and_keeps_history()
     // The monitor never forgets: every version is still listed, at END.
     let history = manager.monitor().model_states("m").expect("history kept");
     assert_eq!(history.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert!(
-        history
-            .values()
-            .all(|e| e.state.state == ManagerState::End && e.state.health.is_ok())
-    );
+    assert!(history.values().all(|e| e.state.state == ManagerState::End && e.state.health.is_ok()));
     assert_eq!(latest(&manager, "m"), None);
 }
 
@@ -233,10 +175,7 @@ async fn an_unload_waits_for_in_flight_requests() {
     let manager = manager_with(fast_options());
     aspire(&manager, "m", &[1]);
     reach(&manager, &id("m", 1), ManagerState::Available).await;
-    let in_flight = manager
-        .serving_map()
-        .resolve("m", &VersionChoice::Latest)
-        .expect("resolves");
+    let in_flight = manager.serving_map().resolve("m", &VersionChoice::Latest).expect("resolves");
 
     aspire(&manager, "m", &[2]);
     reach(&manager, &id("m", 1), ManagerState::Unloading).await;
@@ -246,20 +185,12 @@ async fn an_unload_waits_for_in_flight_requests() {
         .serving_map()
         .resolve("m", &VersionChoice::Specific(1))
         .expect_err("gone from the map");
-    assert_eq!(
-        err.to_string(),
-        "Servable not found for request: Specific(m, 1)"
-    );
+    assert_eq!(err.to_string(), "Servable not found for request: Specific(m, 1)");
     // ...while the in-flight one completes against it.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(in_flight.id, id("m", 1));
     assert_eq!(
-        manager
-            .monitor()
-            .version_state(&id("m", 1))
-            .expect("known")
-            .state
-            .state,
+        manager.monitor().version_state(&id("m", 1)).expect("known").state.state,
         ManagerState::Unloading
     );
     assert_eq!(manager.loader().live_copies(), 2);
@@ -273,38 +204,21 @@ async fn re_aspiring_a_version_on_its_way_out_waits_until_it_is_gone() {
     let manager = manager_with(fast_options());
     aspire(&manager, "m", &[1]);
     reach(&manager, &id("m", 1), ManagerState::Available).await;
-    let in_flight = manager
-        .serving_map()
-        .resolve("m", &VersionChoice::Latest)
-        .expect("resolves");
+    let in_flight = manager.serving_map().resolve("m", &VersionChoice::Latest).expect("resolves");
     let mut events = manager.monitor().subscribe();
     aspire(&manager, "m", &[]);
     reach(&manager, &id("m", 1), ManagerState::Unloading).await;
     aspire(&manager, "m", &[1]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        manager
-            .monitor()
-            .version_state(&id("m", 1))
-            .expect("known")
-            .state
-            .state,
+        manager.monitor().version_state(&id("m", 1)).expect("known").state.state,
         ManagerState::Unloading
     );
     drop(in_flight);
     reach(&manager, &id("m", 1), ManagerState::Available).await;
     let seen = events_until(&mut events, &id("m", 1), ManagerState::Available).await;
     use ManagerState::*;
-    assert_eq!(
-        seen,
-        vec![
-            (1, Unloading),
-            (1, End),
-            (1, Start),
-            (1, Loading),
-            (1, Available)
-        ]
-    );
+    assert_eq!(seen, vec![(1, Unloading), (1, End), (1, Start), (1, Loading), (1, Available)]);
 }
 
 #[tokio::test]
@@ -314,10 +228,7 @@ async fn a_newer_aspired_list_replaces_a_pending_one() {
     aspire(&manager, "m", &[1]);
     aspire(&manager, "m", &[2]);
     reach(&manager, &id("m", 2), ManagerState::Available).await;
-    assert!(
-        manager.monitor().version_state(&id("m", 1)).is_none(),
-        "version 1 was never managed"
-    );
+    assert!(manager.monitor().version_state(&id("m", 1)).is_none(), "version 1 was never managed");
 }
 
 #[tokio::test]

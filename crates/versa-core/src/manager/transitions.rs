@@ -121,8 +121,7 @@ impl<L: Loader> Shared<L> {
                     h.phase = Phase::Disabled;
                     release_bytes = std::mem::take(&mut h.reserved_bytes);
                     discard = Some(servable);
-                    self.monitor
-                        .publish_error(&id, ServableError::load_cancelled());
+                    self.monitor.publish_error(&id, ServableError::load_cancelled());
                 }
                 Err(error) => {
                     h.phase = Phase::Error;
@@ -202,12 +201,7 @@ impl<L: Loader> Shared<L> {
 async fn blocking<R: Send + 'static>(
     work: impl FnOnce() -> Result<R, ServableError> + Send + 'static,
 ) -> Result<R, ServableError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|join| {
-            Err(ServableError::new(
-                Code::Internal,
-                format!("loader panicked: {join}"),
-            ))
-        })
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|join| {
+        Err(ServableError::new(Code::Internal, format!("loader panicked: {join}")))
+    })
 }

@@ -21,10 +21,7 @@ struct RecordingSink {
 impl AspiredVersionsSink for RecordingSink {
     fn set_aspired_versions(&self, model: &str, versions: Vec<AspiredVersion>) {
         let versions = versions.iter().map(|a| a.version).collect();
-        self.emitted
-            .lock()
-            .expect("lock")
-            .push((model.to_owned(), versions));
+        self.emitted.lock().expect("lock").push((model.to_owned(), versions));
         if let Some(tx) = &*self.notify.lock().expect("lock") {
             let _ = tx.send(());
         }
@@ -49,18 +46,11 @@ fn model_dir(root: &Path, name: &str, versions: &[&str]) -> PathBuf {
 }
 
 fn watch(name: &str, base_path: PathBuf, policy: VersionPolicy) -> ServableToMonitor {
-    ServableToMonitor {
-        name: name.to_owned(),
-        base_path,
-        policy,
-    }
+    ServableToMonitor { name: name.to_owned(), base_path, policy }
 }
 
 fn emitted(pairs: &[(&str, &[i64])]) -> Vec<(String, Vec<i64>)> {
-    pairs
-        .iter()
-        .map(|(m, v)| (m.to_string(), v.to_vec()))
-        .collect()
+    pairs.iter().map(|(m, v)| (m.to_string(), v.to_vec())).collect()
 }
 
 #[tokio::test]
@@ -75,11 +65,7 @@ async fn emits_each_models_aspired_versions() {
                 model_dir(root.path(), "a", &["1", "2", "3", "tmp"]),
                 VersionPolicy::Latest(2),
             ),
-            watch(
-                "b",
-                model_dir(root.path(), "b", &["5", "0006"]),
-                VersionPolicy::All,
-            ),
+            watch("b", model_dir(root.path(), "b", &["5", "0006"]), VersionPolicy::All),
         ])
         .await;
     assert_eq!(sink.take(), emitted(&[("a", &[2, 3]), ("b", &[5, 6])]));
@@ -95,32 +81,18 @@ async fn a_broken_base_path_skips_only_that_model() {
     let source = FileSystemSource::new(sink.clone(), PollInterval::Once, false);
     source
         .update_config(vec![
-            watch(
-                "missing",
-                root.path().join("nope"),
-                VersionPolicy::Latest(1),
-            ),
+            watch("missing", root.path().join("nope"), VersionPolicy::Latest(1)),
             watch("unreadable", not_a_dir, VersionPolicy::Latest(1)),
-            watch(
-                "good",
-                model_dir(root.path(), "good", &["4"]),
-                VersionPolicy::Latest(1),
-            ),
+            watch("good", model_dir(root.path(), "good", &["4"]), VersionPolicy::Latest(1)),
         ])
         .await;
     // Nothing is emitted for the broken models (so nothing of theirs unloads),
     // and the healthy one is updated in the same poll.
     assert_eq!(sink.take(), emitted(&[("good", &[4])]));
     let errors = source.errors();
-    assert_eq!(
-        errors.keys().collect::<Vec<_>>(),
-        vec!["missing", "unreadable"]
-    );
+    assert_eq!(errors.keys().collect::<Vec<_>>(), vec!["missing", "unreadable"]);
     let message = errors["missing"].to_string();
-    assert!(
-        message.starts_with("Could not find base path "),
-        "{message}"
-    );
+    assert!(message.starts_with("Could not find base path "), "{message}");
     assert!(message.contains("for servable missing"), "{message}");
     assert_eq!(errors["missing"].code(), Code::InvalidArgument);
 }
@@ -132,9 +104,7 @@ async fn an_empty_base_path_unloads_unless_versions_must_stay_present() {
     for (always_present, expected) in [(false, emitted(&[("m", &[])])), (true, emitted(&[]))] {
         let sink = Arc::new(RecordingSink::default());
         let source = FileSystemSource::new(sink.clone(), PollInterval::Once, always_present);
-        source
-            .update_config(vec![watch("m", base.clone(), VersionPolicy::Latest(1))])
-            .await;
+        source.update_config(vec![watch("m", base.clone(), VersionPolicy::Latest(1))]).await;
         assert_eq!(sink.take(), expected, "always_present={always_present}");
         assert_eq!(source.errors().contains_key("m"), always_present);
     }
@@ -145,16 +115,8 @@ async fn removed_models_get_an_empty_list() {
     let root = tempfile::tempdir().expect("tempdir");
     let sink = Arc::new(RecordingSink::default());
     let source = FileSystemSource::new(sink.clone(), PollInterval::Once, false);
-    let a = watch(
-        "a",
-        model_dir(root.path(), "a", &["1"]),
-        VersionPolicy::Latest(1),
-    );
-    let b = watch(
-        "b",
-        model_dir(root.path(), "b", &["1"]),
-        VersionPolicy::Latest(1),
-    );
+    let a = watch("a", model_dir(root.path(), "a", &["1"]), VersionPolicy::Latest(1));
+    let b = watch("b", model_dir(root.path(), "b", &["1"]), VersionPolicy::Latest(1));
     source.update_config(vec![a.clone(), b]).await;
     sink.take();
     source.update_config(vec![a]).await;
@@ -181,25 +143,14 @@ async fn never_polling_emits_nothing() {
 fn poll_interval_follows_the_flag() {
     assert_eq!(PollInterval::from_seconds(0), PollInterval::Once);
     assert_eq!(PollInterval::from_seconds(-1), PollInterval::Never);
-    assert_eq!(
-        PollInterval::from_seconds(3),
-        PollInterval::Every(Duration::from_secs(3))
-    );
+    assert_eq!(PollInterval::from_seconds(3), PollInterval::Every(Duration::from_secs(3)));
 }
 
 #[test]
 fn start_up_check_finds_models_without_versions() {
     let root = tempfile::tempdir().expect("tempdir");
-    let good = watch(
-        "good",
-        model_dir(root.path(), "good", &["1"]),
-        VersionPolicy::Latest(1),
-    );
-    let empty = watch(
-        "empty",
-        model_dir(root.path(), "empty", &[]),
-        VersionPolicy::Latest(1),
-    );
+    let good = watch("good", model_dir(root.path(), "good", &["1"]), VersionPolicy::Latest(1));
+    let empty = watch("empty", model_dir(root.path(), "empty", &[]), VersionPolicy::Latest(1));
     assert_eq!(check_versions_present(std::slice::from_ref(&good)), Ok(()));
     let err = check_versions_present(&[good, empty.clone()]).expect_err("empty model");
     assert_eq!(err.code(), Code::NotFound);
@@ -219,26 +170,15 @@ async fn periodic_polls_pick_up_new_versions() {
     let sink = Arc::new(RecordingSink::default());
     let (tx, mut rx) = mpsc::unbounded_channel();
     *sink.notify.lock().expect("lock") = Some(tx);
-    let source = FileSystemSource::new(
-        sink.clone(),
-        PollInterval::Every(Duration::from_millis(20)),
-        false,
-    );
-    source
-        .update_config(vec![watch("m", base.clone(), VersionPolicy::Latest(1))])
-        .await;
+    let source =
+        FileSystemSource::new(sink.clone(), PollInterval::Every(Duration::from_millis(20)), false);
+    source.update_config(vec![watch("m", base.clone(), VersionPolicy::Latest(1))]).await;
     tokio::spawn(source.clone().run());
     std::fs::create_dir(base.join("2")).expect("mkdir");
     let found = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             rx.recv().await.expect("sink open");
-            if sink
-                .emitted
-                .lock()
-                .expect("lock")
-                .iter()
-                .any(|(_, v)| v == &vec![2])
-            {
+            if sink.emitted.lock().expect("lock").iter().any(|(_, v)| v == &vec![2]) {
                 return;
             }
         }
@@ -270,16 +210,10 @@ async fn versions_appearing_and_disappearing_on_disk_drive_the_manager() {
             .map(|h| (h.id().version, h.path.clone()))
     };
 
-    source
-        .update_config(vec![watch("m", base.clone(), VersionPolicy::Latest(1))])
-        .await;
+    source.update_config(vec![watch("m", base.clone(), VersionPolicy::Latest(1))]).await;
     manager
         .monitor()
-        .wait_for_state(
-            &ServableId::new("m", 1),
-            ManagerState::Available,
-            deadline(),
-        )
+        .wait_for_state(&ServableId::new("m", 1), ManagerState::Available, deadline())
         .await
         .expect("v1");
     assert_eq!(served(&manager), Ok((1, base.join("1"))));

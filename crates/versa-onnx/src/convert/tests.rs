@@ -2,11 +2,7 @@ use super::*;
 use versa_proto::tensorflow::TensorShapeProto;
 
 fn spec(dtype: DataType, shape: &[i64]) -> TensorSpec {
-    TensorSpec {
-        alias: "x".into(),
-        dtype,
-        shape: shape.to_vec(),
-    }
+    TensorSpec { alias: "x".into(), dtype, shape: shape.to_vec() }
 }
 
 fn proto(dtype: DataType, dims: &[i64]) -> TensorProto {
@@ -23,54 +19,21 @@ fn proto(dtype: DataType, dims: &[i64]) -> TensorProto {
 fn every_dtype_round_trips_through_typed_fields_and_tensor_content() {
     type Fill = Box<dyn Fn(&mut TensorProto)>;
     let cases: Vec<(DataType, Fill)> = vec![
-        (
-            DataType::DtFloat,
-            Box::new(|p| p.float_val = vec![1.5, -2.0, f32::INFINITY, 0.0]),
-        ),
-        (
-            DataType::DtDouble,
-            Box::new(|p| p.double_val = vec![1e300, -2.5, 0.1, 7.0]),
-        ),
-        (
-            DataType::DtHalf,
-            Box::new(|p| p.half_val = vec![0x3c00, 0xc000, 0x7c00, 0]),
-        ),
-        (
-            DataType::DtInt8,
-            Box::new(|p| p.int_val = vec![-128, 127, 0, 5]),
-        ),
-        (
-            DataType::DtInt16,
-            Box::new(|p| p.int_val = vec![-32768, 32767, 1, 2]),
-        ),
-        (
-            DataType::DtInt32,
-            Box::new(|p| p.int_val = vec![i32::MIN, i32::MAX, 3, 4]),
-        ),
+        (DataType::DtFloat, Box::new(|p| p.float_val = vec![1.5, -2.0, f32::INFINITY, 0.0])),
+        (DataType::DtDouble, Box::new(|p| p.double_val = vec![1e300, -2.5, 0.1, 7.0])),
+        (DataType::DtHalf, Box::new(|p| p.half_val = vec![0x3c00, 0xc000, 0x7c00, 0])),
+        (DataType::DtInt8, Box::new(|p| p.int_val = vec![-128, 127, 0, 5])),
+        (DataType::DtInt16, Box::new(|p| p.int_val = vec![-32768, 32767, 1, 2])),
+        (DataType::DtInt32, Box::new(|p| p.int_val = vec![i32::MIN, i32::MAX, 3, 4])),
         (
             DataType::DtInt64,
             Box::new(|p| p.int64_val = vec![i64::MIN, i64::MAX, 9_007_199_254_740_993, -1]),
         ),
-        (
-            DataType::DtUint8,
-            Box::new(|p| p.int_val = vec![0, 255, 17, 1]),
-        ),
-        (
-            DataType::DtUint16,
-            Box::new(|p| p.int_val = vec![0, 65535, 2, 3]),
-        ),
-        (
-            DataType::DtUint32,
-            Box::new(|p| p.uint32_val = vec![0, u32::MAX, 5, 6]),
-        ),
-        (
-            DataType::DtUint64,
-            Box::new(|p| p.uint64_val = vec![0, u64::MAX, 7, 8]),
-        ),
-        (
-            DataType::DtBool,
-            Box::new(|p| p.bool_val = vec![true, false, false, true]),
-        ),
+        (DataType::DtUint8, Box::new(|p| p.int_val = vec![0, 255, 17, 1])),
+        (DataType::DtUint16, Box::new(|p| p.int_val = vec![0, 65535, 2, 3])),
+        (DataType::DtUint32, Box::new(|p| p.uint32_val = vec![0, u32::MAX, 5, 6])),
+        (DataType::DtUint64, Box::new(|p| p.uint64_val = vec![0, u64::MAX, 7, 8])),
+        (DataType::DtBool, Box::new(|p| p.bool_val = vec![true, false, false, true])),
         (
             DataType::DtString,
             Box::new(|p| {
@@ -104,21 +67,12 @@ fn one_typed_value_fills_the_shape() {
     let mut p = proto(DataType::DtFloat, &[2, 3]);
     p.float_val = vec![4.0];
     let t = tensor_from_proto(&p, &spec(DataType::DtFloat, &[-1, 3])).expect("broadcast");
-    assert_eq!(
-        t.try_as_plain_ram()
-            .expect("plain")
-            .as_slice::<f32>()
-            .expect("f32"),
-        &[4.0; 6]
-    );
+    assert_eq!(t.try_as_plain_ram().expect("plain").as_slice::<f32>().expect("f32"), &[4.0; 6]);
 }
 
 #[test]
 fn scalars_and_empty_tensors() {
-    let mut p = TensorProto {
-        dtype: DataType::DtInt64 as i32,
-        ..TensorProto::default()
-    };
+    let mut p = TensorProto { dtype: DataType::DtInt64 as i32, ..TensorProto::default() };
     p.int64_val = vec![42];
     let t = tensor_from_proto(&p, &spec(DataType::DtInt64, &[])).expect("scalar");
     assert_eq!(t.shape(), &[] as &[usize]);
@@ -155,16 +109,8 @@ fn bad_tensors_get_clear_errors() {
             &s,
             "input 'x' has shape [3] but the signature expects [-1, 3] (-1: any size)",
         ),
-        (
-            float(&[2, 3], vec![0.0; 5]),
-            &s,
-            "input 'x' has 5 values for shape [2, 3] (6 elements)",
-        ),
-        (
-            float(&[2, 3], vec![]),
-            &s,
-            "input 'x' has 0 values for shape [2, 3] (6 elements)",
-        ),
+        (float(&[2, 3], vec![0.0; 5]), &s, "input 'x' has 5 values for shape [2, 3] (6 elements)"),
+        (float(&[2, 3], vec![]), &s, "input 'x' has 0 values for shape [2, 3] (6 elements)"),
         (
             float(&[-2, 3], vec![]),
             &s,
@@ -186,14 +132,9 @@ fn bad_tensors_get_clear_errors() {
         ),
         (
             {
-                let mut p = TensorProto {
-                    dtype: DataType::DtFloat as i32,
-                    ..TensorProto::default()
-                };
-                p.tensor_shape = Some(TensorShapeProto {
-                    dim: vec![],
-                    unknown_rank: true,
-                });
+                let mut p =
+                    TensorProto { dtype: DataType::DtFloat as i32, ..TensorProto::default() };
+                p.tensor_shape = Some(TensorShapeProto { dim: vec![], unknown_rank: true });
                 p
             },
             &s,
@@ -209,18 +150,12 @@ fn bad_tensors_get_clear_errors() {
     let mut p = proto(DataType::DtUint8, &[1]);
     p.int_val = vec![300];
     let err = tensor_from_proto(&p, &spec(DataType::DtUint8, &[1])).expect_err("range");
-    assert_eq!(
-        err.to_string(),
-        "input 'x' has a value out of range for DT_UINT8: 300"
-    );
+    assert_eq!(err.to_string(), "input 'x' has a value out of range for DT_UINT8: 300");
 
     let mut p = proto(DataType::DtString, &[1]);
     p.string_val = vec![vec![0xff, 0xfe]];
     let err = tensor_from_proto(&p, &spec(DataType::DtString, &[1])).expect_err("utf8");
-    assert_eq!(
-        err.to_string(),
-        "input 'x' has a string that is not valid UTF-8"
-    );
+    assert_eq!(err.to_string(), "input 'x' has a string that is not valid UTF-8");
 
     let p = proto(DataType::DtComplex64, &[1]);
     let err = tensor_from_proto(&p, &spec(DataType::DtComplex64, &[1])).expect_err("complex");

@@ -36,11 +36,7 @@ fn list(config: &ModelServerConfig) -> &ModelConfigList {
 fn validated(text: &str) -> Result<ServingConfig, ServingError> {
     let config: ModelServerConfig =
         parse_text("tensorflow.serving.ModelServerConfig", text).expect("parses");
-    validate(
-        list(&config),
-        &ServingConfig::default(),
-        TransitionPolicy::AvailabilityPreserving,
-    )
+    validate(list(&config), &ServingConfig::default(), TransitionPolicy::AvailabilityPreserving)
 }
 
 #[test]
@@ -49,18 +45,9 @@ fn upstream_text_format_is_read_as_upstream_reads_it() {
     assert_eq!(config.models.len(), 3);
     let fraud = config.model("fraud").expect("fraud");
     assert_eq!(fraud.policy, VersionPolicy::Specific(vec![41, 42]));
-    assert_eq!(
-        fraud.labels,
-        BTreeMap::from([("canary".into(), 42), ("stable".into(), 41)])
-    );
-    assert_eq!(
-        config.model("ranker").expect("ranker").policy,
-        VersionPolicy::Latest(2)
-    );
-    assert_eq!(
-        config.model("embedder").expect("embedder").policy,
-        VersionPolicy::All
-    );
+    assert_eq!(fraud.labels, BTreeMap::from([("canary".into(), 42), ("stable".into(), 41)]));
+    assert_eq!(config.model("ranker").expect("ranker").policy, VersionPolicy::Latest(2));
+    assert_eq!(config.model("embedder").expect("embedder").policy, VersionPolicy::All);
     assert_eq!(
         config.model("embedder").expect("embedder").base_path,
         PathBuf::from("/models/embedder")
@@ -148,19 +135,14 @@ fn invalid_configs_are_rejected_with_upstream_messages() {
 #[test]
 fn custom_and_empty_configs() {
     let custom = ModelServerConfig {
-        config: Some(model_server_config::Config::CustomModelConfig(
-            prost_types::Any::default(),
-        )),
+        config: Some(model_server_config::Config::CustomModelConfig(prost_types::Any::default())),
     };
     let err = config_request(&custom).expect_err("custom");
     assert_eq!(
         err.message,
         "ServerModelConfig type not supported by HandleReloadConfigRequest. Only ModelConfigList is currently supported"
     );
-    assert!(matches!(
-        config_request(&ModelServerConfig::default()),
-        Ok(ConfigRequest::Empty)
-    ));
+    assert!(matches!(config_request(&ModelServerConfig::default()), Ok(ConfigRequest::Empty)));
 }
 
 #[test]
@@ -188,4 +170,52 @@ fn files_are_read_by_extension() {
     assert!(read_model_server_config(&yaml).is_ok());
     let missing = read_model_server_config(&dir.path().join("nope")).expect_err("missing");
     assert!(missing.to_string().starts_with("cannot read"));
+}
+
+#[test]
+fn traffic_splits_are_read_and_checked() {
+    let text = |split: &str| {
+        format!(
+            r#"model_config_list {{ config {{ name: "m" base_path: "/m" model_platform: "onnx"
+                version_labels {{ key: "stable" value: 1 }} version_labels {{ key: "canary" value: 2 }} {split} }} }}"#
+        )
+    };
+    let ok = validated(&text(
+        r#"traffic_split { key: "stable" value: 90 } traffic_split { key: "canary" value: 10 }"#,
+    ))
+    .expect("valid split");
+    assert_eq!(
+        ok.models[0].traffic,
+        BTreeMap::from([("canary".into(), 10), ("stable".into(), 90)])
+    );
+    assert_eq!(ok.routing().splits["m"].weight("canary"), Some(10));
+    let cases = [
+        (
+            r#"traffic_split { key: "stable" value: 90 }"#,
+            "Model m: traffic_split weights sum to 90, they must sum to 100",
+        ),
+        (
+            r#"traffic_split { key: "stable" value: 50 } traffic_split { key: "beta" value: 50 }"#,
+            "Model m: traffic_split names label 'beta', which is not one of its version_labels {canary, stable}",
+        ),
+    ];
+    for (split, message) in cases {
+        assert_eq!(validated(&text(split)).expect_err(message).message, message);
+    }
+    let unlabelled = validated(
+        r#"model_config_list { config { name: "m" base_path: "/m" model_platform: "onnx" traffic_split { key: "a" value: 100 } } }"#,
+    )
+    .expect_err("no labels");
+    assert!(unlabelled.message.starts_with("Model m has a traffic_split but no version_labels"));
+    let yaml: ModelServerConfig = parse_yaml(
+        "tensorflow.serving.ModelServerConfig",
+        "model_config_list: {config: [{name: m, base_path: /m, model_platform: onnx, version_labels: {stable: 1, canary: 2}, traffic_split: {stable: 90, canary: 10}}]}",
+    )
+    .expect("yaml");
+    let from_text: ModelServerConfig = parse_text(
+        "tensorflow.serving.ModelServerConfig",
+        &text(r#"traffic_split { key: "stable" value: 90 } traffic_split { key: "canary" value: 10 }"#),
+    )
+    .expect("text");
+    assert_eq!(yaml, from_text);
 }

@@ -69,17 +69,10 @@ pub struct JsonError {
 
 /// Parses a whole document.
 pub fn parse(input: &str) -> Result<Json<'_>, JsonError> {
-    let mut p = Parser {
-        s: input,
-        b: input.as_bytes(),
-        i: 0,
-    };
+    let mut p = Parser { s: input, b: input.as_bytes(), i: 0 };
     p.skip_ws();
     if p.i == p.b.len() {
-        return Err(JsonError {
-            reason: "The document is empty".into(),
-            at: None,
-        });
+        return Err(JsonError { reason: "The document is empty".into(), at: None });
     }
     let value = p.value(0)?;
     p.skip_ws();
@@ -97,10 +90,7 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn error(&self, reason: &str) -> JsonError {
-        JsonError {
-            reason: reason.to_owned(),
-            at: Some(self.i),
-        }
+        JsonError { reason: reason.to_owned(), at: Some(self.i) }
     }
 
     fn skip_ws(&mut self) {
@@ -423,10 +413,7 @@ mod tests {
                 Json::Null,
             ])
         );
-        assert_eq!(
-            v.get("s"),
-            Some(&Json::String(Cow::Owned("x\"yé😀".into())))
-        );
+        assert_eq!(v.get("s"), Some(&Json::String(Cow::Owned("x\"yé😀".into()))));
     }
 
     #[test]
@@ -434,10 +421,7 @@ mod tests {
         let cases = [
             ("", "JSON Parse error: The document is empty"),
             ("   ", "JSON Parse error: The document is empty"),
-            (
-                "[1,",
-                "JSON Parse error: Unexpected end of input at offset 3",
-            ),
+            ("[1,", "JSON Parse error: Unexpected end of input at offset 3"),
             (
                 "[1 2]",
                 "JSON Parse error: Missing a comma or ']' after an array element at offset 3",
@@ -450,14 +434,8 @@ mod tests {
                 "01",
                 "JSON Parse error: The document root must not be followed by other values at offset 1",
             ),
-            (
-                "1.",
-                "JSON Parse error: Miss fraction part in number at offset 2",
-            ),
-            (
-                "\"abc",
-                "JSON Parse error: Missing a closing quotation mark in string at offset 4",
-            ),
+            ("1.", "JSON Parse error: Miss fraction part in number at offset 2"),
+            ("\"abc", "JSON Parse error: Missing a closing quotation mark in string at offset 4"),
             ("nan", "JSON Parse error: Invalid value at offset 0"),
             (
                 "{} {}",
@@ -465,11 +443,7 @@ mod tests {
             ),
         ];
         for (input, message) in cases {
-            assert_eq!(
-                parse(input).expect_err(input).to_string(),
-                message,
-                "{input:?}"
-            );
+            assert_eq!(parse(input).expect_err(input).to_string(), message, "{input:?}");
         }
         let deep = "[".repeat(MAX_DEPTH + 2) + &"]".repeat(MAX_DEPTH + 2);
         assert!(parse(&deep).expect_err("deep").reason.contains("too deep"));
@@ -478,14 +452,7 @@ mod tests {
     #[test]
     fn writes_floats_like_upstream() {
         let mut out = String::new();
-        for v in [
-            1.0f32,
-            0.1,
-            -2.5,
-            f32::NAN,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-        ] {
+        for v in [1.0f32, 0.1, -2.5, f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             write_f32(&mut out, v);
             out.push(' ');
         }
@@ -497,9 +464,6 @@ mod tests {
         let original = "tab\tquote\"back\\slash\u{1}é";
         let mut out = String::new();
         write_string(&mut out, original);
-        assert_eq!(
-            parse(&out).expect("parses"),
-            Json::String(Cow::Owned(original.into()))
-        );
+        assert_eq!(parse(&out).expect("parses"), Json::String(Cow::Owned(original.into())));
     }
 }

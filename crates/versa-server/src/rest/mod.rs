@@ -6,7 +6,7 @@ mod routes;
 pub mod tensors;
 
 use crate::error::ServingError;
-use crate::serving::{ModelRequest, Serving, select_outputs};
+use crate::serving::{Answered, ModelRequest, Serving, select_outputs};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -50,14 +50,7 @@ pub fn router(serving: Serving, options: RestOptions) -> axum::Router {
 
 fn json_response(status: u16, body: String) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
         .into_response()
 }
 
@@ -76,20 +69,14 @@ async fn ready(State(app): State<App>) -> Response {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "not ready: no AVAILABLE version of {}\n",
-                missing.join(", ")
-            ),
+            format!("not ready: no AVAILABLE version of {}\n", missing.join(", ")),
         )
             .into_response()
     }
 }
 
 async fn metrics(State(app): State<App>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.serving.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.serving.metrics.render())
         .into_response()
 }
 
@@ -97,14 +84,8 @@ fn with_cors(mut response: Response, cors: bool) -> Response {
     if cors {
         let h = response.headers_mut();
         h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
-        h.insert(
-            "access-control-allow-methods",
-            HeaderValue::from_static("POST, GET"),
-        );
-        h.insert(
-            "access-control-allow-headers",
-            HeaderValue::from_static("Content-Type"),
-        );
+        h.insert("access-control-allow-methods", HeaderValue::from_static("POST, GET"));
+        h.insert("access-control-allow-headers", HeaderValue::from_static("Content-Type"));
     }
     response
 }
@@ -144,22 +125,23 @@ async fn dispatch(
         );
     }
     let started = std::time::Instant::now();
+    let route_key =
+        headers.get(crate::ROUTE_KEY_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let response = match parse_route(&method, path) {
         Err(e) => error_response(&e),
         Ok(Route::Status { name, version }) => match app.serving.model_status(&name, version) {
-            Ok(status) => json_response(
-                200,
-                proto_json(&status, "tensorflow.serving.GetModelStatusResponse"),
-            ),
+            Ok(status) => {
+                json_response(200, proto_json(&status, "tensorflow.serving.GetModelStatusResponse"))
+            }
             Err(e) => error_response(&e),
         },
-        Ok(Route::Metadata(request)) => match app
-            .serving
-            .metadata(&request, &["signature_def".to_owned()])
-        {
-            Ok(metadata) => json_response(200, metadata_json(&metadata)),
-            Err(e) => error_response(&e),
-        },
+        Ok(Route::Metadata(request)) => {
+            let request = request.with_route_key(route_key);
+            match app.serving.metadata(&request, &["signature_def".to_owned()]) {
+                Ok(metadata) => json_response(200, metadata_json(&metadata)),
+                Err(e) => error_response(&e),
+            }
+        }
         Ok(Route::Predict(request)) => {
             let body = match body {
                 Ok(b) => b,
@@ -178,27 +160,17 @@ async fn dispatch(
                     return with_cors(error_response(&e), cors);
                 }
             };
-            predict(&app, request, &body, started).await
+            predict(&app, request.with_route_key(route_key), &body, started).await
         }
-        Ok(Route::Unimplemented {
-            method: api,
-            request,
-        }) => {
+        Ok(Route::Unimplemented { method: api, request }) => {
             let e = ServingError::new(
                 Code::Unimplemented,
                 format!(
                     "{api} needs a TensorFlow classify/regress signature; ONNX models served by versa-server have only the predict signature: use :predict"
                 ),
             );
-            app.serving.record(
-                &request.name,
-                None,
-                request.label(),
-                api,
-                "REST",
-                e.code,
-                started.elapsed(),
-            );
+            let answered = Answered { version: None, label: request.label().map(str::to_owned) };
+            app.serving.record(&request.name, &answered, api, "REST", e.code, started.elapsed());
             error_response(&e)
         }
     };
@@ -212,30 +184,22 @@ async fn predict(
     started: std::time::Instant,
 ) -> Response {
     let deadline = Instant::now() + app.options.timeout;
-    let mut answered = None;
+    let mut answered = Answered::default();
     let result = predict_json(app, &request, body, deadline, &mut answered).await;
     let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
-    app.serving.record(
-        &request.name,
-        answered,
-        request.label(),
-        "predict",
-        "REST",
-        code,
-        started.elapsed(),
-    );
+    app.serving.record(&request.name, &answered, "predict", "REST", code, started.elapsed());
     match result {
         Ok(body) => {
             let mut response = json_response(200, body);
-            if let Some(version) = answered
+            if let Some(version) = answered.version
                 && let Ok(v) = HeaderValue::from_str(&version.to_string())
             {
-                response.headers_mut().insert("x-versa-model-version", v);
+                response.headers_mut().insert(crate::VERSION_HEADER, v);
             }
-            if let Some(label) = request.label()
+            if let Some(label) = &answered.label
                 && let Ok(v) = HeaderValue::from_str(label)
             {
-                response.headers_mut().insert("x-versa-model-label", v);
+                response.headers_mut().insert(crate::LABEL_HEADER, v);
             }
             response
         }
@@ -248,26 +212,20 @@ async fn predict_json(
     request: &ModelRequest,
     body: &[u8],
     deadline: Instant,
-    answered: &mut Option<i64>,
+    answered: &mut Answered,
 ) -> Result<String, ServingError> {
     let text = std::str::from_utf8(body).map_err(|_| {
         ServingError::invalid_argument("JSON Parse error: Invalid encoding in string")
     })?;
     let json = json::parse(text).map_err(|e| ServingError::invalid_argument(e.to_string()))?;
     let parsed = tensors::predict_body(&json)?;
-    let request = ModelRequest {
-        signature: parsed.signature_name.clone(),
-        ..request.clone()
-    };
+    let request = ModelRequest { signature: parsed.signature_name.clone(), ..request.clone() };
     let resolved = app.serving.resolve(&request)?;
-    *answered = Some(resolved.version());
+    *answered = Answered::from(&resolved);
     let inputs = tensors::input_tensors(resolved.signature(), &parsed)?;
     let outputs = select_outputs(resolved.signature(), &[])?;
     let inputs: TVec<_> = inputs.into_iter().map(IntoTValue::into_tvalue).collect();
-    let produced = app
-        .serving
-        .run(&resolved, inputs, outputs, Some(deadline))
-        .await?;
+    let produced = app.serving.run(&resolved, inputs, outputs, Some(deadline)).await?;
     tensors::response_body(parsed.format, &produced)
 }
 
@@ -281,9 +239,7 @@ fn proto_json_value<M: prost::Message>(message: &M, full_name: &str) -> serde_js
     DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
         .ok()
         .and_then(|dynamic| {
-            dynamic
-                .serialize_with_options(serde_json::value::Serializer, &options)
-                .ok()
+            dynamic.serialize_with_options(serde_json::value::Serializer, &options).ok()
         })
         .unwrap_or(serde_json::Value::Null)
 }

@@ -35,9 +35,7 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 fn decode(segment: &str) -> String {
-    percent_encoding::percent_decode_str(segment)
-        .decode_utf8_lossy()
-        .into_owned()
+    percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned()
 }
 
 /// Splits off a `[^/:]+` segment.
@@ -51,9 +49,7 @@ pub(super) fn parse_route(method: &Method, path: &str) -> Result<Route, ServingE
     let rest = strip_prefix_ci(path, "/v1/models").ok_or_else(bad)?;
     if rest.is_empty() || rest == "/" {
         return if method == Method::GET {
-            Err(ServingError::invalid_argument(
-                "Missing model name in request.",
-            ))
+            Err(ServingError::invalid_argument("Missing model name in request."))
         } else {
             Err(bad())
         };
@@ -84,6 +80,7 @@ pub(super) fn parse_route(method: &Method, path: &str) -> Result<Route, ServingE
         name: name.clone(),
         choice: choice.clone(),
         signature: String::new(),
+        route_key: None,
     };
     if *method == Method::GET {
         if rest.is_empty() {
@@ -102,14 +99,8 @@ pub(super) fn parse_route(method: &Method, path: &str) -> Result<Route, ServingE
         let verb = rest.strip_prefix(':').ok_or_else(bad)?;
         return match verb.to_ascii_lowercase().as_str() {
             "predict" => Ok(Route::Predict(request)),
-            "classify" => Ok(Route::Unimplemented {
-                method: "classify",
-                request,
-            }),
-            "regress" => Ok(Route::Unimplemented {
-                method: "regress",
-                request,
-            }),
+            "classify" => Ok(Route::Unimplemented { method: "classify", request }),
+            "regress" => Ok(Route::Unimplemented { method: "regress", request }),
             _ => Err(bad()),
         };
     }
@@ -121,11 +112,7 @@ mod tests {
     use super::*;
 
     fn req(name: &str, choice: VersionChoice) -> ModelRequest {
-        ModelRequest {
-            name: name.into(),
-            choice,
-            signature: String::new(),
-        }
+        ModelRequest { name: name.into(), choice, signature: String::new(), route_key: None }
     }
 
     #[test]
@@ -133,35 +120,10 @@ mod tests {
         let get = Method::GET;
         let post = Method::POST;
         let cases = vec![
-            (
-                &get,
-                "/v1/models/m",
-                Route::Status {
-                    name: "m".into(),
-                    version: None,
-                },
-            ),
-            (
-                &get,
-                "/V1/Models/m/Versions/3",
-                Route::Status {
-                    name: "m".into(),
-                    version: Some(3),
-                },
-            ),
-            (
-                &get,
-                "/v1/models/m/labels/stable",
-                Route::Status {
-                    name: "m".into(),
-                    version: None,
-                },
-            ),
-            (
-                &get,
-                "/v1/models/m/metadata",
-                Route::Metadata(req("m", VersionChoice::Latest)),
-            ),
+            (&get, "/v1/models/m", Route::Status { name: "m".into(), version: None }),
+            (&get, "/V1/Models/m/Versions/3", Route::Status { name: "m".into(), version: Some(3) }),
+            (&get, "/v1/models/m/labels/stable", Route::Status { name: "m".into(), version: None }),
+            (&get, "/v1/models/m/metadata", Route::Metadata(req("m", VersionChoice::Latest))),
             (
                 &get,
                 "/v1/models/m/versions/2/metadata",
@@ -172,11 +134,7 @@ mod tests {
                 "/v1/models/m/labels/canary/METADATA",
                 Route::Metadata(req("m", VersionChoice::Label("canary".into()))),
             ),
-            (
-                &post,
-                "/v1/models/m:predict",
-                Route::Predict(req("m", VersionChoice::Latest)),
-            ),
+            (&post, "/v1/models/m:predict", Route::Predict(req("m", VersionChoice::Latest))),
             (
                 &post,
                 "/v1/models/my%20model/versions/7:PREDICT",
@@ -197,11 +155,7 @@ mod tests {
             ),
         ];
         for (method, path, expected) in cases {
-            assert_eq!(
-                parse_route(method, path).expect(path),
-                expected,
-                "{method} {path}"
-            );
+            assert_eq!(parse_route(method, path).expect(path), expected, "{method} {path}");
         }
     }
 
@@ -210,31 +164,15 @@ mod tests {
         let cases = [
             (Method::GET, "/v1/models", "Missing model name in request."),
             (Method::GET, "/v1/models/", "Missing model name in request."),
-            (
-                Method::POST,
-                "/v1/models/m",
-                "Malformed request: POST /v1/models/m",
-            ),
-            (
-                Method::POST,
-                "/v1/models/m:explode",
-                "Malformed request: POST /v1/models/m:explode",
-            ),
+            (Method::POST, "/v1/models/m", "Malformed request: POST /v1/models/m"),
+            (Method::POST, "/v1/models/m:explode", "Malformed request: POST /v1/models/m:explode"),
             (
                 Method::GET,
                 "/v1/models/m/versions/abc",
                 "Malformed request: GET /v1/models/m/versions/abc",
             ),
-            (
-                Method::GET,
-                "/v1/models/m:predict",
-                "Malformed request: GET /v1/models/m:predict",
-            ),
-            (
-                Method::PUT,
-                "/v1/models/m",
-                "Malformed request: PUT /v1/models/m",
-            ),
+            (Method::GET, "/v1/models/m:predict", "Malformed request: GET /v1/models/m:predict"),
+            (Method::PUT, "/v1/models/m", "Malformed request: PUT /v1/models/m"),
             (Method::GET, "/v1/other", "Malformed request: GET /v1/other"),
             (
                 Method::GET,

@@ -33,10 +33,7 @@ fn bad(message: impl Into<String>) -> ServingError {
 /// Splits a predict body into its parts (TensorFlow Serving's checks).
 pub fn predict_body<'a>(body: &'a Json<'a>) -> Result<PredictBody<'a>, ServingError> {
     if !matches!(body, Json::Object(_)) {
-        return Err(bad(format!(
-            "Request body must be a JSON object, got {}",
-            body.kind()
-        )));
+        return Err(bad(format!("Request body must be a JSON object, got {}", body.kind())));
     }
     let signature_name = match body.get("signature_name") {
         None => String::new(),
@@ -53,11 +50,7 @@ pub fn predict_body<'a>(body: &'a Json<'a>) -> Result<PredictBody<'a>, ServingEr
         (Some(instances), None) => (Format::Row, instances),
         (None, Some(inputs)) => (Format::Columnar, inputs),
     };
-    Ok(PredictBody {
-        signature_name,
-        format,
-        payload,
-    })
+    Ok(PredictBody { signature_name, format, payload })
 }
 
 /// `{"b64": "..."}`: a binary string value.
@@ -136,9 +129,7 @@ fn columns_to_tensors(
     let single_named =
         signature.inputs.len() == 1 && inputs.get(&signature.inputs[0].alias).is_some();
     if is_named_object(inputs) && (signature.inputs.len() != 1 || single_named) {
-        let Json::Object(members) = inputs else {
-            unreachable!("checked above")
-        };
+        let Json::Object(members) = inputs else { unreachable!("checked above") };
         crate::serving::check_input_names(signature, members.iter().map(|(k, _)| k.as_ref()))?;
         return signature
             .inputs
@@ -154,11 +145,7 @@ fn columns_to_tensors(
             "inputs is a plain value/list, but expecting an object as multiple input tensors required as per tensorinfo_map",
         ));
     }
-    Ok(vec![tensor_from_json(
-        &signature.inputs[0],
-        &[inputs],
-        false,
-    )?])
+    Ok(vec![tensor_from_json(&signature.inputs[0], &[inputs], false)?])
 }
 
 /// The shape of nested arrays and their leaves in row-major order. Every
@@ -180,9 +167,7 @@ fn flatten<'v, 'a>(
             } else if shape[depth] != items.len() {
                 return Err("lists at the same depth have different lengths".into());
             }
-            items
-                .iter()
-                .try_for_each(|item| flatten(item, depth + 1, shape, leaves))
+            items.iter().try_for_each(|item| flatten(item, depth + 1, shape, leaves))
         }
         leaf => {
             if depth != shape.len() {
@@ -232,10 +217,7 @@ fn tensor_from_json(
 }
 
 fn type_error(leaf: &Json<'_>, dtype: DataType) -> ServingError {
-    let expected = dtype
-        .as_str_name()
-        .trim_start_matches("DT_")
-        .to_ascii_lowercase();
+    let expected = dtype.as_str_name().trim_start_matches("DT_").to_ascii_lowercase();
     bad(format!(
         "JSON Value: {} Type: {} is not of expected type: {expected}",
         leaf.preview(),
@@ -288,15 +270,13 @@ fn convert_leaves(
 ) -> Result<Tensor, ServingError> {
     let dt = spec.dtype;
     Ok(match dt {
-        DataType::DtFloat => tensor_from_vec(
-            shape,
-            collect(leaves, |l| float_of(l, dt).map(|v| v as f32))?,
-        ),
+        DataType::DtFloat => {
+            tensor_from_vec(shape, collect(leaves, |l| float_of(l, dt).map(|v| v as f32))?)
+        }
         DataType::DtDouble => tensor_from_vec(shape, collect(leaves, |l| float_of(l, dt))?),
-        DataType::DtHalf => tensor_from_vec(
-            shape,
-            collect(leaves, |l| float_of(l, dt).map(f16::from_f64))?,
-        ),
+        DataType::DtHalf => {
+            tensor_from_vec(shape, collect(leaves, |l| float_of(l, dt).map(f16::from_f64))?)
+        }
         DataType::DtInt8 => tensor_from_vec(shape, collect(leaves, |l| int_of::<i8>(l, dt))?),
         DataType::DtInt16 => tensor_from_vec(shape, collect(leaves, |l| int_of::<i16>(l, dt))?),
         DataType::DtInt32 => tensor_from_vec(shape, collect(leaves, |l| int_of::<i32>(l, dt))?),
@@ -354,9 +334,7 @@ fn write_region(
             format!("cannot encode output '{alias}': {e}"),
         )
     };
-    let view = tensor
-        .try_as_plain_ram()
-        .map_err(|e| internal(e.to_string()))?;
+    let view = tensor.try_as_plain_ram().map_err(|e| internal(e.to_string()))?;
     macro_rules! slice {
         ($t:ty) => {
             view.as_slice::<$t>().map_err(|e| internal(e.to_string()))?
@@ -409,9 +387,7 @@ fn write_region(
         }
         DatumType::Bool => {
             let v = slice!(bool);
-            nest(out, shape, offset, &|o, i| {
-                o.push_str(if v[i] { "true" } else { "false" })
-            });
+            nest(out, shape, offset, &|o, i| o.push_str(if v[i] { "true" } else { "false" }));
         }
         DatumType::String => {
             let v = slice!(String);
@@ -442,13 +418,7 @@ fn write_row(
     row: usize,
 ) -> Result<(), ServingError> {
     let inner = &tensor.shape()[1..];
-    write_region(
-        out,
-        alias,
-        tensor,
-        inner,
-        row * inner.iter().product::<usize>(),
-    )
+    write_region(out, alias, tensor, inner, row * inner.iter().product::<usize>())
 }
 
 /// The response body for `outputs` (alias, tensor) in the request's format.

@@ -5,10 +5,7 @@ use crate::Code;
 
 #[tokio::test]
 async fn a_failed_new_version_leaves_the_old_one_serving() {
-    let manager = manager_with(ManagerOptions {
-        max_num_load_retries: 2,
-        ..fast_options()
-    });
+    let manager = manager_with(ManagerOptions { max_num_load_retries: 2, ..fast_options() });
     aspire(&manager, "m", &[1]);
     reach(&manager, &id("m", 1), ManagerState::Available).await;
     manager.loader().fail_always(&id("m", 2));
@@ -20,29 +17,17 @@ async fn a_failed_new_version_leaves_the_old_one_serving() {
         .expect("ends");
     let error = end.state.health.expect_err("ended in error");
     assert_eq!(error.code, Code::DataLoss);
-    assert_eq!(
-        manager.loader().attempts(&id("m", 2)),
-        3,
-        "first attempt + 2 retries"
-    );
+    assert_eq!(manager.loader().attempts(&id("m", 2)), 3, "first attempt + 2 retries");
     assert_eq!(latest(&manager, "m"), Some(1));
     assert_eq!(
-        manager
-            .monitor()
-            .version_state(&id("m", 1))
-            .expect("known")
-            .state
-            .state,
+        manager.monitor().version_state(&id("m", 1)).expect("known").state.state,
         ManagerState::Available
     );
 }
 
 #[tokio::test]
 async fn retries_succeed_within_the_limit() {
-    let manager = manager_with(ManagerOptions {
-        max_num_load_retries: 3,
-        ..fast_options()
-    });
+    let manager = manager_with(ManagerOptions { max_num_load_retries: 3, ..fast_options() });
     manager.loader().fail_times(&id("m", 1), 3);
     aspire(&manager, "m", &[1]);
     reach(&manager, &id("m", 1), ManagerState::Available).await;
@@ -51,10 +36,7 @@ async fn retries_succeed_within_the_limit() {
 
 #[tokio::test]
 async fn zero_retries_means_a_single_attempt() {
-    let manager = manager_with(ManagerOptions {
-        max_num_load_retries: 0,
-        ..fast_options()
-    });
+    let manager = manager_with(ManagerOptions { max_num_load_retries: 0, ..fast_options() });
     manager.loader().fail_times(&id("m", 1), 1);
     aspire(&manager, "m", &[1]);
     let end = manager
@@ -68,10 +50,7 @@ async fn zero_retries_means_a_single_attempt() {
 
 #[tokio::test]
 async fn errored_versions_are_not_retried_until_they_disappear_and_come_back() {
-    let manager = manager_with(ManagerOptions {
-        max_num_load_retries: 0,
-        ..fast_options()
-    });
+    let manager = manager_with(ManagerOptions { max_num_load_retries: 0, ..fast_options() });
     manager.loader().fail_times(&id("m", 1), 1);
     aspire(&manager, "m", &[1]);
     manager
@@ -115,10 +94,7 @@ async fn un_aspiring_cancels_pending_retries() {
     aspire(&manager, "m", &[1]);
     reach(&manager, &id("m", 1), ManagerState::Loading).await;
     assert!(
-        manager
-            .loader()
-            .wait_for_attempts(&id("m", 1), 1, PATIENCE)
-            .await,
+        manager.loader().wait_for_attempts(&id("m", 1), 1, PATIENCE).await,
         "first attempt made"
     );
     aspire(&manager, "m", &[]);
@@ -154,10 +130,7 @@ async fn a_load_that_finishes_after_un_aspiring_is_discarded_as_cancelled() {
 
 #[tokio::test]
 async fn a_queued_load_is_cancelled_without_an_attempt() {
-    let manager = manager_with(ManagerOptions {
-        num_load_threads: 1,
-        ..fast_options()
-    });
+    let manager = manager_with(ManagerOptions { num_load_threads: 1, ..fast_options() });
     let gate = manager.loader().gate(&id("a", 1));
     aspire(&manager, "a", &[1]);
     reach(&manager, &id("a", 1), ManagerState::Loading).await;
@@ -181,15 +154,9 @@ async fn a_queued_load_is_cancelled_without_an_attempt() {
 
 #[tokio::test]
 async fn loads_respect_the_concurrency_limit() {
-    let manager = manager_with(ManagerOptions {
-        num_load_threads: 2,
-        ..fast_options()
-    });
+    let manager = manager_with(ManagerOptions { num_load_threads: 2, ..fast_options() });
     let models = ["a", "b", "c", "d"];
-    let gates: Vec<_> = models
-        .iter()
-        .map(|m| manager.loader().gate(&id(m, 1)))
-        .collect();
+    let gates: Vec<_> = models.iter().map(|m| manager.loader().gate(&id(m, 1))).collect();
     for m in models {
         aspire(&manager, m, &[1]);
     }
@@ -233,10 +200,7 @@ async fn loads_beyond_the_memory_limit_fail_with_resource_exhausted() {
         .expect("ends");
     let error = end.state.health.expect_err("refused");
     assert_eq!(error.code, Code::ResourceExhausted);
-    assert_eq!(
-        error.message,
-        "Insufficient resources to load servable {name: m version: 2}"
-    );
+    assert_eq!(error.message, "Insufficient resources to load servable {name: m version: 2}");
     assert_eq!(manager.loader().attempts(&id("m", 2)), 0);
     assert_eq!(latest(&manager, "m"), Some(1));
 

@@ -18,12 +18,8 @@ async fn swap_under_load(
     let missing = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::new();
     for _ in 0..8 {
-        let (map, stop, served, missing) = (
-            Arc::clone(manager.serving_map()),
-            stop.clone(),
-            served.clone(),
-            missing.clone(),
-        );
+        let (map, stop, served, missing) =
+            (Arc::clone(manager.serving_map()), stop.clone(), served.clone(), missing.clone());
         clients.push(tokio::spawn(async move {
             // Bounded: at most 2 million requests per task, or until stopped.
             for _ in 0..2_000_000u32 {
@@ -54,11 +50,7 @@ async fn swap_under_load(
     for client in clients {
         client.await.expect("client task");
     }
-    (
-        served.load(Ordering::Relaxed),
-        missing.load(Ordering::Relaxed),
-        manager,
-    )
+    (served.load(Ordering::Relaxed), missing.load(Ordering::Relaxed), manager)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -66,12 +58,7 @@ async fn availability_preserving_swaps_never_leave_the_model_missing() {
     let (served, missing, manager) =
         swap_under_load(TransitionPolicy::AvailabilityPreserving, 12).await;
     assert!(served > 0);
-    assert_eq!(
-        missing,
-        0,
-        "{missing} of {} requests found no version",
-        served + missing
-    );
+    assert_eq!(missing, 0, "{missing} of {} requests found no version", served + missing);
     assert!(manager.loader().peak_copies() <= 2);
 }
 

@@ -2,26 +2,16 @@ use super::*;
 use crate::rest::json::parse;
 
 fn spec(alias: &str, dtype: DataType, shape: &[i64]) -> TensorSpec {
-    TensorSpec {
-        alias: alias.into(),
-        dtype,
-        shape: shape.to_vec(),
-    }
+    TensorSpec { alias: alias.into(), dtype, shape: shape.to_vec() }
 }
 
 fn one_input(dtype: DataType, shape: &[i64]) -> Signature {
-    Signature {
-        inputs: vec![spec("x", dtype, shape)],
-        outputs: vec![spec("y", dtype, shape)],
-    }
+    Signature { inputs: vec![spec("x", dtype, shape)], outputs: vec![spec("y", dtype, shape)] }
 }
 
 fn two_inputs() -> Signature {
     Signature {
-        inputs: vec![
-            spec("a", DataType::DtFloat, &[-1, 2]),
-            spec("b", DataType::DtInt64, &[-1]),
-        ],
+        inputs: vec![spec("a", DataType::DtFloat, &[-1, 2]), spec("b", DataType::DtInt64, &[-1])],
         outputs: vec![],
     }
 }
@@ -33,11 +23,7 @@ fn tensors(signature: &Signature, body: &str) -> Result<Vec<Tensor>, ServingErro
 }
 
 fn f32s(t: &Tensor) -> Vec<f32> {
-    t.try_as_plain_ram()
-        .expect("plain")
-        .as_slice::<f32>()
-        .expect("f32")
-        .to_vec()
+    t.try_as_plain_ram().expect("plain").as_slice::<f32>().expect("f32").to_vec()
 }
 
 #[test]
@@ -55,36 +41,22 @@ fn row_format_stacks_instances() {
 
 #[test]
 fn row_format_with_several_inputs() {
-    let t = tensors(
-        &two_inputs(),
-        r#"{"instances": [{"a": [1, 2], "b": 7}, {"b": 8, "a": [3, 4]}]}"#,
-    )
-    .expect("ok");
+    let t =
+        tensors(&two_inputs(), r#"{"instances": [{"a": [1, 2], "b": 7}, {"b": 8, "a": [3, 4]}]}"#)
+            .expect("ok");
     assert_eq!(t[0].shape(), &[2, 2]);
     assert_eq!(f32s(&t[0]), vec![1.0, 2.0, 3.0, 4.0]);
-    assert_eq!(
-        t[1].try_as_plain_ram()
-            .expect("plain")
-            .as_slice::<i64>()
-            .expect("i64"),
-        &[7, 8]
-    );
+    assert_eq!(t[1].try_as_plain_ram().expect("plain").as_slice::<i64>().expect("i64"), &[7, 8]);
 }
 
 #[test]
 fn columnar_format() {
-    let t = tensors(
-        &two_inputs(),
-        r#"{"inputs": {"a": [[1, 2]], "b": [5, 6, 7]}}"#,
-    )
-    .expect("ok");
+    let t = tensors(&two_inputs(), r#"{"inputs": {"a": [[1, 2]], "b": [5, 6, 7]}}"#).expect("ok");
     assert_eq!(t[0].shape(), &[1, 2]);
     assert_eq!(t[1].shape(), &[3], "dim 0 may differ between inputs");
-    let t = tensors(
-        &one_input(DataType::DtFloat, &[-1, 2]),
-        r#"{"inputs": [[1, 2], [3, 4], [5, 6]]}"#,
-    )
-    .expect("ok");
+    let t =
+        tensors(&one_input(DataType::DtFloat, &[-1, 2]), r#"{"inputs": [[1, 2], [3, 4], [5, 6]]}"#)
+            .expect("ok");
     assert_eq!(t[0].shape(), &[3, 2]);
 }
 
@@ -92,28 +64,16 @@ fn columnar_format() {
 fn strings_and_b64() {
     let sig = one_input(DataType::DtString, &[-1]);
     let t = tensors(&sig, r#"{"instances": ["plain", {"b64": "aGVsbG8="}]}"#).expect("ok");
-    let v = t[0]
-        .try_as_plain_ram()
-        .expect("plain")
-        .as_slice::<String>()
-        .expect("strings")
-        .to_vec();
+    let v = t[0].try_as_plain_ram().expect("plain").as_slice::<String>().expect("strings").to_vec();
     assert_eq!(v, vec!["plain".to_owned(), "hello".to_owned()]);
 }
 
 #[test]
 fn int64_values_are_exact() {
     let sig = one_input(DataType::DtInt64, &[-1]);
-    let t = tensors(
-        &sig,
-        r#"{"inputs": [9007199254740993, -9223372036854775808]}"#,
-    )
-    .expect("ok");
+    let t = tensors(&sig, r#"{"inputs": [9007199254740993, -9223372036854775808]}"#).expect("ok");
     assert_eq!(
-        t[0].try_as_plain_ram()
-            .expect("plain")
-            .as_slice::<i64>()
-            .expect("i64"),
+        t[0].try_as_plain_ram().expect("plain").as_slice::<i64>().expect("i64"),
         &[9_007_199_254_740_993, i64::MIN]
     );
 }
@@ -126,18 +86,12 @@ fn request_errors_match_upstream() {
             r#"{"instances": [[1, 2]], "inputs": [[1, 2]]}"#,
             "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist",
         ),
-        (
-            r#"{"signature_name": "serving_default"}"#,
-            "Missing 'inputs' or 'instances' key",
-        ),
+        (r#"{"signature_name": "serving_default"}"#, "Missing 'inputs' or 'instances' key"),
         (
             r#"{"signature_name": 5, "instances": [[1, 2]]}"#,
             "Expecting 'signature_name' to be a string",
         ),
-        (
-            r#"{"instances": 5}"#,
-            "Expecting 'instances' to be an list/array",
-        ),
+        (r#"{"instances": 5}"#, "Expecting 'instances' to be an list/array"),
         (r#"{"instances": []}"#, "'instances' is an empty list/array"),
         (
             r#"{"instances": [[1, 2], [3]]}"#,
@@ -164,15 +118,11 @@ fn request_errors_match_upstream() {
     }
     let int = one_input(DataType::DtInt32, &[-1]);
     assert_eq!(
-        tensors(&int, r#"{"inputs": [1.5]}"#)
-            .expect_err("fraction")
-            .message,
+        tensors(&int, r#"{"inputs": [1.5]}"#).expect_err("fraction").message,
         "JSON Value: 1.5 Type: Number is not of expected type: int32"
     );
     assert_eq!(
-        tensors(&two_inputs(), r#"{"instances": [[1, 2]]}"#)
-            .expect_err("plain list")
-            .message,
+        tensors(&two_inputs(), r#"{"instances": [[1, 2]]}"#).expect_err("plain list").message,
         "instances is a plain list, but expecting list of objects as multiple input tensors required as per tensorinfo_map"
     );
     assert!(
@@ -214,9 +164,7 @@ fn responses_in_both_formats() {
         ("z".to_owned(), tensor_f32(&[3], vec![0.0; 3])),
     ];
     assert_eq!(
-        response_body(Format::Row, &uneven)
-            .expect_err("uneven")
-            .message,
+        response_body(Format::Row, &uneven).expect_err("uneven").message,
         "Tensor name: z has inconsistent batch size: 3 expecting: 2"
     );
 }
