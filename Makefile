@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: help build test lint fmt check-deps ci demo models bench
+.PHONY: help build test lint fmt check-deps ci demo models bench testenv dev-cluster
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -10,7 +10,14 @@ help: ## List targets
 build: ## Build every crate
 	$(CARGO) build --workspace --all-targets
 
-test: check-deps ## Run every test (unit, scenario, wire contract, end-to-end)
+testenv: ## Install etcd and build kube-apiserver/-controller-manager from Debian's source (cached in ~/.cache/versa)
+	./tests/testenv/install.sh
+
+dev-cluster: testenv ## Start a local control plane + process kubelet and print its kubeconfig
+	$(CARGO) build -p versa-server -p versa-testenv --bins
+	$(CARGO) run -q -p versa-testenv --bin versa-dev-cluster
+
+test: testenv check-deps ## Run every test (unit, scenario, wire contract, end-to-end, Kubernetes)
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --profile ci
 	$(CARGO) test --workspace --doc

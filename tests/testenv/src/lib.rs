@@ -1,0 +1,39 @@
+//! A real Kubernetes control plane for Versa's tests, and a process kubelet.
+//!
+//! [`TestCluster`] starts etcd, kube-apiserver and kube-controller-manager
+//! (built by `tests/testenv/install.sh` from Debian's source package) on free
+//! loopback ports with their own certificates, token and data directory, and
+//! tears everything down on drop — also when a test panics.
+//!
+//! [`ProcessKubelet`] stands in for kubelet + container runtime: it binds
+//! Pods to its Node, starts the real process an image maps to on a loopback
+//! address of the Pod's own (127.0.0.2, 127.0.0.3, …), reports the Pod's
+//! status (Running, podIP, readiness from the readiness probe, restarts),
+//! restarts crashed processes and stops them gracefully when Pods go.
+//! Nothing here ever dials a Service ClusterIP or a non-loopback address.
+
+mod certs;
+mod cluster;
+pub mod kubelet;
+mod process;
+
+pub use cluster::{ClusterOptions, TestCluster, k8s_bin_dir};
+pub use kubelet::{ImageMapping, KubeletOptions, ProcessKubelet};
+pub use process::ChildProcess;
+
+/// Kubernetes version of the test control plane.
+pub const K8S_VERSION: &str = "1.20.2";
+
+/// A binary built in this workspace's target directory (next to the running
+/// test executable's `deps/`), e.g. `versa-server`.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current executable");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target profile dir");
+    let bin = profile_dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace --bins` first (make test does)",
+        bin.display()
+    );
+    bin
+}
