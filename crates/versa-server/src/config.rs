@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 use versa_core::{TransitionPolicy, VersionPolicy};
 use versa_proto::serving::{
-    ModelConfig, ModelConfigList, ModelServerConfig, ModelType,
+    ModelConfig, ModelConfigList, ModelServerConfig, ModelType, VersaTransitionPolicy,
     file_system_storage_path_source_config::servable_version_policy::PolicyChoice,
     model_server_config,
 };
@@ -295,7 +295,15 @@ pub fn validate(
             policy: policy_of(model),
             labels,
             traffic,
-            transition: default_transition,
+            transition: match VersaTransitionPolicy::try_from(model.transition_policy) {
+                Ok(VersaTransitionPolicy::AvailabilityPreserving) => {
+                    TransitionPolicy::AvailabilityPreserving
+                }
+                Ok(VersaTransitionPolicy::ResourcePreserving) => {
+                    TransitionPolicy::ResourcePreserving
+                }
+                _ => default_transition,
+            },
         });
     }
     Ok(ServingConfig { models })

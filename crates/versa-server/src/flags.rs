@@ -136,6 +136,10 @@ pub struct Flags {
     /// Batch sizes per model version with a concretely-optimised plan.
     #[arg(long = "plan_cache_size", default_value_t = 8)]
     pub plan_cache_size: usize,
+    /// File holding a bearer token that every ModelService call (status,
+    /// reload) must present as `authorization: Bearer <token>`; empty: open.
+    #[arg(long = "model_service_token_file", default_value = "")]
+    pub model_service_token_file: String,
     /// Refuse loads beyond this many bytes of models in total (0: unlimited).
     #[arg(long = "total_model_memory_limit_bytes", default_value_t = 0)]
     pub total_model_memory_limit_bytes: u64,

@@ -147,6 +147,43 @@ impl Serving {
     }
 }
 
+/// Guards ModelService (status and reloads): with a token configured, every
+/// call must carry `authorization: Bearer <token>`, else UNAUTHENTICATED.
+#[derive(Debug, Clone)]
+pub struct BearerToken {
+    expected: Option<std::sync::Arc<str>>,
+}
+
+impl BearerToken {
+    pub fn new(token: Option<String>) -> Self {
+        Self { expected: token.map(Into::into) }
+    }
+}
+
+/// Compares in time independent of where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.expected else { return Ok(request) };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if same_secret(presented.as_bytes(), expected.as_bytes()) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated(
+                "ModelService requires a valid bearer token (authorization: Bearer <token>)",
+            ))
+        }
+    }
+}
+
 /// Metric names as the reload API takes them (`/tensorflow/cc/...`) map to
 /// exposition names by replacing every character outside `[a-zA-Z0-9_]`.
 pub fn exposition_name(name: &str) -> String {
@@ -225,6 +262,24 @@ mod tests {
         assert!(left <= Duration::from_millis(250) && left > Duration::from_millis(200));
         request.metadata_mut().insert("grpc-timeout", "bogus".parse().expect("ascii"));
         assert!(deadline_of(&request).is_none());
+    }
+
+    #[test]
+    fn bearer_token_guard() {
+        use tonic::service::Interceptor as _;
+        let mut open = BearerToken::new(None);
+        assert!(open.call(Request::new(())).is_ok());
+        let mut guarded = BearerToken::new(Some("s3cret".into()));
+        assert_eq!(
+            guarded.call(Request::new(())).expect_err("no token").code(),
+            tonic::Code::Unauthenticated
+        );
+        let mut wrong = Request::new(());
+        wrong.metadata_mut().insert("authorization", "Bearer nope".parse().expect("ascii"));
+        assert!(guarded.call(wrong).is_err());
+        let mut right = Request::new(());
+        right.metadata_mut().insert("authorization", "Bearer s3cret".parse().expect("ascii"));
+        assert!(guarded.call(right).is_ok());
     }
 
     #[test]

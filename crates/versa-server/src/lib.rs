@@ -44,6 +44,8 @@ pub struct Startup {
     pub flags: Flags,
     pub config: ModelServerConfig,
     pub monitoring_path: Option<String>,
+    /// Bearer token ModelService calls must carry (`--model_service_token_file`).
+    pub model_service_token: Option<String>,
 }
 
 /// Reads and validates flags and files. No port is bound yet.
@@ -76,7 +78,22 @@ pub fn prepare(flags: Flags) -> anyhow::Result<Startup> {
             if p.path.is_empty() { "/monitoring/prometheus/metrics".to_owned() } else { p.path }
         })
     };
-    Ok(Startup { flags, config, monitoring_path })
+    let model_service_token = if flags.model_service_token_file.is_empty() {
+        None
+    } else {
+        let path = PathBuf::from(&flags.model_service_token_file);
+        let token = std::fs::read_to_string(&path).with_context(|| {
+            format!("cannot read --model_service_token_file {}", path.display())
+        })?;
+        let token = token.trim().to_owned();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "--model_service_token_file {} is empty",
+            path.display()
+        );
+        Some(token)
+    };
+    Ok(Startup { flags, config, monitoring_path, model_service_token })
 }
 
 /// The same config with every label (and so every traffic split) removed:
@@ -275,11 +292,12 @@ pub async fn serve(
                     .max_decoding_message_size(i32::MAX as usize)
                     .max_encoding_message_size(i32::MAX as usize),
             )
-            .add_service(
+            .add_service(tonic::service::interceptor::InterceptedService::new(
                 ModelServiceServer::new(serving.clone())
                     .max_decoding_message_size(i32::MAX as usize)
                     .max_encoding_message_size(i32::MAX as usize),
-            );
+                grpc::BearerToken::new(startup.model_service_token.clone()),
+            ));
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let stop = stopped();

@@ -404,3 +404,38 @@ async fn reload_of_a_model_without_versions_is_bounded_by_the_client_deadline() 
     assert!(started.elapsed() < Duration::from_secs(10), "bounded by the deadline");
     assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
 }
+
+#[tokio::test]
+async fn model_service_requires_the_bearer_token_when_configured() {
+    let token_dir = tempfile::tempdir().expect("tempdir");
+    let token_file = token_dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").expect("write");
+    let f = start(&[&format!("--model_service_token_file={}", token_file.display())]);
+    let mut models = f.server.model_client().await;
+    let status = || GetModelStatusRequest { model_spec: Some(spec("versioned", Choice::Latest)) };
+    let refused = models.get_model_status(status()).await.expect_err("no token");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let root = f.root.path().display().to_string();
+    let refused = models
+        .handle_reload_config_request(reload(&list(&[model(
+            "versioned",
+            &format!("{root}/versioned"),
+            "all {}",
+            &[],
+        )])))
+        .await
+        .expect_err("no token");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let mut wrong = tonic::Request::new(status());
+    wrong.metadata_mut().insert("authorization", "Bearer guess".parse().expect("ascii"));
+    assert_eq!(
+        models.get_model_status(wrong).await.expect_err("wrong token").code(),
+        Code::Unauthenticated
+    );
+    let mut right = tonic::Request::new(status());
+    right.metadata_mut().insert("authorization", "Bearer s3cret-token".parse().expect("ascii"));
+    models.get_model_status(right).await.expect("with the token");
+    // Predictions are not guarded.
+    let mut predict = f.server.prediction_client().await;
+    predict.predict(versioned_request("versioned", Choice::Latest)).await.expect("predict");
+}

@@ -219,3 +219,16 @@ fn traffic_splits_are_read_and_checked() {
     .expect("text");
     assert_eq!(yaml, from_text);
 }
+
+#[test]
+fn transition_policy_per_model_overrides_the_default() {
+    let config = validated(
+        r#"model_config_list {
+            config { name: "a" base_path: "/a" model_platform: "onnx" transition_policy: RESOURCE_PRESERVING }
+            config { name: "b" base_path: "/b" model_platform: "onnx" }
+        }"#,
+    )
+    .expect("valid");
+    assert_eq!(config.models[0].transition, TransitionPolicy::ResourcePreserving);
+    assert_eq!(config.models[1].transition, TransitionPolicy::AvailabilityPreserving);
+}
