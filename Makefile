@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: help build test lint fmt check-deps ci demo models bench testenv dev-cluster
+.PHONY: help build test lint fmt check-deps ci demo models bench testenv dev-cluster generate check-generated
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -21,6 +21,12 @@ test: testenv check-deps ## Run every test (unit, scenario, wire contract, end-t
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --profile ci
 	$(CARGO) test --workspace --doc
+
+generate: ## Write generated artefacts (crds/)
+	$(CARGO) run -q -p versa-crd --bin crdgen > crds/modeldeployments.serving.versa.dev.yaml
+
+check-generated: generate ## Fail when crds/ is stale
+	git diff --exit-code crds/
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all --check
@@ -43,4 +49,4 @@ bench: ## Benchmark versa-server against raw in-process tract (not part of the t
 	$(CARGO) run -q --release -p versa-bench -- --concurrency 1 --requests 5000
 	$(CARGO) run -q --release -p versa-bench -- --concurrency 16 --requests 20000
 
-ci: lint test ## What .ci/run runs
+ci: lint check-generated test ## What .ci/run runs
