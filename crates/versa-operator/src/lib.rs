@@ -2,5 +2,11 @@
 //! validate → plan (pure) → apply (owned resources, per-Pod config reloads) →
 //! status.
 
+pub mod controller;
+pub mod leader;
+pub mod metrics;
 pub mod plan;
+pub mod resources;
+pub mod sidecar;
+pub mod status;
 pub mod validate;

@@ -201,12 +201,16 @@ fn config_list(configs: Vec<ModelConfig>) -> ModelServerConfig {
     }
 }
 
-/// Keeps only labels whose version is AVAILABLE on the Pod, and drops the
-/// weights if any of their labels went (a split must stay whole).
+/// Keeps only labels whose version is AVAILABLE on the Pod.
 fn routing_for_pod(routing: &Routing, on_pod: Option<&BTreeMap<i64, VersionState>>) -> Routing {
-    let available = |v: &i64| on_pod.and_then(|m| m.get(v)) == Some(&VersionState::Available);
+    keep_labels_where(routing, |v| on_pod.and_then(|m| m.get(&v)) == Some(&VersionState::Available))
+}
+
+/// Keeps only labels whose version passes `keep`; the weights go whole if
+/// any of their labels went (a split must stay whole).
+fn keep_labels_where(routing: &Routing, keep: impl Fn(i64) -> bool) -> Routing {
     let labels: BTreeMap<String, i64> =
-        routing.labels.iter().filter(|(_, v)| available(v)).map(|(k, v)| (k.clone(), *v)).collect();
+        routing.labels.iter().filter(|(_, v)| keep(**v)).map(|(k, v)| (k.clone(), *v)).collect();
     let traffic = if routing.traffic.keys().all(|l| labels.contains_key(l)) {
         routing.traffic.clone()
     } else {
@@ -264,9 +268,12 @@ fn decide(
     if let Versions::Specific(v) = &wanted {
         required.extend(v.iter().copied());
     }
-    // Versions kept while loading: the wanted ones plus what labels in force point at.
+    // Versions kept while loading: the wanted ones plus what labels in force
+    // point at — except under ResourcePreserving, whose point is never to
+    // hold both: there the old versions go first and their labels with them.
+    let resource_preserving = model.transition == Transition::ResourcePreserving;
     let loading_versions = match &wanted {
-        Versions::Specific(v) => Versions::Specific(
+        Versions::Specific(v) if !resource_preserving => Versions::Specific(
             v.iter()
                 .copied()
                 .chain(in_force.labels.values().copied())
@@ -274,6 +281,10 @@ fn decide(
                 .collect(),
         ),
         other => other.clone(),
+    };
+    let in_force = &match (&wanted, resource_preserving) {
+        (Versions::Specific(v), true) => keep_labels_where(in_force, |x| v.contains(&x)),
+        _ => in_force.clone(),
     };
 
     // A required version that failed anywhere stops the rollout.

@@ -37,3 +37,71 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/versa_descriptor.bin"));
 
 pub use tensorflow::serving;
+
+/// Protobuf text format — the syntax of TensorFlow Serving's config files —
+/// for the messages compiled here.
+pub mod text_format {
+    use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+    use std::sync::LazyLock;
+
+    static DESCRIPTORS: LazyLock<DescriptorPool> = LazyLock::new(|| {
+        DescriptorPool::decode(crate::FILE_DESCRIPTOR_SET)
+            .expect("the embedded descriptor set is valid")
+    });
+
+    /// The descriptor of a message compiled into versa-proto, by full name
+    /// (`tensorflow.serving.ModelServerConfig`).
+    pub fn descriptor(full_name: &str) -> MessageDescriptor {
+        DESCRIPTORS.get_message_by_name(full_name).expect("message compiled into versa-proto")
+    }
+
+    /// Parses a message of type `M` from protobuf text format.
+    pub fn parse_text<M: prost::Message + Default>(
+        full_name: &str,
+        text: &str,
+    ) -> Result<M, String> {
+        let message = DynamicMessage::parse_text_format(descriptor(full_name), text)
+            .map_err(|e| e.to_string())?;
+        message.transcode_to::<M>().map_err(|e| e.to_string())
+    }
+
+    /// Prints a message in protobuf text format, one field per line.
+    pub fn to_text<M: prost::Message>(full_name: &str, message: &M) -> String {
+        let mut dynamic = DynamicMessage::new(descriptor(full_name));
+        dynamic
+            .transcode_from(message)
+            .expect("a message of the named type transcodes into its own descriptor");
+        dynamic.to_text_format_with_options(
+            &prost_reflect::text_format::FormatOptions::new().pretty(true),
+        )
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::serving::{
+            ModelConfig, ModelConfigList, ModelServerConfig, model_server_config,
+        };
+
+        #[test]
+        fn text_round_trips() {
+            let config = ModelServerConfig {
+                config: Some(model_server_config::Config::ModelConfigList(ModelConfigList {
+                    config: vec![ModelConfig {
+                        name: "fraud".into(),
+                        base_path: "/models/fraud".into(),
+                        model_platform: "onnx".into(),
+                        version_labels: [("stable".to_owned(), 41)].into_iter().collect(),
+                        traffic_split: [("stable".to_owned(), 100)].into_iter().collect(),
+                        ..ModelConfig::default()
+                    }],
+                })),
+            };
+            let text = to_text("tensorflow.serving.ModelServerConfig", &config);
+            assert!(text.contains("name: \"fraud\""), "{text}");
+            let back: ModelServerConfig =
+                parse_text("tensorflow.serving.ModelServerConfig", &text).expect("parses");
+            assert_eq!(back, config);
+        }
+    }
+}

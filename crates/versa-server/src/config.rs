@@ -3,10 +3,9 @@
 //! [`ServingConfig`] the server applies.
 
 use crate::error::ServingError;
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+use prost_reflect::DynamicMessage;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
 use versa_core::{TransitionPolicy, VersionPolicy};
 use versa_proto::serving::{
     ModelConfig, ModelConfigList, ModelServerConfig, ModelType, VersaTransitionPolicy,
@@ -17,10 +16,7 @@ use versa_proto::serving::{
 /// The only platform versa-server serves.
 pub const ONNX_PLATFORM: &str = "onnx";
 
-static DESCRIPTORS: LazyLock<DescriptorPool> = LazyLock::new(|| {
-    DescriptorPool::decode(versa_proto::FILE_DESCRIPTOR_SET)
-        .expect("the embedded descriptor set is valid")
-});
+pub use versa_proto::text_format::{descriptor, parse_text};
 
 /// A config file that could not be read or parsed.
 #[derive(Debug, thiserror::Error)]
@@ -31,18 +27,6 @@ pub enum ConfigError {
     Text { path: PathBuf, reason: String },
     #[error("{path}: invalid YAML config: {reason}")]
     Yaml { path: PathBuf, reason: String },
-}
-
-/// The descriptor of a message compiled into versa-proto.
-pub fn descriptor(full_name: &str) -> MessageDescriptor {
-    DESCRIPTORS.get_message_by_name(full_name).expect("message compiled into versa-proto")
-}
-
-/// Parses a message of type `M` from protobuf text format.
-pub fn parse_text<M: prost::Message + Default>(full_name: &str, text: &str) -> Result<M, String> {
-    let message = DynamicMessage::parse_text_format(descriptor(full_name), text)
-        .map_err(|e| e.to_string())?;
-    message.transcode_to::<M>().map_err(|e| e.to_string())
 }
 
 /// Parses a message of type `M` from YAML written like its proto3 JSON form

@@ -67,7 +67,24 @@ struct Running {
 struct State {
     /// By Pod UID.
     running: HashMap<String, Running>,
+    /// Second and third octets of this kubelet's 127.a.b.0/24: unique per
+    /// process and instance, so tests running side by side never share an
+    /// address (every Pod uses the same container ports).
+    subnet: (u8, u8),
     next_ip: u8,
+}
+
+/// A /24 inside 127.0.0.0/8 for one kubelet: from the process id and a
+/// per-process counter.
+fn subnet() -> (u8, u8) {
+    static INSTANCES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let instance = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let n = (std::process::id().wrapping_mul(31).wrapping_add(instance.wrapping_mul(7919)))
+        % (255 * 256);
+    // Skip 127.0.0.0/24, where tests bind 127.0.0.1.
+    let n = n + 1;
+    let [_, _, a, b] = n.to_be_bytes();
+    (a, b)
 }
 
 /// Runs Pods as local processes. Dropping it stops every process it started.
@@ -102,7 +119,8 @@ impl ProcessKubelet {
     pub async fn start(client: kube::Client, options: KubeletOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(options.workdir.join("logs"))?;
         register_node(&client, &options.node_name).await?;
-        let state = Arc::new(Mutex::new(State { next_ip: 2, ..State::default() }));
+        let state =
+            Arc::new(Mutex::new(State { next_ip: 2, subnet: subnet(), ..State::default() }));
         let pods: Api<Pod> = Api::all(client.clone());
         let (reader, writer) = reflector::store();
         let stream = watcher(pods, watcher::Config::default())
@@ -378,7 +396,7 @@ async fn reconcile(
 fn allocate_ip(state: &mut State) -> Ipv4Addr {
     let in_use: Vec<Ipv4Addr> = state.running.values().map(|r| r.ip).collect();
     loop {
-        let candidate = Ipv4Addr::new(127, 0, 0, state.next_ip);
+        let candidate = Ipv4Addr::new(127, state.subnet.0, state.subnet.1, state.next_ip);
         state.next_ip = if state.next_ip >= 254 { 2 } else { state.next_ip + 1 };
         if !in_use.contains(&candidate) {
             return candidate;
@@ -599,9 +617,12 @@ mod tests {
 
     #[test]
     fn addresses_are_unique_while_in_use() {
-        let mut state = State { next_ip: 254, ..State::default() };
+        let mut state = State { next_ip: 254, subnet: (3, 4), ..State::default() };
         let a = allocate_ip(&mut state);
         let b = allocate_ip(&mut state);
-        assert_eq!((a, b), (Ipv4Addr::new(127, 0, 0, 254), Ipv4Addr::new(127, 0, 0, 2)));
+        assert_eq!((a, b), (Ipv4Addr::new(127, 3, 4, 254), Ipv4Addr::new(127, 3, 4, 2)));
+        let (x, y) = (subnet(), subnet());
+        assert_ne!(x, y, "two kubelets of one process get different subnets");
+        assert_ne!(x, (0, 0));
     }
 }

@@ -356,3 +356,24 @@ fn configs_carry_platform_transition_and_base_path() {
     assert_eq!(config.transition_policy, VersaTransitionPolicy::ResourcePreserving as i32);
     assert_eq!(p.models[0].phase, Phase::Ready, "nothing to load or label");
 }
+
+#[test]
+fn resource_preserving_never_holds_old_and_new_together() {
+    let spec = spec(
+        "[{name: fraud, basePath: /models/fraud, transition: ResourcePreserving, versionPolicy: {specific: {versions: [42]}}, labels: {stable: 42}}]",
+    );
+    let before = routing(&[("stable", 41)], &[]);
+    // Old version still up: the config already serves only the new one, and
+    // the label on the old one is dropped rather than left dangling.
+    let old = pods("[{name: p1, models: {fraud: {41: Available}}}]");
+    let p = plan(&spec, &old, &previous(Phase::Ready, now(), before.clone()), now());
+    assert_eq!(p.models[0].phase, Phase::LoadingVersions);
+    assert_eq!(versions_of(&p.boot_config), vec![42]);
+    assert!(model_config_of(&p.pod_configs["p1"]).version_labels.is_empty());
+    assert!(p.models[0].in_force_if_accepted.labels.is_empty());
+    // New one loaded: the label moves to it.
+    let new = pods("[{name: p1, models: {fraud: {41: Ended, 42: Available}}}]");
+    let p = plan(&spec, &new, &previous(Phase::LoadingVersions, now(), Routing::default()), now());
+    assert_eq!(p.models[0].phase, Phase::MovingLabels);
+    assert_eq!(model_config_of(&p.pod_configs["p1"]).version_labels["stable"], 42);
+}
