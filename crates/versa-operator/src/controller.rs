@@ -176,12 +176,6 @@ async fn reconcile_in(md: &ModelDeployment, ctx: &Context, namespace: &str) -> R
     let names = Names::of(&name);
     let token = ensure_token(client, md, namespace, &names).await?;
     let ssa = PatchParams::apply(FIELD_MANAGER).force();
-    Api::<Deployment>::namespaced(client.clone(), namespace)
-        .patch(&names.deployment, &ssa, &Patch::Apply(with_kind(resources::deployment(md))))
-        .await?;
-    Api::<Service>::namespaced(client.clone(), namespace)
-        .patch(&names.service, &ssa, &Patch::Apply(with_kind(resources::service(md))))
-        .await?;
 
     // Observe the Pods and their sidecars.
     let pods = Api::<Pod>::namespaced(client.clone(), namespace)
@@ -201,6 +195,13 @@ async fn reconcile_in(md: &ModelDeployment, ctx: &Context, namespace: &str) -> R
     let boot = text_format::to_text("tensorflow.serving.ModelServerConfig", &plan.boot_config);
     Api::<ConfigMap>::namespaced(client.clone(), namespace)
         .patch(&names.config_map, &ssa, &Patch::Apply(with_kind(resources::config_map(md, &boot))))
+        .await?;
+    // The Pods need the ConfigMap and the Secret, so the Deployment comes after them.
+    Api::<Deployment>::namespaced(client.clone(), namespace)
+        .patch(&names.deployment, &ssa, &Patch::Apply(with_kind(resources::deployment(md))))
+        .await?;
+    Api::<Service>::namespaced(client.clone(), namespace)
+        .patch(&names.service, &ssa, &Patch::Apply(with_kind(resources::service(md))))
         .await?;
     let pushed = push(ctx, &observed, &plan).await;
     let mut pod_errors: Vec<String> = observed.iter().filter_map(|o| o.error.clone()).collect();

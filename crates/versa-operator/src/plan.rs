@@ -269,15 +269,26 @@ fn decide(
         required.extend(v.iter().copied());
     }
     // Versions kept while loading: the wanted ones plus what labels in force
-    // point at — except under ResourcePreserving, whose point is never to
+    // point at and what the Pods serve now, so nothing goes before the
+    // unload phase — except under ResourcePreserving, whose point is never to
     // hold both: there the old versions go first and their labels with them.
     let resource_preserving = model.transition == Transition::ResourcePreserving;
+    let serving_now = ready.iter().flat_map(|pod| {
+        pod.models
+            .as_ref()
+            .and_then(|m| m.get(&model.name))
+            .into_iter()
+            .flatten()
+            .filter(|(_, s)| **s == VersionState::Available)
+            .map(|(v, _)| *v)
+    });
     let loading_versions = match &wanted {
         Versions::Specific(v) if !resource_preserving => Versions::Specific(
             v.iter()
                 .copied()
                 .chain(in_force.labels.values().copied())
                 .chain(required.iter().copied())
+                .chain(serving_now)
                 .collect(),
         ),
         other => other.clone(),

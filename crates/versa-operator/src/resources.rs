@@ -124,11 +124,13 @@ pub fn deployment(md: &ModelDeployment) -> Deployment {
             ContainerPort {
                 name: Some("grpc".into()),
                 container_port: i32::from(GRPC_PORT),
+                protocol: Some("TCP".into()),
                 ..ContainerPort::default()
             },
             ContainerPort {
                 name: Some("http".into()),
                 container_port: i32::from(REST_PORT),
+                protocol: Some("TCP".into()),
                 ..ContainerPort::default()
             },
         ]),
@@ -201,6 +203,8 @@ pub fn service(md: &ModelDeployment) -> Service {
         name: Some(name.into()),
         port: i32::from(port),
         target_port: Some(IntOrString::String(name.into())),
+        // Server-side apply keys ports by (port, protocol): it must be set.
+        protocol: Some("TCP".into()),
         ..ServicePort::default()
     };
     Service {

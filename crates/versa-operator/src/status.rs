@@ -164,7 +164,15 @@ pub fn after_pass(
         return status;
     }
     if pod_errors.is_empty() {
-        set_condition(c, DEGRADED, false, "AsExpected", String::new(), g, now);
+        set_condition(
+            c,
+            DEGRADED,
+            false,
+            "AsExpected",
+            "every wanted version loads and every Pod answers".into(),
+            g,
+            now,
+        );
     } else {
         set_condition(c, DEGRADED, true, "SidecarUnreachable", pod_errors.join("; "), g, now);
     }

@@ -7,7 +7,7 @@
 //!
 //! [`ProcessKubelet`] stands in for kubelet + container runtime: it binds
 //! Pods to its Node, starts the real process an image maps to on a loopback
-//! address of the Pod's own (127.0.0.2, 127.0.0.3, …), reports the Pod's
+//! address of the Pod's own (127.a.b.2, 127.a.b.3, … in a /24 per kubelet), reports the Pod's
 //! status (Running, podIP, readiness from the readiness probe, restarts),
 //! restarts crashed processes and stops them gracefully when Pods go.
 //! Nothing here ever dials a Service ClusterIP or a non-loopback address.
@@ -16,6 +16,7 @@ mod certs;
 mod cluster;
 pub mod kubelet;
 mod process;
+pub mod versa;
 
 pub use cluster::{ClusterOptions, TestCluster, k8s_bin_dir};
 pub use kubelet::{ImageMapping, KubeletOptions, ProcessKubelet};

@@ -206,6 +206,7 @@ fn promotion_moves_labels_keeps_routed_labels_then_unloads() {
     let p = plan(&spec(PROMOTED), &both, &previous(Phase::MovingLabels, now(), moved), now());
     assert_eq!(p.models[0].phase, Phase::ShiftingTraffic);
     assert_eq!(p.models[0].routing, routing(&[("stable", 42)], &[]));
+    assert_eq!(versions_of(&p.boot_config), vec![41, 42], "nothing unloads before phase 4");
     // Then unload 41.
     let p = plan(
         &spec(PROMOTED),

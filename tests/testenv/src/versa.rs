@@ -1,0 +1,321 @@
+//! Versa on the test cluster: the ModelDeployment CRD installed, a process
+//! kubelet running `versa-server` Pods, the operator running as a real
+//! process with the cluster's kubeconfig, and a model repository on disk.
+//!
+//! ModelDeployments are applied with `kubectl apply`, as a user would.
+
+use crate::{
+    ChildProcess, ClusterOptions, ImageMapping, KubeletOptions, ProcessKubelet, TestCluster,
+};
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt as _;
+use kube::api::{Api, ListParams, PostParams};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use versa_crd::ModelDeployment;
+
+/// Namespace the tests use.
+pub const NAMESPACE: &str = "default";
+
+/// The whole stack on one test cluster. Dropping it stops everything.
+pub struct VersaEnv {
+    pub operators: Vec<ChildProcess>,
+    pub kubelet: ProcessKubelet,
+    pub client: kube::Client,
+    /// Model repository: `fraud/1..3` (`y = x + v`), `fraud/9` (corrupt).
+    pub models: tempfile::TempDir,
+    pub cluster: TestCluster,
+}
+
+impl std::fmt::Debug for VersaEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersaEnv")
+            .field("cluster", &self.cluster.server())
+            .field("models", &self.models.path())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options of the operator processes a test starts.
+#[derive(Debug, Clone)]
+pub struct OperatorOptions {
+    pub identity: String,
+    pub extra_args: Vec<String>,
+}
+
+impl VersaEnv {
+    /// Starts the cluster, installs the CRD, starts the kubelet and one
+    /// operator, and writes the model repository.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&["--resync_seconds=2"]).await
+    }
+
+    /// As [`VersaEnv::start`], with extra operator flags.
+    pub async fn start_with(operator_args: &[&str]) -> anyhow::Result<Self> {
+        let cluster = TestCluster::start(ClusterOptions::default()).await?;
+        let client = cluster.client().await?;
+        install_crd(&client).await?;
+        let kubelet = ProcessKubelet::start(
+            client.clone(),
+            KubeletOptions {
+                node_name: "process-kubelet".into(),
+                images: vec![ImageMapping {
+                    image: "versa-server".into(),
+                    binary: crate::workspace_binary("versa-server"),
+                    extra_args: vec!["--bind_address={pod_ip}".into()],
+                }],
+                workdir: cluster.dir().join("kubelet"),
+                interval: Duration::from_millis(200),
+                extra_env: vec![],
+            },
+        )
+        .await?;
+        let models = tempfile::Builder::new().prefix("versa-models-").tempdir()?;
+        let fraud = models.path().join("fraud");
+        for v in [1, 2, 3] {
+            versa_testmodels::write_version(&fraud, v, &versa_testmodels::versioned(v))?;
+        }
+        versa_testmodels::write_version(&fraud, 9, &versa_testmodels::corrupt())?;
+        let mut env = Self { operators: Vec::new(), kubelet, client, models, cluster };
+        let args: Vec<String> = operator_args.iter().map(|a| (*a).to_owned()).collect();
+        env.start_operator(OperatorOptions { identity: "operator-0".into(), extra_args: args })?;
+        Ok(env)
+    }
+
+    /// Starts one more operator process (leader election on, Lease in
+    /// [`NAMESPACE`]).
+    pub fn start_operator(&mut self, options: OperatorOptions) -> anyhow::Result<()> {
+        let mut command = Command::new(crate::workspace_binary("versa-operator"));
+        command
+            .env("KUBECONFIG", self.cluster.kubeconfig())
+            .env(
+                "RUST_LOG",
+                std::env::var("VERSA_OPERATOR_LOG")
+                    .unwrap_or_else(|_| "info,versa_operator=debug,kube=warn".into()),
+            )
+            .args([
+                "--metrics_address=127.0.0.1:0".to_owned(),
+                format!("--lease_namespace={NAMESPACE}"),
+                format!("--identity={}", options.identity),
+                "--progress_requeue_ms=200".to_owned(),
+                "--sidecar_timeout_ms=2000".to_owned(),
+            ])
+            .args(&options.extra_args);
+        let log = self.operator_log(&options.identity);
+        self.operators.push(ChildProcess::spawn(&options.identity, command, &log)?);
+        Ok(())
+    }
+
+    pub fn operator_log(&self, identity: &str) -> PathBuf {
+        self.cluster.dir().join("logs").join(format!("{identity}.log"))
+    }
+
+    /// The model repository's root: mounted into Pods at the same path, so
+    /// base paths mean the same inside and outside.
+    pub fn models_root(&self) -> &Path {
+        self.models.path()
+    }
+
+    /// A ModelDeployment manifest: `replicas` Pods of `versa-server` with
+    /// the model repository mounted, serving `models` (a YAML list in which
+    /// `ROOT` stands for [`VersaEnv::models_root`]).
+    pub fn manifest(&self, name: &str, replicas: i32, models: &str) -> String {
+        let root = self.models_root().display().to_string();
+        format!(
+            r#"apiVersion: serving.versa.dev/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: {name}
+  namespace: {NAMESPACE}
+spec:
+  replicas: {replicas}
+  server:
+    image: ghcr.io/versa-dev/versa-server:0.1.0
+    args: ["--max_num_load_retries=0", "--file_system_poll_wait_seconds=1"]
+    modelMountPath: {root}
+    modelVolume:
+      name: models
+      hostPath: {{path: {root}, type: Directory}}
+  rollout:
+    versionLoadTimeoutSeconds: 60
+  models: {models}
+"#,
+            models = models.replace("ROOT", &root)
+        )
+    }
+
+    /// `kubectl apply -f` of a manifest; returns the object's new generation.
+    pub async fn apply(&self, manifest: &str) -> anyhow::Result<i64> {
+        let file = self.cluster.dir().join("applied.yaml");
+        std::fs::write(&file, manifest)?;
+        let out = self.cluster.kubectl(&["apply", "-f", &file.display().to_string()])?;
+        if !out.status.success() {
+            bail!("kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let md: ModelDeployment = serde_yaml::from_str(manifest)?;
+        let name = md.metadata.name.context("manifest has a name")?;
+        Ok(self.get(&name).await?.metadata.generation.unwrap_or_default())
+    }
+
+    pub fn api(&self) -> Api<ModelDeployment> {
+        Api::namespaced(self.client.clone(), NAMESPACE)
+    }
+
+    pub async fn get(&self, name: &str) -> anyhow::Result<ModelDeployment> {
+        Ok(self.api().get(name).await?)
+    }
+
+    /// Polls the ModelDeployment until `done` holds; fails with its status
+    /// and the operator's log tail after `patience`.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        patience: Duration,
+        done: impl Fn(&ModelDeployment) -> bool,
+    ) -> anyhow::Result<ModelDeployment> {
+        let deadline = Instant::now() + patience;
+        loop {
+            let md = self.get(name).await?;
+            if done(&md) {
+                return Ok(md);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{name}: {what} not reached in {patience:?}; status: {}\noperator log tail:\n{}",
+                    serde_json::to_string_pretty(&md.status).unwrap_or_default(),
+                    self.operator_log_tail(15)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until generation `generation` is observed and `Ready` is True.
+    pub async fn wait_ready(&self, name: &str, generation: i64) -> anyhow::Result<ModelDeployment> {
+        self.wait_for(name, "Ready", Duration::from_secs(90), |md| {
+            md.status.as_ref().is_some_and(|s| {
+                s.observed_generation == Some(generation)
+                    && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+        .await
+    }
+
+    pub fn operator_log_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for op in &self.operators {
+            let text = std::fs::read_to_string(self.operator_log(op.name())).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            for line in &all[all.len().saturating_sub(lines)..] {
+                out.extend(line.chars().take(400));
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// The ModelDeployment's Pods that are not being deleted.
+    pub async fn pods(&self, name: &str) -> anyhow::Result<Vec<Pod>> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let selector = format!("versa.dev/model-deployment={name}");
+        Ok(pods
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect())
+    }
+
+    /// The loopback addresses of the ModelDeployment's Ready Pods.
+    pub async fn ready_ips(&self, name: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
+        Ok(self
+            .pods(name)
+            .await?
+            .iter()
+            .filter(|p| is_ready(p))
+            .filter_map(|p| p.status.as_ref()?.pod_ip.as_ref()?.parse().ok())
+            .collect())
+    }
+
+    /// The reload token the operator created for a ModelDeployment.
+    pub async fn reload_token(&self, name: &str) -> anyhow::Result<String> {
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), NAMESPACE);
+        let secret = secrets.get(&format!("{name}-reload-token")).await?;
+        let bytes = secret.data.and_then(|d| d.get("token").cloned()).context("token")?;
+        Ok(String::from_utf8(bytes.0)?)
+    }
+}
+
+/// Installs the generated CRD and waits until it is Established.
+pub async fn install_crd(client: &kube::Client) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = ModelDeployment::crd();
+    let name = crd.metadata.name.clone().context("CRD name")?;
+    crds.create(&PostParams::default(), &crd).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let crd = crds.get(&name).await?;
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+        if established {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("CRD {name} never became Established");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// What one REST predict answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// `x-versa-model-version`.
+    pub version: Option<i64>,
+    /// `x-versa-model-label`.
+    pub label: Option<String>,
+}
+
+/// REST predict of zeros on one Pod; `label` or `version` pick the target.
+pub async fn predict(
+    http: &reqwest::Client,
+    ip: Ipv4Addr,
+    model: &str,
+    target: Option<&str>,
+) -> anyhow::Result<Answer> {
+    let path = match target {
+        Some(t) => format!("/v1/models/{model}/{t}:predict"),
+        None => format!("/v1/models/{model}:predict"),
+    };
+    let response = http
+        .post(format!("http://{ip}:8501{path}"))
+        .timeout(Duration::from_secs(5))
+        .body(r#"{"instances": [[0, 0, 0, 0]]}"#)
+        .send()
+        .await?;
+    let header = |name: &str| {
+        response.headers().get(name).and_then(|v| v.to_str().ok()).map(ToOwned::to_owned)
+    };
+    Ok(Answer {
+        status: response.status().as_u16(),
+        version: header("x-versa-model-version").and_then(|v| v.parse().ok()),
+        label: header("x-versa-model-label"),
+    })
+}
