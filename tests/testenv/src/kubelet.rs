@@ -256,14 +256,21 @@ async fn reconcile(
                 "metadata": {"name": name, "namespace": namespace},
                 "target": {"apiVersion": "v1", "kind": "Node", "name": options.node_name},
             });
-            api.create_subresource::<_, serde_json::Value>(
-                "binding",
-                &name,
-                &PostParams::default(),
-                &binding,
-            )
-            .await
-            .context("binding")?;
+            let bound = api
+                .create_subresource::<_, serde_json::Value>(
+                    "binding",
+                    &name,
+                    &PostParams::default(),
+                    &binding,
+                )
+                .await;
+            match bound {
+                // Bound already: this pass saw the Pod before its last update.
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                other => {
+                    other.context("binding")?;
+                }
+            }
             return Ok(());
         }
         Some(node) if node == options.node_name => {}

@@ -283,6 +283,19 @@ async fn canary_promote_and_rollback_move_by_reloads_in_phases_without_restartin
     );
     serving(&http, &ips, "labels/stable", 1).await;
 
+    // What `kubectl get` shows: the printer columns.
+    let out = env.cluster.kubectl(&["get", "modeldeployments"]).expect("kubectl");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "MODEL", "STABLE", "CANARY", "CANARY%", "PHASE", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    // No canary after the rollback: those two columns are empty.
+    assert_eq!(row[..5], ["fraud", "3/3", "fraud", "1", "Ready"], "{table}");
+
     let (ok, failed, errors) = load.finish().await;
     eprintln!("unversioned requests during canary, promote, rollback: {ok} ok, {failed} failed");
     assert_eq!(failed, 0, "failed requests: {errors:?}");
@@ -481,4 +494,41 @@ async fn two_operators_one_leader_and_the_other_takes_over() {
     assert_ne!(holder(&lease).as_deref(), Some(leader.as_str()));
     assert_eq!(lease.spec.and_then(|s| s.lease_transitions), Some(1));
     eprintln!("failover and rollout: {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// Time from `kubectl apply` to every Pod serving a moved label, for 3 and
+/// 20 Pods. Printed for the record; bounded by the usual patience.
+#[tokio::test]
+async fn time_from_apply_to_every_pod_serving_the_new_label() {
+    init_tracing();
+    let env = VersaEnv::start().await.expect("env");
+    let http = reqwest::Client::new();
+    for (name, replicas) in [("small", 3), ("large", 20)] {
+        let started = Instant::now();
+        let g1 = env.apply(&env.manifest(name, replicas, STABLE_1)).await.expect("apply");
+        env.wait_ready(name, g1).await.expect("ready");
+        let boot = started.elapsed();
+        let ips = env.ready_ips(name).await.expect("ips");
+        assert_eq!(ips.len(), usize::try_from(replicas).expect("count"));
+
+        let started = Instant::now();
+        env.apply(&env.manifest(name, replicas, CANARY_2_AT_10)).await.expect("apply");
+        serving(&http, &ips, "labels/canary", 2).await;
+        let canary = started.elapsed();
+
+        let started = Instant::now();
+        let g3 = env.apply(&env.manifest(name, replicas, PROMOTED_2)).await.expect("apply");
+        serving(&http, &ips, "labels/stable", 2).await;
+        let promoted = started.elapsed();
+        env.wait_ready(name, g3).await.expect("promoted");
+        let settled = started.elapsed();
+        eprintln!(
+            "{replicas} pods: new Pods Ready {:.2}s; apply → canary label (new version) on all {:.2}s; \
+             apply → stable moved on all {:.2}s, Ready {:.2}s",
+            boot.as_secs_f64(),
+            canary.as_secs_f64(),
+            promoted.as_secs_f64(),
+            settled.as_secs_f64()
+        );
+    }
 }
