@@ -13,6 +13,7 @@ use crate::validate;
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -67,6 +68,9 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Names this instance in Events.
     pub instance: Option<String>,
+    /// Give each ModelDeployment a NetworkPolicy opening the ModelService
+    /// port to these Pods only.
+    pub network_policy: Option<resources::OperatorPods>,
 }
 
 impl Default for Options {
@@ -77,6 +81,7 @@ impl Default for Options {
             steady_requeue: Duration::from_secs(30),
             namespace: None,
             instance: None,
+            network_policy: None,
         }
     }
 }
@@ -203,6 +208,13 @@ async fn reconcile_in(md: &ModelDeployment, ctx: &Context, namespace: &str) -> R
     Api::<Service>::namespaced(client.clone(), namespace)
         .patch(&names.service, &ssa, &Patch::Apply(with_kind(resources::service(md))))
         .await?;
+    if let Some(operator) = &ctx.options.network_policy {
+        let policy = resources::network_policy(md, operator);
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        Api::<NetworkPolicy>::namespaced(client.clone(), namespace)
+            .patch(&name, &ssa, &Patch::Apply(with_kind(policy)))
+            .await?;
+    }
     let pushed = push(ctx, &observed, &plan).await;
     let mut pod_errors: Vec<String> = observed.iter().filter_map(|o| o.error.clone()).collect();
     pod_errors.extend(pushed.values().filter_map(|r| r.as_ref().err().map(ToString::to_string)));

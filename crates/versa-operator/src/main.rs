@@ -8,6 +8,7 @@ use std::time::Duration;
 use versa_operator::controller::{self, Context, Options};
 use versa_operator::leader::{self, LeaseOptions};
 use versa_operator::metrics::{self, Metrics};
+use versa_operator::resources::OperatorPods;
 use versa_operator::sidecar::SidecarOptions;
 
 /// The ModelDeployment operator. Talks to the cluster of `KUBECONFIG`, or
@@ -35,12 +36,19 @@ struct Flags {
     /// This replica's name (default: $POD_NAME, else host name and process id).
     #[arg(long)]
     identity: Option<String>,
-    /// The sidecars' gRPC port.
-    #[arg(long = "sidecar_port", default_value_t = 8500)]
+    /// The sidecars' ModelService port.
+    #[arg(long = "sidecar_port", default_value_t = 8502)]
     sidecar_port: u16,
     /// Deadline of each sidecar call.
     #[arg(long = "sidecar_timeout_ms", default_value_t = 3000)]
     sidecar_timeout_ms: u64,
+    /// Give every ModelDeployment a NetworkPolicy that opens the sidecars'
+    /// ModelService port to the operator's Pods only.
+    #[arg(long = "network_policy", default_value_t = false, action = clap::ArgAction::Set)]
+    network_policy: bool,
+    /// Labels of the operator's Pods (`k=v,k=v`), for the NetworkPolicy.
+    #[arg(long = "operator_pod_labels", default_value = "app.kubernetes.io/name=versa-operator")]
+    operator_pod_labels: String,
     /// Requeue interval while a rollout moves.
     #[arg(long = "progress_requeue_ms", default_value_t = 1000)]
     progress_requeue_ms: u64,
@@ -100,6 +108,15 @@ async fn main() -> anyhow::Result<()> {
         steady_requeue: Duration::from_secs(flags.resync_seconds),
         namespace: flags.namespace.clone(),
         instance: Some(identity),
+        network_policy: flags.network_policy.then(|| OperatorPods {
+            namespace: std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into()),
+            labels: flags
+                .operator_pod_labels
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .collect(),
+        }),
     };
     let ctx = Arc::new(Context::new(client, metrics, options));
     tracing::info!("controller running");

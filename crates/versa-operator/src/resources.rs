@@ -14,6 +14,10 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, Probe, Secret, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume,
     VolumeMount,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource as _;
@@ -28,6 +32,9 @@ pub const DEPLOYMENT_LABEL: &str = "versa.dev/model-deployment";
 pub const GRPC_PORT: u16 = 8500;
 /// The sidecar's REST port (TF Serving's default).
 pub const REST_PORT: u16 = 8501;
+/// The sidecar's ModelService port (status, reloads): apart from serving
+/// traffic, so a NetworkPolicy can open it to the operator alone.
+pub const MODEL_SERVICE_PORT: u16 = 8502;
 /// Key of the model config in the ConfigMap.
 pub const CONFIG_KEY: &str = "models.config";
 /// Key of the token in the Secret.
@@ -97,6 +104,7 @@ pub fn deployment(md: &ModelDeployment) -> Deployment {
     let mut args = vec![
         format!("--port={GRPC_PORT}"),
         format!("--rest_api_port={REST_PORT}"),
+        format!("--model_service_port={MODEL_SERVICE_PORT}"),
         format!("--model_config_file={CONFIG_DIR}/{CONFIG_KEY}"),
         format!("--model_service_token_file={TOKEN_DIR}/{TOKEN_KEY}"),
     ];
@@ -130,6 +138,12 @@ pub fn deployment(md: &ModelDeployment) -> Deployment {
             ContainerPort {
                 name: Some("http".into()),
                 container_port: i32::from(REST_PORT),
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("admin".into()),
+                container_port: i32::from(MODEL_SERVICE_PORT),
                 protocol: Some("TCP".into()),
                 ..ContainerPort::default()
             },
@@ -218,6 +232,56 @@ pub fn service(md: &ModelDeployment) -> Service {
     }
 }
 
+/// Who may reach the sidecars' ModelService port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorPods {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A NetworkPolicy for the serving Pods: serving ports open, the
+/// ModelService port open only to the operator's Pods.
+pub fn network_policy(md: &ModelDeployment, operator: &OperatorPods) -> NetworkPolicy {
+    let port = |p: u16| NetworkPolicyPort {
+        port: Some(IntOrString::Int(i32::from(p))),
+        protocol: Some("TCP".into()),
+        ..NetworkPolicyPort::default()
+    };
+    let namespace_label: BTreeMap<String, String> =
+        [("kubernetes.io/metadata.name".to_owned(), operator.namespace.clone())].into();
+    NetworkPolicy {
+        metadata: meta(md, format!("{}-sidecars", name_of(md))),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some([(DEPLOYMENT_LABEL.to_owned(), name_of(md))].into()),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    ports: Some(vec![port(GRPC_PORT), port(REST_PORT)]),
+                    from: None,
+                },
+                NetworkPolicyIngressRule {
+                    ports: Some(vec![port(MODEL_SERVICE_PORT)]),
+                    from: Some(vec![NetworkPolicyPeer {
+                        namespace_selector: Some(LabelSelector {
+                            match_labels: Some(namespace_label),
+                            ..LabelSelector::default()
+                        }),
+                        pod_selector: Some(LabelSelector {
+                            match_labels: Some(operator.labels.clone()),
+                            ..LabelSelector::default()
+                        }),
+                        ..NetworkPolicyPeer::default()
+                    }]),
+                },
+            ]),
+            ..NetworkPolicySpec::default()
+        }),
+    }
+}
+
 /// The ConfigMap new and restarted Pods boot from: the model config of the
 /// current rollout phase, in protobuf text format.
 pub fn config_map(md: &ModelDeployment, config_text: &str) -> ConfigMap {
@@ -290,6 +354,7 @@ spec:
             [
                 "--port=8500",
                 "--rest_api_port=8501",
+                "--model_service_port=8502",
                 "--model_config_file=/etc/versa/config/models.config",
                 "--model_service_token_file=/etc/versa/reload-token/token",
                 "--num_load_threads=2",
@@ -347,5 +412,26 @@ spec:
         let s = secret(&md, &token);
         assert_eq!(s.data.expect("data")[TOKEN_KEY].0, token.as_bytes());
         assert_eq!(pod_selector("fraud"), "versa.dev/model-deployment=fraud");
+    }
+
+    #[test]
+    fn the_network_policy_opens_model_service_to_the_operator_only() {
+        let operator = OperatorPods {
+            namespace: "versa-system".into(),
+            labels: [("app.kubernetes.io/name".to_owned(), "versa-operator".to_owned())].into(),
+        };
+        let policy = network_policy(&md(BASE), &operator);
+        let rules = policy.spec.expect("spec").ingress.expect("rules");
+        let ports = |r: &NetworkPolicyIngressRule| -> Vec<IntOrString> {
+            r.ports.iter().flatten().filter_map(|p| p.port.clone()).collect()
+        };
+        assert_eq!(ports(&rules[0]), [IntOrString::Int(8500), IntOrString::Int(8501)]);
+        assert!(rules[0].from.is_none(), "serving ports open to all");
+        assert_eq!(ports(&rules[1]), [IntOrString::Int(8502)]);
+        let peer = &rules[1].from.as_ref().expect("from")[0];
+        assert_eq!(
+            peer.pod_selector.as_ref().and_then(|s| s.match_labels.clone()),
+            Some(operator.labels.clone())
+        );
     }
 }

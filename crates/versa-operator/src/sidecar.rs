@@ -40,7 +40,7 @@ pub struct SidecarOptions {
 impl Default for SidecarOptions {
     fn default() -> Self {
         Self {
-            port: crate::resources::GRPC_PORT,
+            port: crate::resources::MODEL_SERVICE_PORT,
             connect_timeout: Duration::from_secs(1),
             call_timeout: Duration::from_secs(3),
         }

@@ -140,6 +140,11 @@ pub struct Flags {
     /// reload) must present as `authorization: Bearer <token>`; empty: open.
     #[arg(long = "model_service_token_file", default_value = "")]
     pub model_service_token_file: String,
+    /// Serve ModelService (status, reloads) on this port only, apart from
+    /// PredictionService, so a NetworkPolicy can open it to the operator
+    /// alone; 0: on `--port` with everything else, as upstream.
+    #[arg(long = "model_service_port", default_value_t = 0)]
+    pub model_service_port: u16,
     /// Refuse loads beyond this many bytes of models in total (0: unlimited).
     #[arg(long = "total_model_memory_limit_bytes", default_value_t = 0)]
     pub total_model_memory_limit_bytes: u64,
@@ -205,6 +210,12 @@ impl Flags {
         }
         if self.rest_api_port != 0 && self.rest_api_port == self.port {
             return fail("--rest_api_port must differ from --port");
+        }
+        if self.model_service_port != 0
+            && (self.model_service_port == self.port
+                || self.model_service_port == self.rest_api_port)
+        {
+            return fail("--model_service_port must differ from --port and --rest_api_port");
         }
         if self.model_config_file.is_empty() && self.model_base_path.is_empty() {
             return fail(

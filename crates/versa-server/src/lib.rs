@@ -233,6 +233,20 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
+/// ModelService (status, reloads) behind the bearer-token guard.
+fn model_service(
+    serving: &Serving,
+    token: Option<String>,
+) -> tonic::service::interceptor::InterceptedService<ModelServiceServer<Serving>, grpc::BearerToken>
+{
+    tonic::service::interceptor::InterceptedService::new(
+        ModelServiceServer::new(serving.clone())
+            .max_decoding_message_size(i32::MAX as usize)
+            .max_encoding_message_size(i32::MAX as usize),
+        grpc::BearerToken::new(token),
+    )
+}
+
 /// Serves until `shutdown` resolves; in-flight requests finish first.
 pub async fn serve(
     startup: Startup,
@@ -286,18 +300,34 @@ pub async fn serve(
         }
         let router = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(flags.grpc_max_threads.max(1))
-            .add_service(health)
+            .add_service(health.clone())
             .add_service(
                 PredictionServiceServer::new(serving.clone())
                     .max_decoding_message_size(i32::MAX as usize)
                     .max_encoding_message_size(i32::MAX as usize),
             )
-            .add_service(tonic::service::interceptor::InterceptedService::new(
-                ModelServiceServer::new(serving.clone())
-                    .max_decoding_message_size(i32::MAX as usize)
-                    .max_encoding_message_size(i32::MAX as usize),
-                grpc::BearerToken::new(startup.model_service_token.clone()),
-            ));
+            .add_optional_service(
+                (flags.model_service_port == 0)
+                    .then(|| model_service(&serving, startup.model_service_token.clone())),
+            );
+        if flags.model_service_port != 0 {
+            let addr = SocketAddr::new(flags.bind_address, flags.model_service_port);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind ModelService port {addr}"))?;
+            tracing::info!("Running gRPC ModelService at {}", listener.local_addr()?);
+            let admin = tonic::transport::Server::builder()
+                .add_service(health)
+                .add_service(model_service(&serving, startup.model_service_token.clone()));
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let stop = stopped();
+            tasks.spawn(async move {
+                admin
+                    .serve_with_incoming_shutdown(incoming, stop)
+                    .await
+                    .context("gRPC ModelService server")
+            });
+        }
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let stop = stopped();

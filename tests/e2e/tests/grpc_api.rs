@@ -439,3 +439,24 @@ async fn model_service_requires_the_bearer_token_when_configured() {
     let mut predict = f.server.prediction_client().await;
     predict.predict(versioned_request("versioned", Choice::Latest)).await.expect("predict");
 }
+
+#[tokio::test]
+async fn model_service_can_live_on_its_own_port() {
+    let admin_port = versa_e2e::free_port();
+    let f = start(&[&format!("--model_service_port={admin_port}")]);
+    let status = || GetModelStatusRequest { model_spec: Some(spec("versioned", Choice::Latest)) };
+    // The serving port has predictions but no ModelService.
+    let mut models = f.server.model_client().await;
+    let err = models.get_model_status(status()).await.expect_err("not on the serving port");
+    assert_eq!(err.code(), Code::Unimplemented);
+    let mut predict = f.server.prediction_client().await;
+    predict.predict(versioned_request("versioned", Choice::Latest)).await.expect("predict");
+    // The admin port has it.
+    let mut admin = versa_proto::serving::model_service_client::ModelServiceClient::connect(
+        format!("http://127.0.0.1:{admin_port}"),
+    )
+    .await
+    .expect("connect");
+    let answer = admin.get_model_status(status()).await.expect("status").into_inner();
+    assert_eq!(answer.model_version_status[0].version, 3);
+}

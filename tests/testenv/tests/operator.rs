@@ -312,11 +312,21 @@ async fn a_corrupt_canary_stops_degraded_while_stable_serves_and_bad_specs_chang
     env.wait_ready("fraud", g1).await.expect("ready");
     let ips = env.ready_ips("fraud").await.expect("ips");
 
-    // The reload RPC is closed to anyone without the token.
+    // The reload RPC is closed to anyone without the token, and not on the
+    // serving port at all.
     let config = versa_proto::serving::ReloadConfigRequest::default();
     for ip in &ips {
+        let mut serving_port =
+            versa_proto::serving::model_service_client::ModelServiceClient::connect(format!(
+                "http://{ip}:8500"
+            ))
+            .await
+            .expect("connect");
+        let err =
+            serving_port.handle_reload_config_request(config.clone()).await.expect_err("absent");
+        assert_eq!(err.code(), tonic::Code::Unimplemented);
         let mut grpc = versa_proto::serving::model_service_client::ModelServiceClient::connect(
-            format!("http://{ip}:8500"),
+            format!("http://{ip}:8502"),
         )
         .await
         .expect("connect");
@@ -436,7 +446,7 @@ async fn crashed_sidecars_drift_and_new_pods_get_the_config_back() {
         versa_proto::text_format::parse_text("tensorflow.serving.ModelServerConfig", &text)
             .expect("config");
     let mut grpc = versa_proto::serving::model_service_client::ModelServiceClient::connect(
-        format!("http://{}:8500", ips[1]),
+        format!("http://{}:8502", ips[1]),
     )
     .await
     .expect("connect");
