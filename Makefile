@@ -1,8 +1,10 @@
 # Versa — common tasks. `make help` lists them.
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
+VENV ?= $(HOME)/.cache/versa/venv
+export VERSA_VENV := $(VENV)
 
-.PHONY: help build test lint fmt check-deps ci demo models bench testenv dev-cluster generate check-generated
+.PHONY: help build test lint fmt check-deps ci demo models bench testenv pyenv chart-test dev-cluster generate check-generated
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -17,16 +19,23 @@ dev-cluster: testenv ## Start a local control plane + process kubelet and print 
 	$(CARGO) build -p versa-server -p versa-testenv --bins
 	$(CARGO) run -q -p versa-testenv --bin versa-dev-cluster
 
-test: testenv check-deps ## Run every test (unit, scenario, wire contract, end-to-end, Kubernetes)
+pyenv: ## Python environment for the chart (Helm as a library, kubernetes-validate), cached in ~/.cache/versa/venv
+	./tests/chart/setup.sh
+
+chart-test: pyenv ## Lint, render and validate the Helm chart offline
+	$(VENV)/bin/python tests/chart/chart.py test
+
+test: testenv check-deps chart-test ## Run every test (unit, scenario, wire contract, end-to-end, chart, Kubernetes)
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --profile ci
 	$(CARGO) test --workspace --doc
 
-generate: ## Write generated artefacts (crds/)
+generate: ## Write generated artefacts (crds/, and the chart's copy)
 	$(CARGO) run -q -p versa-crd --bin crdgen > crds/modeldeployments.serving.versa.dev.yaml
+	cp crds/modeldeployments.serving.versa.dev.yaml charts/versa-operator/crds/
 
-check-generated: generate ## Fail when crds/ is stale
-	git diff --exit-code crds/
+check-generated: generate ## Fail when crds/ or the chart's CRD is stale
+	git diff --exit-code crds/ charts/versa-operator/crds/
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all --check

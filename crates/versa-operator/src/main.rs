@@ -14,7 +14,7 @@ use versa_operator::sidecar::SidecarOptions;
 /// The ModelDeployment operator. Talks to the cluster of `KUBECONFIG`, or
 /// the one it runs in.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_override_self = true)]
 struct Flags {
     /// Where `/metrics` and `/healthz` are served.
     #[arg(long = "metrics_address", default_value = "0.0.0.0:8080")]

@@ -32,6 +32,18 @@ pub struct ImageMapping {
     pub binary: PathBuf,
     /// Arguments appended to the Pod's; `{pod_ip}` is replaced with the Pod's address.
     pub extra_args: Vec<String>,
+    /// Give the process in-cluster credentials of the Pod's ServiceAccount:
+    /// a token from the TokenRequest API in a kubeconfig (`KUBECONFIG`),
+    /// which stands in for the mounted service-account token.
+    pub service_account_credentials: bool,
+}
+
+/// How processes reach the API server (for service-account credentials).
+#[derive(Debug, Clone)]
+pub struct ApiAccess {
+    /// `https://127.0.0.1:<port>`.
+    pub server: String,
+    pub ca_pem: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +56,8 @@ pub struct KubeletOptions {
     pub interval: Duration,
     /// Environment given to every process (e.g. in-cluster API settings).
     pub extra_env: Vec<(String, String)>,
+    /// The API server, for images with `service_account_credentials`.
+    pub api: Option<ApiAccess>,
 }
 
 /// One Pod's process.
@@ -592,11 +606,62 @@ async fn start_process(
     for (k, v) in &options.extra_env {
         env.insert(k.clone(), v.clone());
     }
+    if image.service_account_credentials {
+        let kubeconfig = service_account_kubeconfig(client, options, pod, namespace).await?;
+        env.insert("KUBECONFIG".into(), kubeconfig.display().to_string());
+    }
     let mut command = Command::new(&image.binary);
     command.args(&args).envs(&env).env("NO_COLOR", "1");
     let log = options.workdir.join("logs").join(format!("{namespace}_{name}.log"));
     tracing::info!(pod = name, %ip, ?args, "process kubelet: starting {}", image.binary.display());
     Ok(ChildProcess::spawn(name, command, &log)?)
+}
+
+/// A kubeconfig holding a fresh token of the Pod's ServiceAccount (one
+/// hour, bound to the Pod) from the TokenRequest API: what a real kubelet
+/// mounts at /var/run/secrets/kubernetes.io/serviceaccount.
+async fn service_account_kubeconfig(
+    client: &kube::Client,
+    options: &KubeletOptions,
+    pod: &Pod,
+    namespace: &str,
+) -> anyhow::Result<PathBuf> {
+    let api =
+        options.api.as_ref().context("service-account credentials need KubeletOptions::api")?;
+    let spec = pod.spec.as_ref().context("pod spec")?;
+    let account = spec.service_account_name.clone().unwrap_or_else(|| "default".into());
+    let request = json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {
+            "audiences": [],
+            "expirationSeconds": 3600,
+            "boundObjectRef": {
+                "apiVersion": "v1", "kind": "Pod",
+                "name": pod.metadata.name, "uid": pod.metadata.uid,
+            },
+        },
+    });
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), namespace);
+    let response: serde_json::Value = accounts
+        .create_subresource("token", &account, &PostParams::default(), &request)
+        .await
+        .with_context(|| format!("TokenRequest for service account {namespace}/{account}"))?;
+    let token = response["status"]["token"].as_str().context("TokenRequest gave no token")?;
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let dir = options.workdir.join("pods").join(uid);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("service-account.kubeconfig");
+    let ca = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &api.ca_pem);
+    let kubeconfig = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "in-cluster", "cluster": {"server": api.server, "certificate-authority-data": ca}}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": account, "namespace": namespace}}],
+        "current-context": "in-cluster",
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&kubeconfig)?)?;
+    Ok(path)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ mod process;
 pub mod versa;
 
 pub use cluster::{ClusterOptions, TestCluster, k8s_bin_dir};
-pub use kubelet::{ImageMapping, KubeletOptions, ProcessKubelet};
+pub use kubelet::{ApiAccess, ImageMapping, KubeletOptions, ProcessKubelet};
 pub use process::ChildProcess;
 
 /// Kubernetes version of the test control plane.

@@ -5,7 +5,8 @@
 //! ModelDeployments are applied with `kubectl apply`, as a user would.
 
 use crate::{
-    ChildProcess, ClusterOptions, ImageMapping, KubeletOptions, ProcessKubelet, TestCluster,
+    ApiAccess, ChildProcess, ClusterOptions, ImageMapping, KubeletOptions, ProcessKubelet,
+    TestCluster,
 };
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::Pod;
@@ -56,21 +57,47 @@ impl VersaEnv {
 
     /// As [`VersaEnv::start`], with extra operator flags.
     pub async fn start_with(operator_args: &[&str]) -> anyhow::Result<Self> {
+        let mut env = Self::start_bare(true).await?;
+        let args: Vec<String> = operator_args.iter().map(|a| (*a).to_owned()).collect();
+        env.start_operator(OperatorOptions { identity: "operator-0".into(), extra_args: args })?;
+        Ok(env)
+    }
+
+    /// The cluster, the kubelet and the model repository; the CRD if
+    /// `install_crd`; no operator process. The kubelet also runs the
+    /// `versa-operator` image (the chart's Pods) with the credentials of the
+    /// Pod's ServiceAccount.
+    pub async fn start_bare(install_crd_now: bool) -> anyhow::Result<Self> {
         let cluster = TestCluster::start(ClusterOptions::default()).await?;
         let client = cluster.client().await?;
-        install_crd(&client).await?;
+        if install_crd_now {
+            install_crd(&client).await?;
+        }
         let kubelet = ProcessKubelet::start(
             client.clone(),
             KubeletOptions {
                 node_name: "process-kubelet".into(),
-                images: vec![ImageMapping {
-                    image: "versa-server".into(),
-                    binary: crate::workspace_binary("versa-server"),
-                    extra_args: vec!["--bind_address={pod_ip}".into()],
-                }],
+                images: vec![
+                    ImageMapping {
+                        image: "versa-server".into(),
+                        binary: crate::workspace_binary("versa-server"),
+                        extra_args: vec!["--bind_address={pod_ip}".into()],
+                        service_account_credentials: false,
+                    },
+                    ImageMapping {
+                        image: "versa-operator".into(),
+                        binary: crate::workspace_binary("versa-operator"),
+                        extra_args: vec!["--metrics_address={pod_ip}:8080".into()],
+                        service_account_credentials: true,
+                    },
+                ],
                 workdir: cluster.dir().join("kubelet"),
                 interval: Duration::from_millis(200),
                 extra_env: vec![],
+                api: Some(ApiAccess {
+                    server: cluster.server().to_owned(),
+                    ca_pem: cluster.ca_pem().to_vec(),
+                }),
             },
         )
         .await?;
@@ -80,10 +107,7 @@ impl VersaEnv {
             versa_testmodels::write_version(&fraud, v, &versa_testmodels::versioned(v))?;
         }
         versa_testmodels::write_version(&fraud, 9, &versa_testmodels::corrupt())?;
-        let mut env = Self { operators: Vec::new(), kubelet, client, models, cluster };
-        let args: Vec<String> = operator_args.iter().map(|a| (*a).to_owned()).collect();
-        env.start_operator(OperatorOptions { identity: "operator-0".into(), extra_args: args })?;
-        Ok(env)
+        Ok(Self { operators: Vec::new(), kubelet, client, models, cluster })
     }
 
     /// Starts one more operator process (leader election on, Lease in

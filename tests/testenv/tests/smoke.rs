@@ -28,10 +28,12 @@ async fn kubelet(cluster: &TestCluster) -> ProcessKubelet {
                 image: "versa-server".into(),
                 binary: workspace_binary("versa-server"),
                 extra_args: vec!["--bind_address={pod_ip}".into()],
+                service_account_credentials: false,
             }],
             workdir: cluster.dir().join("kubelet"),
             interval: Duration::from_millis(200),
             extra_env: vec![],
+            api: None,
         },
     )
     .await

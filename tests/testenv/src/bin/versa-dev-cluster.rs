@@ -19,10 +19,12 @@ async fn main() -> anyhow::Result<()> {
                 image: "versa-server".into(),
                 binary: bin_dir.join("versa-server"),
                 extra_args: vec!["--bind_address={pod_ip}".into()],
+                service_account_credentials: false,
             }],
             workdir: cluster.dir().join("kubelet"),
             interval: Duration::from_millis(250),
             extra_env: vec![],
+            api: None,
         },
     )
     .await?;
