@@ -24,6 +24,7 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "versa-operator"
 GENERATED_CRD = ROOT / "crds" / "modeldeployments.serving.versa.dev.yaml"
+ARGOCD = ROOT / "examples" / "argocd"
 
 
 def render(values=None, name="versa", namespace="versa-system", crds=True):
@@ -126,6 +127,44 @@ class ChartTest(unittest.TestCase):
                 chart.render(bad, name="versa", namespace="versa-system")
 
 
+def argocd_health(obj):
+    """Runs the Argo CD health check (Lua, as Argo CD runs it) on `obj`."""
+    import lupa
+
+    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
+    script = (ARGOCD / "health-modeldeployment.lua").read_text()
+    run = lua.eval("function(obj, script) _G.obj = obj; return load(script)() end")
+    result = run(lua.table_from(obj, recursive=True), script)
+    return result["status"], result["message"]
+
+
+def condition(type_, status, reason, message=""):
+    return {"type": type_, "status": status, "reason": reason, "message": message}
+
+
+class ArgoHealthTest(unittest.TestCase):
+    def md(self, generation, observed, *conditions):
+        status = {"conditions": list(conditions)}
+        if observed is not None:
+            status["observedGeneration"] = observed
+        return {"metadata": {"generation": generation}, "status": status}
+
+    def test_states(self):
+        ready = condition("Ready", "True", "AllPodsServing", "3 Pods serve every model as specified")
+        self.assertEqual(argocd_health({"metadata": {"generation": 1}})[0], "Progressing")
+        self.assertEqual(argocd_health(self.md(2, 1, ready))[0], "Progressing", "old generation")
+        self.assertEqual(argocd_health(self.md(2, 2, ready)), ("Healthy", "3 Pods serve every model as specified"))
+        moving = argocd_health(self.md(3, 3, condition("Ready", "False", "RolloutInProgress"), condition("Progressing", "True", "LoadingVersions", "fraud: LoadingVersions")))
+        self.assertEqual(moving, ("Progressing", "LoadingVersions: fraud: LoadingVersions"))
+        stopped = argocd_health(self.md(4, 4, condition("Ready", "False", "RolloutStopped"), condition("Degraded", "True", "VersionLoadFailed", "model fraud: version 9 failed")))
+        self.assertEqual(stopped, ("Degraded", "VersionLoadFailed: model fraud: version 9 failed"))
+
+    def test_the_configmap_patch_carries_the_same_script(self):
+        patch = yaml.safe_load((ARGOCD / "argocd-cm-patch.yaml").read_text())
+        script = patch["data"]["resource.customizations.health.serving.versa.dev_ModelDeployment"]
+        self.assertEqual(script.strip(), (ARGOCD / "health-modeldeployment.lua").read_text().strip())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,7 +180,8 @@ def main():
         docs = render(json.loads(args.set_json), args.name, args.namespace, crds=not args.skip_crds)
         pathlib.Path(args.out).write_text(yaml.safe_dump_all(docs, sort_keys=False))
         return 0
-    suite = unittest.defaultTestLoader.loadTestsFromTestCase(ChartTest)
+    loader = unittest.defaultTestLoader
+    suite = unittest.TestSuite([loader.loadTestsFromTestCase(ChartTest), loader.loadTestsFromTestCase(ArgoHealthTest)])
     result = unittest.TextTestRunner(verbosity=2).run(suite)
     return 0 if result.wasSuccessful() else 1
 

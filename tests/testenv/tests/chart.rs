@@ -96,6 +96,12 @@ async fn the_installed_chart_runs_the_operator_with_its_own_rbac() {
     assert!(dry.contains("deployment.apps/versa-versa-operator created (server dry run)"), "{dry}");
     kubectl_ok(&env, &["apply", "-f", &file]);
 
+    // The GitOps examples are valid ModelDeployments for this API server.
+    kubectl_ok(&env, &["create", "namespace", "ml"]);
+    let steps = repo_root().join("examples/gitops/steps").display().to_string();
+    let dry = kubectl_ok(&env, &["apply", "--dry-run=server", "-f", &steps]);
+    assert_eq!(dry.matches("(server dry run)").count(), 5, "{dry}");
+
     // Least privilege, as the API server sees it.
     let sa = format!("--as=system:serviceaccount:{RELEASE_NAMESPACE}:versa-versa-operator");
     for (verb, resource, allowed) in [
