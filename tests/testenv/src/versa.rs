@@ -343,3 +343,101 @@ pub async fn predict(
         label: header("x-versa-model-label"),
     })
 }
+
+/// One status write of a ModelDeployment, as a watch saw it.
+#[derive(Debug, Clone)]
+pub struct StatusEntry {
+    pub at: Instant,
+    pub generation: i64,
+    /// The first model's phase.
+    pub phase: String,
+    pub status: versa_crd::ModelDeploymentStatus,
+}
+
+/// Every status write of one ModelDeployment, from a watch (each write is
+/// an event), kept while the log lives.
+#[derive(Debug)]
+pub struct StatusLog {
+    entries: std::sync::Arc<std::sync::Mutex<Vec<StatusEntry>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StatusLog {
+    pub fn start(env: &VersaEnv, name: &str) -> Self {
+        use futures::StreamExt as _;
+        use kube::runtime::{WatchStreamExt as _, watcher};
+        let entries: std::sync::Arc<std::sync::Mutex<Vec<StatusEntry>>> = Default::default();
+        let stream =
+            watcher(env.api(), watcher::Config::default().fields(&format!("metadata.name={name}")))
+                .applied_objects();
+        let task = {
+            let entries = std::sync::Arc::clone(&entries);
+            tokio::spawn(async move {
+                let mut stream = std::pin::pin!(stream);
+                while let Some(Ok(md)) = stream.next().await {
+                    let Some(status) = md.status else { continue };
+                    let (Some(generation), Some(model)) =
+                        (status.observed_generation, status.models.first())
+                    else {
+                        continue;
+                    };
+                    let phase = model.phase.clone();
+                    let entry = StatusEntry { at: Instant::now(), generation, phase, status };
+                    entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(entry);
+                }
+            })
+        };
+        Self { entries, task }
+    }
+
+    pub fn entries(&self) -> Vec<StatusEntry> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The phases generation `generation` went through, repeats collapsed.
+    pub fn phases_of(&self, generation: i64) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for e in self.entries().into_iter().filter(|e| e.generation == generation) {
+            if out.last() != Some(&e.phase) {
+                out.push(e.phase);
+            }
+        }
+        out
+    }
+
+    /// When each phase of `generation` was first seen.
+    pub fn phase_times(&self, generation: i64) -> Vec<(String, Instant)> {
+        let mut out: Vec<(String, Instant)> = Vec::new();
+        for e in self.entries().into_iter().filter(|e| e.generation == generation) {
+            if out.last().map(|(p, _)| p) != Some(&e.phase) {
+                out.push((e.phase, e.at));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for StatusLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Asserts `phases` visits `expected` in this order and never goes back.
+pub fn assert_phases_in_order(phases: &[String], expected: &[&str]) {
+    let order = [
+        "Stopped",
+        "LoadingVersions",
+        "MovingLabels",
+        "ShiftingTraffic",
+        "UnloadingVersions",
+        "Ready",
+    ];
+    let rank = |p: &str| order.iter().position(|o| *o == p).expect("known phase");
+    for pair in phases.windows(2) {
+        assert!(rank(&pair[0]) < rank(&pair[1]), "phases went back: {phases:?}");
+    }
+    for e in expected {
+        assert!(phases.iter().any(|p| p == e), "phase {e} never seen: {phases:?}");
+    }
+}

@@ -2,18 +2,18 @@
 //! `kubectl apply`, the operator and every serving Pod's `versa-server`
 //! running as real processes (Pods through the process kubelet).
 
-use futures::StreamExt as _;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::{WatchStreamExt as _, watcher};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use versa_crd::ModelDeploymentStatus;
-use versa_testenv::versa::{Answer, NAMESPACE, OperatorOptions, VersaEnv, predict};
+use versa_testenv::versa::{
+    Answer, NAMESPACE, OperatorOptions, StatusLog, VersaEnv, assert_phases_in_order, predict,
+};
 
 const STABLE_1: &str = "[{name: fraud, basePath: ROOT/fraud, versionPolicy: {specific: {versions: [1]}}, labels: {stable: 1}}]";
 const CANARY_2_AT_10: &str = "[{name: fraud, basePath: ROOT/fraud, versionPolicy: {specific: {versions: [1, 2]}}, labels: {stable: 1, canary: 2}, traffic: {stable: 90, canary: 10}}]";
@@ -33,77 +33,6 @@ fn condition<'a>(status: &'a ModelDeploymentStatus, type_: &str) -> (&'a str, &'
         .iter()
         .find(|c| c.type_ == type_)
         .map_or(("", ""), |c| (c.status.as_str(), c.reason.as_str()))
-}
-
-/// Phases the model `fraud` went through, per generation, from a watch of
-/// the ModelDeployment (every status write is an event).
-struct PhaseLog {
-    seen: Arc<std::sync::Mutex<Vec<(i64, String)>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl PhaseLog {
-    fn start(env: &VersaEnv, name: &str) -> Self {
-        let seen: Arc<std::sync::Mutex<Vec<(i64, String)>>> = Arc::default();
-        let stream =
-            watcher(env.api(), watcher::Config::default().fields(&format!("metadata.name={name}")))
-                .applied_objects();
-        let task = {
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let mut stream = std::pin::pin!(stream);
-                while let Some(Ok(md)) = stream.next().await {
-                    let Some(status) = md.status else { continue };
-                    let (Some(generation), Some(model)) =
-                        (status.observed_generation, status.models.first())
-                    else {
-                        continue;
-                    };
-                    let mut seen = seen.lock().expect("lock");
-                    let entry = (generation, model.phase.clone());
-                    if seen.last() != Some(&entry) {
-                        seen.push(entry);
-                    }
-                }
-            })
-        };
-        Self { seen, task }
-    }
-
-    fn phases_of(&self, generation: i64) -> Vec<String> {
-        self.seen
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|(g, _)| *g == generation)
-            .map(|(_, p)| p.clone())
-            .collect()
-    }
-}
-
-impl Drop for PhaseLog {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Asserts `phases` visits `expected` in this order, never going back.
-fn assert_in_order(phases: &[String], expected: &[&str]) {
-    let order = [
-        "Stopped",
-        "LoadingVersions",
-        "MovingLabels",
-        "ShiftingTraffic",
-        "UnloadingVersions",
-        "Ready",
-    ];
-    let rank = |p: &str| order.iter().position(|o| *o == p).expect("known phase");
-    for pair in phases.windows(2) {
-        assert!(rank(&pair[0]) < rank(&pair[1]), "phases went back: {phases:?}");
-    }
-    for e in expected {
-        assert!(phases.iter().any(|p| p == e), "phase {e} never seen: {phases:?}");
-    }
 }
 
 /// Pod UID → restart count.
@@ -203,7 +132,7 @@ async fn canary_promote_and_rollback_move_by_reloads_in_phases_without_restartin
     init_tracing();
     let env = VersaEnv::start().await.expect("env");
     let http = reqwest::Client::new();
-    let phases = PhaseLog::start(&env, "fraud");
+    let phases = StatusLog::start(&env, "fraud");
 
     // v1 stable on three Pods.
     let started = Instant::now();
@@ -235,7 +164,7 @@ async fn canary_promote_and_rollback_move_by_reloads_in_phases_without_restartin
         to_label.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    assert_in_order(
+    assert_phases_in_order(
         &phases.phases_of(g2),
         &["LoadingVersions", "MovingLabels", "ShiftingTraffic", "Ready"],
     );
@@ -258,7 +187,7 @@ async fn canary_promote_and_rollback_move_by_reloads_in_phases_without_restartin
     // Promote v2.
     let g3 = env.apply(&env.manifest("fraud", 3, PROMOTED_2)).await.expect("apply");
     let md = env.wait_ready("fraud", g3).await.expect("promoted");
-    assert_in_order(
+    assert_phases_in_order(
         &phases.phases_of(g3),
         &["MovingLabels", "ShiftingTraffic", "UnloadingVersions", "Ready"],
     );
@@ -277,7 +206,7 @@ async fn canary_promote_and_rollback_move_by_reloads_in_phases_without_restartin
     // Roll back: the first manifest again, as a GitOps revert does.
     let g4 = env.apply(&env.manifest("fraud", 3, STABLE_1)).await.expect("apply");
     env.wait_ready("fraud", g4).await.expect("rolled back");
-    assert_in_order(
+    assert_phases_in_order(
         &phases.phases_of(g4),
         &["LoadingVersions", "MovingLabels", "UnloadingVersions", "Ready"],
     );
