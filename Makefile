@@ -4,7 +4,7 @@ CARGO ?= cargo
 VENV ?= $(HOME)/.cache/versa/venv
 export VERSA_VENV := $(VENV)
 
-.PHONY: help build test lint fmt check-deps ci demo models bench testenv pyenv chart-test dev-cluster generate check-generated
+.PHONY: help build test lint fmt check-deps ci demo demo-server models bench testenv pyenv chart-test dev-cluster generate check-generated
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -47,7 +47,10 @@ fmt: ## Format the code
 check-deps: ## versa-core must not depend on RPC/HTTP/ML/Kubernetes crates
 	./scripts/check-core-deps.sh
 
-demo: ## Build versa-server and serve the example models on :8500 (gRPC) / :8501 (REST)
+demo: ## Local cluster + Helm chart + example ModelDeployment; walks canary → promote → rollback, stays up
+	./scripts/demo.sh
+
+demo-server: ## Just versa-server, serving the example models on :8500 (gRPC) / :8501 (REST)
 	./scripts/demo-server.sh
 
 models: ## Write the generated example ONNX models to target/models

@@ -29,7 +29,9 @@ pub const K8S_VERSION: &str = "1.20.2";
 /// test executable's `deps/`), e.g. `versa-server`.
 pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current executable");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target profile dir");
+    let dir = exe.parent().expect("executable directory");
+    // Tests run from `<profile>/deps/`, binaries from `<profile>/`.
+    let profile_dir = if dir.ends_with("deps") { dir.parent().expect("profile dir") } else { dir };
     let bin = profile_dir.join(name);
     assert!(
         bin.exists(),

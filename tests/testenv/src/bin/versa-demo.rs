@@ -1,0 +1,245 @@
+//! `make demo`: a local cluster with Versa installed from its Helm chart, the
+//! example ModelDeployment and example models, and a walk through the GitOps
+//! steps (canary → 50% → promote → roll back) with `kubectl get md` and the
+//! share of traffic per version printed at each step. The cluster stays up
+//! for exploring until Ctrl-C (or exits with `--exit-when-done`).
+
+use anyhow::{Context as _, bail};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use versa_testenv::versa::{NAMESPACE, VersaEnv, is_ready, predict};
+
+struct Args {
+    chart: PathBuf,
+    crd: PathBuf,
+    steps: PathBuf,
+    exit_when_done: bool,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut chart = None;
+    let mut crd = None;
+    let mut steps = None;
+    let mut exit_when_done = false;
+    for arg in std::env::args().skip(1) {
+        match arg.split_once('=') {
+            Some(("--chart", v)) => chart = Some(PathBuf::from(v)),
+            Some(("--crd", v)) => crd = Some(PathBuf::from(v)),
+            Some(("--steps", v)) => steps = Some(PathBuf::from(v)),
+            None if arg == "--exit-when-done" => exit_when_done = true,
+            _ => bail!(
+                "unknown argument {arg}; usage: versa-demo --chart=F --crd=F --steps=DIR [--exit-when-done]"
+            ),
+        }
+    }
+    Ok(Args {
+        chart: chart.context("--chart=<rendered chart>")?,
+        crd: crd.context("--crd=<CRD file>")?,
+        steps: steps.context("--steps=<examples/gitops/steps>")?,
+        exit_when_done,
+    })
+}
+
+struct Clock(Instant);
+
+impl Clock {
+    fn say(&self, what: &str) {
+        eprintln!("[{:>5.1}s] {what}", self.0.elapsed().as_secs_f64());
+    }
+}
+
+fn kubectl(env: &VersaEnv, args: &[&str]) -> anyhow::Result<String> {
+    let out = env.cluster.kubectl(args)?;
+    if !out.status.success() {
+        bail!("kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// An example step, pointed at this machine's model directory and the
+/// demo's namespace.
+fn localise(step: &Path, models: &Path) -> anyhow::Result<String> {
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(step)?)?;
+    let root = models.display().to_string();
+    doc["metadata"]["namespace"] = NAMESPACE.into();
+    let server = &mut doc["spec"]["server"];
+    server["modelMountPath"] = root.clone().into();
+    server["modelVolume"] = serde_yaml::from_str(&format!(
+        "{{name: models, hostPath: {{path: '{root}', type: Directory}}}}"
+    ))?;
+    if let Some(models) = doc["spec"]["models"].as_sequence_mut() {
+        for model in models {
+            let base = model["basePath"].as_str().unwrap_or_default().to_owned();
+            let rest = base.strip_prefix("/models").unwrap_or(&base);
+            model["basePath"] = format!("{root}{rest}").into();
+        }
+    }
+    Ok(serde_yaml::to_string(&doc)?)
+}
+
+/// Waits for the rollout, printing each phase as it begins.
+async fn follow(env: &VersaEnv, clock: &Clock, generation: i64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = String::new();
+    loop {
+        let md = env.get("fraud").await?;
+        if let Some(status) =
+            md.status.as_ref().filter(|s| s.observed_generation == Some(generation))
+        {
+            let phase = status.phase.clone().unwrap_or_default();
+            if phase != last {
+                clock.say(&format!("  phase {phase}"));
+                last = phase;
+            }
+            let ready = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+            if ready {
+                return Ok(());
+            }
+            if let Some(c) =
+                status.conditions.iter().find(|c| c.type_ == "Degraded" && c.status == "True")
+            {
+                bail!("rollout stopped: {}: {}", c.reason, c.message);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("rollout not Ready after 120 s; see `kubectl describe md fraud`");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// 400 unversioned predictions across the Pods: the share per version.
+async fn traffic(env: &VersaEnv) -> anyhow::Result<String> {
+    let ips = env.ready_ips("fraud").await?;
+    let http = reqwest::Client::new();
+    let mut by_version: BTreeMap<i64, u32> = BTreeMap::new();
+    let mut failed = 0;
+    for i in 0..400 {
+        match predict(&http, ips[i % ips.len()], "fraud", None).await {
+            Ok(a) if a.status == 200 => {
+                *by_version.entry(a.version.unwrap_or(-1)).or_default() += 1
+            }
+            _ => failed += 1,
+        }
+    }
+    let shares: Vec<String> =
+        by_version.iter().map(|(v, n)| format!("v{v} {:.1}%", f64::from(*n) / 4.0)).collect();
+    Ok(format!(
+        "400 unversioned requests over {} Pods: {} ({failed} failed)",
+        ips.len(),
+        shares.join(", ")
+    ))
+}
+
+/// Serving Pod UID → restart count.
+async fn pod_restarts(env: &VersaEnv) -> anyhow::Result<BTreeMap<String, i32>> {
+    Ok(env
+        .pods("fraud")
+        .await?
+        .iter()
+        .map(|p| {
+            let restarts = p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .map_or(0, |c| c.iter().map(|c| c.restart_count).sum());
+            (p.metadata.uid.clone().unwrap_or_default(), restarts)
+        })
+        .collect())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let clock = Clock(Instant::now());
+    clock.say("starting etcd, kube-apiserver, kube-controller-manager and the process kubelet on 127.0.0.1");
+    let env = VersaEnv::start_bare(false).await?;
+    clock.say(&format!("cluster up: {}", env.cluster.server()));
+
+    clock.say("installing the chart: CRD, then the operator (namespace versa-system)");
+    let crd = args.crd.display().to_string();
+    kubectl(&env, &["apply", "--validate=false", "-f", &crd])?;
+    kubectl(
+        &env,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/modeldeployments.serving.versa.dev",
+        ],
+    )?;
+    kubectl(&env, &["create", "namespace", "versa-system"])?;
+    kubectl(&env, &["apply", "-f", &args.chart.display().to_string()])?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(env.client.clone(), "versa-system");
+        if pods.list(&Default::default()).await?.items.iter().any(is_ready) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the operator Pod did not become Ready");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    clock.say("operator running");
+
+    let mut steps: Vec<PathBuf> = std::fs::read_dir(&args.steps)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    steps.sort();
+    let manifests = env.cluster.dir().join("demo");
+    std::fs::create_dir_all(&manifests)?;
+    let mut first_pods: Option<BTreeMap<String, i32>> = None;
+    for step in &steps {
+        let title = std::fs::read_to_string(step)?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("# ")
+            .to_owned();
+        eprintln!();
+        clock.say(&format!("{title}  (kubectl apply -f {})", step.display()));
+        let file = manifests.join(step.file_name().context("file name")?);
+        std::fs::write(&file, localise(step, env.models_root())?)?;
+        let started = Instant::now();
+        kubectl(&env, &["apply", "-f", &file.display().to_string()])?;
+        let generation = env.get("fraud").await?.metadata.generation.unwrap_or_default();
+        follow(&env, &clock, generation).await?;
+        clock.say(&format!("  Ready {:.2}s after apply", started.elapsed().as_secs_f64()));
+        eprint!("{}", kubectl(&env, &["get", "modeldeployments"])?);
+        clock.say(&format!("  {}", traffic(&env).await?));
+        let pods = pod_restarts(&env).await?;
+        first_pods.get_or_insert(pods);
+    }
+    let restarted = first_pods.as_ref() != Some(&pod_restarts(&env).await?);
+
+    eprintln!();
+    if restarted {
+        bail!("a serving Pod restarted or was replaced during the walk-through");
+    }
+    clock
+        .say("done: canary → 50% → promote → rollback; the same 3 Pods throughout, none restarted");
+    if args.exit_when_done {
+        return Ok(());
+    }
+    eprintln!("The cluster stays up. In another terminal:");
+    eprintln!("  export KUBECONFIG={}", env.cluster.kubeconfig().display());
+    eprintln!("  kubectl get modeldeployments,pods -A");
+    eprintln!("  kubectl describe md fraud");
+    eprintln!(
+        "  kubectl apply -f {}/02-canary-10.yaml   # manifests pointed at this machine's models",
+        manifests.display()
+    );
+    if let Some(ip) = env.ready_ips("fraud").await.ok().and_then(|ips| ips.first().copied()) {
+        eprintln!(
+            "  curl -s -X POST {ip}:8501/v1/models/fraud:predict -d '{{\"instances\": [[0,0,0,0]]}}'"
+        );
+    }
+    eprintln!("Ctrl-C stops everything.");
+    tokio::signal::ctrl_c().await?;
+    eprintln!("stopping ...");
+    Ok(())
+}
