@@ -80,6 +80,18 @@ impl<T> ServableHandle<T> {
     pub fn id(&self) -> &ServableId {
         &self.live.id
     }
+
+    /// A handle on a servable that is in no serving map (benchmarks, tests,
+    /// tools): it is dropped with its last handle.
+    pub fn detached(id: ServableId, servable: T) -> Self {
+        Self { live: Arc::new(LiveVersion { id, servable: Some(servable), on_release: None }) }
+    }
+
+    /// True when both hold the same loaded instance (not merely the same
+    /// model and version number: a version reloaded is another instance).
+    pub fn same_instance(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.live, &other.live)
+    }
 }
 
 impl<T> Clone for ServableHandle<T> {

@@ -26,6 +26,12 @@ impl InferencePool {
         self.size
     }
 
+    /// Waits for a free slot; the work that holds it must run on a blocking
+    /// thread and drop it when done.
+    pub async fn slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        Arc::clone(&self.slots).acquire_owned().await.expect("the pool's semaphore is never closed")
+    }
+
     /// Runs blocking work once a slot is free. A panic becomes an INTERNAL error.
     pub async fn run<R: Send + 'static>(
         &self,

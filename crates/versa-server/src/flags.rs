@@ -276,12 +276,6 @@ impl Flags {
                 warnings.push(format!("--{name} only applies to TensorFlow runtimes; ignored"));
             }
         }
-        if self.enable_batching {
-            warnings.push(
-                "--enable_batching: request batching is not available yet; requests run unbatched"
-                    .to_owned(),
-            );
-        }
         if self.rest_api_num_threads != 0 {
             warnings.push(
                 "--rest_api_num_threads: REST requests run on the async runtime; ignored"

@@ -4,6 +4,7 @@
 //! and validated before any port is bound; a bad one ends the process with a
 //! one-line reason.
 
+pub mod batching;
 pub mod config;
 pub mod core;
 pub mod error;
@@ -46,6 +47,8 @@ pub struct Startup {
     pub monitoring_path: Option<String>,
     /// Bearer token ModelService calls must carry (`--model_service_token_file`).
     pub model_service_token: Option<String>,
+    /// `--enable_batching` with `--batching_parameters_file` (or defaults).
+    pub batching: Option<batching::BatchOptions>,
 }
 
 /// Reads and validates flags and files. No port is bound yet.
@@ -93,7 +96,19 @@ pub fn prepare(flags: Flags) -> anyhow::Result<Startup> {
         );
         Some(token)
     };
-    Ok(Startup { flags, config, monitoring_path, model_service_token })
+    let batching = if !flags.enable_batching {
+        None
+    } else if flags.batching_parameters_file.is_empty() {
+        Some(batching::BatchOptions::default())
+    } else {
+        let path = PathBuf::from(&flags.batching_parameters_file);
+        let parameters: versa_proto::serving::BatchingParameters =
+            read_message("tensorflow.serving.BatchingParameters", &path)?;
+        let options = batching::BatchOptions::from_parameters(&parameters)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Some(options)
+    };
+    Ok(Startup { flags, config, monitoring_path, model_service_token, batching })
 }
 
 /// The same config with every label (and so every traffic split) removed:
@@ -268,6 +283,7 @@ pub async fn serve(
         pool: InferencePool::new(flags.num_inference_threads),
         metrics,
         tensor_content_outputs: flags.enable_serialization_as_tensor_content,
+        batcher: startup.batching.clone().map(batching::Batcher::new),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

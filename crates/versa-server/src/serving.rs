@@ -18,6 +18,11 @@ use versa_proto::serving::{
     SignatureDefMap, StatusProto, model_spec,
 };
 
+/// A model run on its way: named outputs, or why not.
+type RunFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<(String, Tensor)>, ServingError>> + Send>,
+>;
+
 /// The server's shared request-handling state.
 #[derive(Debug, Clone)]
 pub struct Serving {
@@ -26,6 +31,8 @@ pub struct Serving {
     pub metrics: Arc<Metrics>,
     /// `--enable_serialization_as_tensor_content`.
     pub tensor_content_outputs: bool,
+    /// Request batching (`--enable_batching`), for models with a batch dimension.
+    pub batcher: Option<crate::batching::Batcher>,
 }
 
 /// Which model, version and signature a request is for.
@@ -222,16 +229,36 @@ impl Serving {
     ) -> Result<Vec<(String, Tensor)>, ServingError> {
         let handle = resolved.handle.clone();
         let started = std::time::Instant::now();
-        let work = self.pool.run(move || {
-            let mut produced = handle.run(inputs)?;
+        let choose = move |handle: &OnnxModel, mut produced: TVec<TValue>| {
             let aliases = &handle.signature().outputs;
             let mut chosen = Vec::with_capacity(outputs.len());
             for ix in outputs {
                 let value = std::mem::replace(&mut produced[ix], Tensor::default().into());
                 chosen.push((aliases[ix].alias.clone(), value.into_tensor()));
             }
-            Ok(chosen)
-        });
+            chosen
+        };
+        let work: RunFuture = match &self.batcher {
+            Some(batcher) if crate::batching::batchable(&handle) => {
+                let batcher = batcher.clone();
+                Box::pin(async move {
+                    let produced = batcher.run(handle.clone(), inputs).await?;
+                    Ok(choose(&handle, produced))
+                })
+            }
+            _ => {
+                let pool = self.pool.clone();
+                Box::pin(async move {
+                    let chosen = pool
+                        .run(move || {
+                            let produced = handle.run(inputs)?;
+                            Ok(choose(&handle, produced))
+                        })
+                        .await?;
+                    Ok(chosen)
+                })
+            }
+        };
         let result = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, work)
                 .await
@@ -242,7 +269,7 @@ impl Serving {
             .tf_runtime_latency
             .with_label_values(&[resolved.handle.id().name.as_str(), "Predict", "TRACT"])
             .observe(started.elapsed().as_micros() as f64);
-        Ok(result?)
+        result
     }
 
     /// `GetModelStatus`: every tracked version, highest first, or one version.

@@ -1,0 +1,342 @@
+//! Request batching, as TensorFlow Serving's `--enable_batching` does it:
+//! concurrent Predict requests for the same loaded version are merged into
+//! one tract run of up to `max_batch_size` rows, waiting at most
+//! `batch_timeout_micros` for a batch to fill, and split back per request.
+//!
+//! One queue per loaded version instance (so a version swap never mixes
+//! versions in one batch), one shared pool of batch threads. A batch also
+//! grows while it waits for a free thread, so under load batches form on
+//! their own even with a zero timeout. A full queue answers UNAVAILABLE, a
+//! request larger than `max_batch_size` INVALID_ARGUMENT, as upstream.
+
+use crate::error::ServingError;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use versa_core::{Code, ServableError, ServableHandle, ServableId};
+use versa_onnx::{InferencePool, OnnxModel, TValue, TVec, Tensor};
+use versa_proto::serving::BatchingParameters;
+
+/// Batching settings, with TensorFlow Serving's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOptions {
+    pub max_batch_size: usize,
+    pub batch_timeout: Duration,
+    pub max_enqueued_batches: usize,
+    /// Batches running at once (0: one per core).
+    pub num_batch_threads: usize,
+    /// Sizes batches are padded up to (empty: no padding).
+    pub allowed_batch_sizes: Vec<usize>,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        Self {
+            max_batch_size: 1000,
+            batch_timeout: Duration::ZERO,
+            max_enqueued_batches: 10,
+            num_batch_threads: 0,
+            allowed_batch_sizes: Vec::new(),
+        }
+    }
+}
+
+impl BatchOptions {
+    /// Reads `BatchingParameters` (spec §7) with upstream's defaults and checks.
+    pub fn from_parameters(p: &BatchingParameters) -> Result<Self, String> {
+        let positive = |name: &str, v: Option<i64>, default: usize| -> Result<usize, String> {
+            match v {
+                None => Ok(default),
+                Some(v) if v > 0 => usize::try_from(v).map_err(|e| e.to_string()),
+                Some(v) => Err(format!("{name} must be positive, got {v}")),
+            }
+        };
+        let defaults = Self::default();
+        let max_batch_size = positive("max_batch_size", p.max_batch_size, defaults.max_batch_size)?;
+        let timeout = p.batch_timeout_micros.unwrap_or(0);
+        if timeout < 0 {
+            return Err(format!("batch_timeout_micros must not be negative, got {timeout}"));
+        }
+        let allowed: Vec<usize> = p
+            .allowed_batch_sizes
+            .iter()
+            .map(|v| {
+                usize::try_from(*v).map_err(|_| format!("allowed_batch_sizes: {v} is negative"))
+            })
+            .collect::<Result<_, _>>()?;
+        if allowed.windows(2).any(|w| w[0] >= w[1]) || allowed.first() == Some(&0) {
+            return Err("allowed_batch_sizes must be positive and increasing".into());
+        }
+        if let Some(last) = allowed.last()
+            && *last != max_batch_size
+        {
+            return Err(format!(
+                "Last entry in allowed_batch_sizes must match max_batch_size; last entry was {last}; expected {max_batch_size}"
+            ));
+        }
+        if p.pad_variable_length_inputs {
+            return Err("pad_variable_length_inputs is not supported: batches need equal non-batch dimensions".into());
+        }
+        if p.enable_large_batch_splitting == Some(true) {
+            return Err("enable_large_batch_splitting is not supported".into());
+        }
+        Ok(Self {
+            max_batch_size,
+            batch_timeout: Duration::from_micros(timeout.unsigned_abs()),
+            max_enqueued_batches: positive(
+                "max_enqueued_batches",
+                p.max_enqueued_batches,
+                defaults.max_enqueued_batches,
+            )?,
+            num_batch_threads: positive(
+                "num_batch_threads",
+                p.num_batch_threads,
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )?,
+            allowed_batch_sizes: allowed,
+        })
+    }
+
+    /// The size a batch of `rows` runs at.
+    fn padded(&self, rows: usize) -> usize {
+        self.allowed_batch_sizes.iter().copied().find(|s| *s >= rows).unwrap_or(rows)
+    }
+}
+
+/// One request waiting in a queue.
+struct Task {
+    handle: ServableHandle<OnnxModel>,
+    inputs: TVec<TValue>,
+    rows: usize,
+    reply: oneshot::Sender<Result<TVec<TValue>, ServableError>>,
+}
+
+/// Whether a model can be batched: every input and output has the batch
+/// dimension (-1) first.
+pub fn batchable(model: &OnnxModel) -> bool {
+    let sig = model.signature();
+    !sig.inputs.is_empty()
+        && sig.inputs.iter().chain(sig.outputs.iter()).all(|t| t.shape.first() == Some(&-1))
+}
+
+/// The batching scheduler shared by all models.
+#[derive(Debug, Clone)]
+pub struct Batcher {
+    options: Arc<BatchOptions>,
+    pool: InferencePool,
+    queues: Arc<Mutex<HashMap<ServableId, mpsc::Sender<Task>>>>,
+}
+
+impl Batcher {
+    pub fn new(options: BatchOptions) -> Self {
+        let pool = InferencePool::new(options.num_batch_threads);
+        Self { options: Arc::new(options), pool, queues: Arc::default() }
+    }
+
+    pub fn options(&self) -> &BatchOptions {
+        &self.options
+    }
+
+    /// Queues one request and waits for its share of a batch's outputs.
+    pub async fn run(
+        &self,
+        handle: ServableHandle<OnnxModel>,
+        inputs: TVec<TValue>,
+    ) -> Result<TVec<TValue>, ServingError> {
+        let rows = inputs.first().and_then(|t| t.shape().first().copied()).unwrap_or(1);
+        if rows > self.options.max_batch_size {
+            return Err(ServingError::new(
+                Code::InvalidArgument,
+                format!(
+                    "Task size {rows} is larger than maximum input batch size {}",
+                    self.options.max_batch_size
+                ),
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
+        let task = Task { handle, inputs, rows, reply };
+        self.queue_for(&task.handle).try_send(task).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ServingError::new(
+                Code::Unavailable,
+                "The batch scheduling queue to which this task was submitted is full",
+            ),
+            mpsc::error::TrySendError::Closed(_) => {
+                ServingError::new(Code::Unavailable, "the batch queue closed")
+            }
+        })?;
+        let produced =
+            answer.await.map_err(|_| ServingError::new(Code::Internal, "the batch was dropped"))?;
+        Ok(produced?)
+    }
+
+    /// The queue of a loaded version; a new instance of the same version
+    /// (unloaded and loaded again) gets a new queue.
+    fn queue_for(&self, handle: &ServableHandle<OnnxModel>) -> mpsc::Sender<Task> {
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        queues.retain(|_, q| !q.is_closed());
+        if let Some(q) = queues.get(handle.id()) {
+            return q.clone();
+        }
+        let capacity = self.options.max_enqueued_batches * self.options.max_batch_size;
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let id = handle.id().clone();
+        let worker = Worker { options: Arc::clone(&self.options), pool: self.pool.clone() };
+        let queues_ref = Arc::clone(&self.queues);
+        tokio::spawn(async move {
+            worker.serve(rx).await;
+            // Idle: forget the queue so the version's handle can go.
+            let mut queues = queues_ref.lock().unwrap_or_else(PoisonError::into_inner);
+            if queues.get(&id).is_some_and(mpsc::Sender::is_closed) {
+                queues.remove(&id);
+            }
+        });
+        queues.insert(handle.id().clone(), tx.clone());
+        tx
+    }
+}
+
+/// Forms and runs the batches of one queue.
+struct Worker {
+    options: Arc<BatchOptions>,
+    pool: InferencePool,
+}
+
+/// Non-batch dimensions of a task's inputs: tasks join a batch only if these match.
+fn inner_shapes(task: &Task) -> Vec<Vec<usize>> {
+    task.inputs.iter().map(|t| t.shape().get(1..).unwrap_or_default().to_vec()).collect()
+}
+
+impl Worker {
+    /// Until the queue has been idle for a while: take tasks into a batch
+    /// until it is full, its timeout passes and a thread is free, then run it.
+    async fn serve(self, mut rx: mpsc::Receiver<Task>) {
+        let idle = Duration::from_secs(30);
+        let mut carried: Option<Task> = None;
+        loop {
+            let first = match carried.take() {
+                Some(t) => t,
+                None => match tokio::time::timeout(idle, rx.recv()).await {
+                    Ok(Some(t)) => t,
+                    _ => return,
+                },
+            };
+            let shapes = inner_shapes(&first);
+            let mut rows = first.rows;
+            let mut batch = vec![first];
+            let fill_until = tokio::time::Instant::now() + self.options.batch_timeout;
+            // 1. Fill until the timeout.
+            while rows < self.options.max_batch_size {
+                let next = tokio::select! {
+                    t = rx.recv() => t,
+                    () = tokio::time::sleep_until(fill_until) => None,
+                };
+                let Some(task) = next else { break };
+                if self.joins(&batch, &shapes, rows, &task) {
+                    rows += task.rows;
+                    batch.push(task);
+                } else {
+                    carried = Some(task);
+                    break;
+                }
+            }
+            // 2. Wait for a thread, taking what arrives meanwhile.
+            let slot = loop {
+                if carried.is_some() || rows >= self.options.max_batch_size {
+                    break self.pool.slot().await;
+                }
+                tokio::select! {
+                    biased;
+                    slot = self.pool.slot() => break slot,
+                    t = rx.recv() => match t {
+                        Some(task) if self.joins(&batch, &shapes, rows, &task) => {
+                            rows += task.rows;
+                            batch.push(task);
+                        }
+                        Some(task) => carried = Some(task),
+                        None => break self.pool.slot().await,
+                    },
+                }
+            };
+            let padded = self.options.padded(rows);
+            tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                run_batch(batch, padded);
+            });
+        }
+    }
+
+    fn joins(&self, batch: &[Task], shapes: &[Vec<usize>], rows: usize, task: &Task) -> bool {
+        rows + task.rows <= self.options.max_batch_size
+            && batch[0].handle.same_instance(&task.handle)
+            && inner_shapes(task) == shapes
+    }
+}
+
+/// Concatenates the batch's inputs (padded to `padded` rows by repeating the
+/// first row), runs the model once, and sends each task its rows.
+fn run_batch(batch: Vec<Task>, padded: usize) {
+    let rows: usize = batch.iter().map(|t| t.rows).sum();
+    let result = (|| -> Result<TVec<TValue>, ServableError> {
+        if batch.len() == 1 && padded == rows {
+            return Ok(TVec::new());
+        }
+        let internal = |e: versa_onnx::TractError| {
+            ServableError::new(Code::Internal, format!("batching: {e:#}"))
+        };
+        let inputs = batch[0].inputs.len();
+        let mut merged = TVec::with_capacity(inputs);
+        for i in 0..inputs {
+            let mut parts: Vec<&Tensor> = batch.iter().map(|t| &*t.inputs[i]).collect();
+            let pad;
+            if padded > rows {
+                pad = batch[0].inputs[i].slice(0, 0, 1).map_err(internal)?;
+                parts.extend(std::iter::repeat_n(&pad, padded - rows));
+            }
+            merged.push(Tensor::stack_tensors(0, &parts).map_err(internal)?.into());
+        }
+        Ok(merged)
+    })();
+    let mut batch = batch;
+    let merged = match result {
+        Ok(m) if m.is_empty() => {
+            // One task, no padding: run it as it is.
+            let task = batch.pop().expect("one task");
+            let outcome = task.handle.run(task.inputs);
+            let _ = task.reply.send(outcome);
+            return;
+        }
+        Ok(m) => m,
+        Err(e) => return fail_all(batch, &e),
+    };
+    let outputs = match batch[0].handle.run(merged) {
+        Ok(o) => o,
+        Err(e) => return fail_all(batch, &e),
+    };
+    let mut start = 0;
+    for task in batch {
+        let end = start + task.rows;
+        let mine: Result<TVec<TValue>, ServableError> = outputs
+            .iter()
+            .map(|o| {
+                o.slice(0, start, end).map(TValue::from).map_err(|e| {
+                    ServableError::new(
+                        Code::Internal,
+                        format!("batching: an output has no batch dimension: {e:#}"),
+                    )
+                })
+            })
+            .collect();
+        let _ = task.reply.send(mine);
+        start = end;
+    }
+}
+
+fn fail_all(batch: Vec<Task>, error: &ServableError) {
+    for task in batch {
+        let _ = task.reply.send(Err(error.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests;
