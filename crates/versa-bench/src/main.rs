@@ -41,6 +41,11 @@ struct Args {
     /// The versa-server binary (default: next to this one).
     #[arg(long)]
     server: Option<PathBuf>,
+    /// Serve with request batching: `--enable_batching` with this
+    /// max_batch_size (0: off). batch_timeout_micros is 0: batches form while
+    /// the batch threads are busy.
+    #[arg(long, default_value_t = 0)]
+    batching: usize,
 }
 
 /// Latency statistics of one run.
@@ -118,6 +123,28 @@ fn raw_baseline(
     Ok(Stats::new(latencies, 0, started.elapsed()))
 }
 
+/// Raw tract on every core at once (one thread per core, batch 1): the
+/// most requests per second the model allows on this machine.
+fn raw_parallel(dir: &Path, w: &Workload, requests: usize) -> anyhow::Result<f64> {
+    let model = std::sync::Arc::new(
+        OnnxModel::load(dir, ModelOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let input = versa_onnx::convert::tensor_from_vec(&[1, w.width], vec![0.5f32; w.width]);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let (model, input) = (model.clone(), input.clone());
+            scope.spawn(move || {
+                for _ in 0..requests / threads {
+                    let _ = model.run(TVec::from_iter([input.clone().into_tvalue()]));
+                }
+            });
+        }
+    });
+    Ok((requests / threads * threads) as f64 / started.elapsed().as_secs_f64())
+}
+
 struct Server {
     child: Child,
     grpc: u16,
@@ -135,9 +162,22 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn start_server(binary: &Path, base: &Path) -> anyhow::Result<Server> {
+fn start_server(binary: &Path, base: &Path, batching: usize) -> anyhow::Result<Server> {
     let (grpc, rest) = (free_port()?, free_port()?);
+    let mut extra = Vec::new();
+    if batching > 0 {
+        let file = base.with_file_name("batching.config");
+        std::fs::write(
+            &file,
+            format!(
+                "max_batch_size {{ value: {batching} }} max_enqueued_batches {{ value: 1000 }}"
+            ),
+        )?;
+        extra.push("--enable_batching".to_owned());
+        extra.push(format!("--batching_parameters_file={}", file.display()));
+    }
     let mut child = Command::new(binary)
+        .args(extra)
         .args([
             "--bind_address=127.0.0.1".to_owned(),
             format!("--port={grpc}"),
@@ -249,11 +289,12 @@ async fn main() -> anyhow::Result<()> {
     let dir = versa_testmodels::write_version(&base, 1, &w.bytes)?;
 
     let raw = raw_baseline(&dir, &w, args.requests, limit)?;
+    let raw_all_cores = raw_parallel(&dir, &w, args.requests)?;
     let binary = match args.server {
         Some(b) => b,
         None => std::env::current_exe()?.parent().context("exe dir")?.join("versa-server"),
     };
-    let server = start_server(&binary, &base)?;
+    let server = start_server(&binary, &base, args.batching)?;
 
     let channel =
         tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", server.grpc))?
@@ -284,11 +325,13 @@ async fn main() -> anyhow::Result<()> {
 
     let raw_p50 = raw.pct(0.5);
     println!(
-        "model: {} · concurrency: {} · cores: {}",
+        "model: {} · concurrency: {} · cores: {} · batching: {}",
         args.model,
         args.concurrency,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        if args.batching > 0 { format!("max_batch_size {}", args.batching) } else { "off".into() }
     );
+    println!("raw tract on every core at once, batch 1: {raw_all_cores:.0} req/s");
     println!();
     println!(
         "| path | ok | failed | req/s | p50 µs | p90 µs | p99 µs | max µs | p50 vs raw tract |"

@@ -98,8 +98,16 @@ impl BatchOptions {
         })
     }
 
-    /// The size a batch of `rows` runs at.
+    /// The size a batch of `rows` runs at: the next allowed size; without
+    /// allowed sizes, the next power of two (capped at max_batch_size).
+    /// tract runs fastest on a plan optimised for one concrete batch size,
+    /// and the model keeps a bounded cache of such plans: a handful of
+    /// sizes keeps every batch on a cached plan, where every size from 1 to
+    /// max_batch_size would rebuild plans over and over.
     fn padded(&self, rows: usize) -> usize {
+        if self.allowed_batch_sizes.is_empty() {
+            return rows.next_power_of_two().min(self.max_batch_size).max(rows);
+        }
         self.allowed_batch_sizes.iter().copied().find(|s| *s >= rows).unwrap_or(rows)
     }
 }
