@@ -9,11 +9,14 @@ stamp="$venv/.requirements-$(sha256sum "$here/requirements.txt" | cut -c1-16)"
 if [ -f "$stamp" ]; then
   exit 0
 fi
-if ! python3 -m venv --help >/dev/null 2>&1; then
+echo "setting up $venv (helm-python-sdk, kubernetes-validate, lupa)" >&2
+rm -rf "$venv"
+if ! python3 -m venv "$venv" 2>/dev/null; then
+  # Debian's python3 ships venv without ensurepip until python3-venv is installed.
   echo "installing python3-venv" >&2
   apt-get install -y -qq python3-venv >/dev/null
+  rm -rf "$venv"
+  python3 -m venv "$venv"
 fi
-echo "setting up $venv (helm-python-sdk, kubernetes-validate)" >&2
-python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"
 touch "$stamp"
