@@ -267,6 +267,27 @@ spec:
             .collect())
     }
 
+    /// Serving Pod UID → container restarts, to prove no Pod restarted or
+    /// was replaced.
+    pub async fn pod_restarts(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, i32>> {
+        Ok(self
+            .pods(name)
+            .await?
+            .iter()
+            .map(|p| {
+                let restarts = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .map_or(0, |c| c.iter().map(|c| c.restart_count).sum());
+                (p.metadata.uid.clone().unwrap_or_default(), restarts)
+            })
+            .collect())
+    }
+
     /// The reload token the operator created for a ModelDeployment.
     pub async fn reload_token(&self, name: &str) -> anyhow::Result<String> {
         let secrets: Api<k8s_openapi::api::core::v1::Secret> =
@@ -440,4 +461,24 @@ pub fn assert_phases_in_order(phases: &[String], expected: &[&str]) {
     for e in expected {
         assert!(phases.iter().any(|p| p == e), "phase {e} never seen: {phases:?}");
     }
+}
+
+/// The Python of the chart tools' environment (`make pyenv`):
+/// `$VERSA_VENV/bin/python`, by default `~/.cache/versa/venv/bin/python`.
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var("VERSA_VENV").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/versa/venv")
+    });
+    venv.join("bin/python")
+}
+
+/// Test logging from `RUST_LOG` (default: warnings; the API client's own
+/// errors off, since tests poll through expected failures).
+pub fn init_test_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,kube_client=off".into()),
+        )
+        .with_test_writer()
+        .try_init();
 }

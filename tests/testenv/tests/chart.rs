@@ -10,19 +10,13 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use versa_testenv::versa::{NAMESPACE, VersaEnv, is_ready, predict};
+use versa_testenv::versa::{
+    NAMESPACE, VersaEnv, init_test_tracing, is_ready, predict, venv_python,
+};
 
 const RELEASE_NAMESPACE: &str = "versa-system";
 const STABLE_1: &str = "[{name: fraud, basePath: ROOT/fraud, versionPolicy: {specific: {versions: [1]}}, labels: {stable: 1}}]";
 const CANARY_2_AT_10: &str = "[{name: fraud, basePath: ROOT/fraud, versionPolicy: {specific: {versions: [1, 2]}}, labels: {stable: 1, canary: 2}, traffic: {stable: 90, canary: 10}}]";
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,kube_client=off".into()),
-        )
-        .try_init();
-}
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -30,10 +24,7 @@ fn repo_root() -> PathBuf {
 
 /// `helm template` (templates only) through the chart script.
 fn render(values: &str, out: &Path) {
-    let venv = std::env::var("VERSA_VENV").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/versa/venv")
-    });
-    let python = venv.join("bin/python");
+    let python = venv_python();
     assert!(python.exists(), "{} missing: run `make pyenv`", python.display());
     let status = std::process::Command::new(python)
         .arg(repo_root().join("tests/chart/chart.py"))
@@ -65,7 +56,7 @@ async fn operator_pods(env: &VersaEnv) -> Vec<Pod> {
 
 #[tokio::test]
 async fn the_installed_chart_runs_the_operator_with_its_own_rbac() {
-    init_tracing();
+    init_test_tracing();
     let env = VersaEnv::start_bare(false).await.expect("env");
     let rendered = env.cluster.dir().join("chart.yaml");
     render(

@@ -2,17 +2,14 @@
 //! rot: chart installed, the five GitOps steps applied, every rollout Ready,
 //! traffic answered, no Pod restarted.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[test]
 fn the_demo_walks_through_every_gitops_step() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv = std::env::var("VERSA_VENV").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/versa/venv")
-    });
     let dir = tempfile::tempdir().expect("tempdir");
     let chart = dir.path().join("chart.yaml");
-    let rendered = std::process::Command::new(venv.join("bin/python"))
+    let rendered = std::process::Command::new(versa_testenv::versa::venv_python())
         .arg(root.join("tests/chart/chart.py"))
         .args(["render", "--skip-crds", "--set-json", r#"{"rollout": {"progressRequeueMs": 250}}"#])
         .arg(&chart)

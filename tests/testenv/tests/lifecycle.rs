@@ -12,18 +12,12 @@ use std::time::{Duration, Instant};
 use versa_proto::serving::prediction_service_client::PredictionServiceClient;
 use versa_proto::serving::{ModelSpec, PredictRequest, model_spec};
 use versa_proto::tensorflow::{TensorProto, TensorShapeProto, tensor_shape_proto::Dim};
-use versa_testenv::versa::{StatusLog, VersaEnv, assert_phases_in_order, predict};
+use versa_testenv::versa::{
+    StatusLog, VersaEnv, assert_phases_in_order, init_test_tracing, predict,
+};
 
 const MAX_REQUESTS: usize = 400_000;
 const MAX_DURATION: Duration = Duration::from_secs(150);
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,kube_client=off".into()),
-        )
-        .try_init();
-}
 
 fn fraud(versions: &str, labels: &str, traffic: &str) -> String {
     format!(
@@ -159,23 +153,6 @@ impl Load {
     }
 }
 
-/// Pod UID → restart count.
-async fn restarts(env: &VersaEnv, name: &str) -> BTreeMap<String, i32> {
-    env.pods(name)
-        .await
-        .expect("pods")
-        .iter()
-        .map(|p| {
-            let count = p
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .map_or(0, |c| c.iter().map(|c| c.restart_count).sum());
-            (p.metadata.uid.clone().unwrap_or_default(), count)
-        })
-        .collect()
-}
-
 fn share(tally: &Tally, version: i64) -> f64 {
     let total: u64 = tally.by_version.values().sum();
     tally.by_version.get(&version).copied().unwrap_or(0) as f64 / total.max(1) as f64
@@ -183,7 +160,7 @@ fn share(tally: &Tally, version: i64) -> f64 {
 
 #[tokio::test]
 async fn the_whole_lifecycle_under_load_loses_nothing() {
-    init_tracing();
+    init_test_tracing();
     let env = VersaEnv::start().await.expect("env");
     let log = StatusLog::start(&env, "fraud");
     let steps: Vec<(&str, String, &[&str])> = vec![
@@ -222,7 +199,7 @@ async fn the_whole_lifecycle_under_load_loses_nothing() {
     )];
     let ips = env.ready_ips("fraud").await.expect("ips");
     assert_eq!(ips.len(), 3);
-    let pods_before = restarts(&env, "fraud").await;
+    let pods_before = env.pod_restarts("fraud").await.expect("pods");
     let load = Load::start(ips.clone(), 2);
     let settle = Duration::from_millis(2500);
     tokio::time::sleep(settle).await;
@@ -309,12 +286,16 @@ async fn the_whole_lifecycle_under_load_loses_nothing() {
     report.push(format!("total: {ok} requests answered, {failed} failed (gRPC + REST, 4 clients)"));
     eprintln!("lifecycle:\n  {}", report.join("\n  "));
     assert_eq!(failed, 0, "failed requests: {errors:?}");
-    assert_eq!(restarts(&env, "fraud").await, pods_before, "no Pod restarted or replaced");
+    assert_eq!(
+        env.pod_restarts("fraud").await.expect("pods"),
+        pods_before,
+        "no Pod restarted or replaced"
+    );
 }
 
 #[tokio::test]
 async fn a_resource_preserving_model_never_holds_two_versions() {
-    init_tracing();
+    init_test_tracing();
     let env = VersaEnv::start().await.expect("env");
     let ranker = |v: i64| {
         format!(

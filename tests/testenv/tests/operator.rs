@@ -3,7 +3,6 @@
 //! running as real processes (Pods through the process kubelet).
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -12,20 +11,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use versa_crd::ModelDeploymentStatus;
 use versa_testenv::versa::{
-    Answer, NAMESPACE, OperatorOptions, StatusLog, VersaEnv, assert_phases_in_order, predict,
+    Answer, NAMESPACE, OperatorOptions, StatusLog, VersaEnv, assert_phases_in_order,
+    init_test_tracing, predict,
 };
 
 const STABLE_1: &str = "[{name: fraud, basePath: ROOT/fraud, versionPolicy: {specific: {versions: [1]}}, labels: {stable: 1}}]";
 const CANARY_2_AT_10: &str = "[{name: fraud, basePath: ROOT/fraud, versionPolicy: {specific: {versions: [1, 2]}}, labels: {stable: 1, canary: 2}, traffic: {stable: 90, canary: 10}}]";
 const PROMOTED_2: &str = "[{name: fraud, basePath: ROOT/fraud, versionPolicy: {specific: {versions: [2]}}, labels: {stable: 2}}]";
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,kube_client=off".into()),
-        )
-        .try_init();
-}
 
 fn condition<'a>(status: &'a ModelDeploymentStatus, type_: &str) -> (&'a str, &'a str) {
     status
@@ -33,24 +25,6 @@ fn condition<'a>(status: &'a ModelDeploymentStatus, type_: &str) -> (&'a str, &'
         .iter()
         .find(|c| c.type_ == type_)
         .map_or(("", ""), |c| (c.status.as_str(), c.reason.as_str()))
-}
-
-/// Pod UID → restart count.
-async fn restarts(env: &VersaEnv) -> BTreeMap<String, i32> {
-    env.pods("fraud")
-        .await
-        .expect("pods")
-        .iter()
-        .map(|p: &Pod| {
-            let uid = p.metadata.uid.clone().unwrap_or_default();
-            let count = p
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .map_or(0, |c| c.iter().map(|c| c.restart_count).sum());
-            (uid, count)
-        })
-        .collect()
 }
 
 /// Waits until every one of `ips` answers `target` with `version`.
@@ -129,7 +103,7 @@ impl Load {
 
 #[tokio::test]
 async fn canary_promote_and_rollback_move_by_reloads_in_phases_without_restarting_pods() {
-    init_tracing();
+    init_test_tracing();
     let env = VersaEnv::start().await.expect("env");
     let http = reqwest::Client::new();
     let phases = StatusLog::start(&env, "fraud");
@@ -149,7 +123,7 @@ async fn canary_promote_and_rollback_move_by_reloads_in_phases_without_restartin
     let ips = env.ready_ips("fraud").await.expect("ips");
     assert_eq!(ips.len(), 3);
     serving(&http, &ips, "labels/stable", 1).await;
-    let pods_before = restarts(&env).await;
+    let pods_before = env.pod_restarts("fraud").await.expect("pods");
     assert!(pods_before.values().all(|r| *r == 0), "{pods_before:?}");
     let load = Load::start(ips.clone());
 
@@ -229,12 +203,16 @@ async fn canary_promote_and_rollback_move_by_reloads_in_phases_without_restartin
     eprintln!("unversioned requests during canary, promote, rollback: {ok} ok, {failed} failed");
     assert_eq!(failed, 0, "failed requests: {errors:?}");
     assert!(ok > 20, "the load ran ({ok})");
-    assert_eq!(restarts(&env).await, pods_before, "no Pod restarted or replaced");
+    assert_eq!(
+        env.pod_restarts("fraud").await.expect("pods"),
+        pods_before,
+        "no Pod restarted or replaced"
+    );
 }
 
 #[tokio::test]
 async fn a_corrupt_canary_stops_degraded_while_stable_serves_and_bad_specs_change_nothing() {
-    init_tracing();
+    init_test_tracing();
     let env = VersaEnv::start().await.expect("env");
     let http = reqwest::Client::new();
     let g1 = env.apply(&env.manifest("fraud", 2, STABLE_1)).await.expect("apply");
@@ -334,7 +312,7 @@ async fn a_corrupt_canary_stops_degraded_while_stable_serves_and_bad_specs_chang
 
 #[tokio::test]
 async fn crashed_sidecars_drift_and_new_pods_get_the_config_back() {
-    init_tracing();
+    init_test_tracing();
     let env = VersaEnv::start().await.expect("env");
     let http = reqwest::Client::new();
     let g1 = env.apply(&env.manifest("fraud", 2, CANARY_2_AT_10)).await.expect("apply");
@@ -349,7 +327,7 @@ async fn crashed_sidecars_drift_and_new_pods_get_the_config_back() {
     assert!(env.kubelet.crash(NAMESPACE, &victim));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let restarted = restarts(&env).await.values().sum::<i32>() == 1;
+        let restarted = env.pod_restarts("fraud").await.expect("pods").values().sum::<i32>() == 1;
         let ready = env.ready_ips("fraud").await.expect("ips").len() == 2;
         if restarted && ready {
             break;
@@ -401,7 +379,7 @@ async fn crashed_sidecars_drift_and_new_pods_get_the_config_back() {
 
 #[tokio::test]
 async fn two_operators_one_leader_and_the_other_takes_over() {
-    init_tracing();
+    init_test_tracing();
     let mut env = VersaEnv::start_with(&["--lease_duration_seconds=3"]).await.expect("env");
     env.start_operator(OperatorOptions {
         identity: "operator-1".into(),
@@ -439,7 +417,7 @@ async fn two_operators_one_leader_and_the_other_takes_over() {
 /// 20 Pods. Printed for the record; bounded by the usual patience.
 #[tokio::test]
 async fn time_from_apply_to_every_pod_serving_the_new_label() {
-    init_tracing();
+    init_test_tracing();
     let env = VersaEnv::start().await.expect("env");
     let http = reqwest::Client::new();
     for (name, replicas) in [("small", 3), ("large", 20)] {

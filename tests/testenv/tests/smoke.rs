@@ -5,19 +5,12 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use std::time::{Duration, Instant};
+use versa_testenv::versa::init_test_tracing;
 use versa_testenv::{
     ClusterOptions, ImageMapping, KubeletOptions, ProcessKubelet, TestCluster, workspace_binary,
 };
 
 const PATIENCE: Duration = Duration::from_secs(90);
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,kube_client=off".into()),
-        )
-        .try_init();
-}
 
 async fn kubelet(cluster: &TestCluster) -> ProcessKubelet {
     ProcessKubelet::start(
@@ -116,7 +109,7 @@ async fn answers(ip: &str) {
 
 #[tokio::test]
 async fn a_deployment_becomes_ready_pods_that_serve_and_deleted_pods_are_replaced() {
-    init_tracing();
+    init_test_tracing();
     let started = Instant::now();
     let cluster = TestCluster::start(ClusterOptions::default()).await.expect("cluster");
     eprintln!("control plane ready in {:.1}s", started.elapsed().as_secs_f64());
@@ -172,7 +165,7 @@ async fn a_deployment_becomes_ready_pods_that_serve_and_deleted_pods_are_replace
 
 #[tokio::test]
 async fn kubectl_dry_run_validates_against_the_server() {
-    init_tracing();
+    init_test_tracing();
     let cluster = TestCluster::start(ClusterOptions {
         controller_manager: false,
         ..ClusterOptions::default()

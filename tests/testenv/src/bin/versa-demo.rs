@@ -132,23 +132,6 @@ async fn traffic(env: &VersaEnv) -> anyhow::Result<String> {
     ))
 }
 
-/// Serving Pod UID → restart count.
-async fn pod_restarts(env: &VersaEnv) -> anyhow::Result<BTreeMap<String, i32>> {
-    Ok(env
-        .pods("fraud")
-        .await?
-        .iter()
-        .map(|p| {
-            let restarts = p
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .map_or(0, |c| c.iter().map(|c| c.restart_count).sum());
-            (p.metadata.uid.clone().unwrap_or_default(), restarts)
-        })
-        .collect())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
@@ -211,10 +194,10 @@ async fn main() -> anyhow::Result<()> {
         clock.say(&format!("  Ready {:.2}s after apply", started.elapsed().as_secs_f64()));
         eprint!("{}", kubectl(&env, &["get", "modeldeployments"])?);
         clock.say(&format!("  {}", traffic(&env).await?));
-        let pods = pod_restarts(&env).await?;
+        let pods = env.pod_restarts("fraud").await?;
         first_pods.get_or_insert(pods);
     }
-    let restarted = first_pods.as_ref() != Some(&pod_restarts(&env).await?);
+    let restarted = first_pods.as_ref() != Some(&env.pod_restarts("fraud").await?);
 
     eprintln!();
     if restarted {
