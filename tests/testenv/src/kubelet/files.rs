@@ -1,0 +1,143 @@
+//! What a Pod's process finds on disk: its volumes materialised on the host,
+//! container paths in its arguments rewritten to them, and in-cluster
+//! credentials of its ServiceAccount.
+
+use super::KubeletOptions;
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use std::path::PathBuf;
+
+/// Replaces a container path prefix with a host path in a string.
+pub(super) fn rewrite(value: &str, mounts: &[(String, PathBuf)]) -> String {
+    for (mount, host) in mounts {
+        let mount = mount.trim_end_matches('/');
+        if let Some(rest) = value.strip_prefix(mount)
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            return format!("{}{rest}", host.display());
+        }
+        // Inside `--flag=/path/...`.
+        if let Some((flag, path)) = value.split_once('=')
+            && let Some(rest) = path.strip_prefix(mount)
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            return format!("{flag}={}{rest}", host.display());
+        }
+    }
+    value.to_owned()
+}
+
+/// Materialises the container's volumes on the host: hostPath as is,
+/// emptyDir/configMap/secret under the work directory.
+pub(super) async fn volumes(
+    client: &kube::Client,
+    options: &KubeletOptions,
+    pod: &Pod,
+    container: &Container,
+    namespace: &str,
+) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let spec = pod.spec.as_ref().context("pod spec")?;
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let mut mounts = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let Some(volume) = spec.volumes.iter().flatten().find(|v| v.name == mount.name) else {
+            continue;
+        };
+        let local = options.workdir.join("pods").join(&uid).join(&volume.name);
+        let host = if let Some(host_path) = &volume.host_path {
+            PathBuf::from(&host_path.path)
+        } else if let Some(cm) = &volume.config_map {
+            let map: ConfigMap = Api::namespaced(client.clone(), namespace).get(&cm.name).await?;
+            std::fs::create_dir_all(&local)?;
+            for (key, value) in map.data.unwrap_or_default() {
+                std::fs::write(local.join(key), value)?;
+            }
+            local
+        } else if let Some(secret) = &volume.secret {
+            let name = secret.secret_name.clone().unwrap_or_default();
+            let s: Secret = Api::namespaced(client.clone(), namespace).get(&name).await?;
+            std::fs::create_dir_all(&local)?;
+            for (key, value) in s.data.unwrap_or_default() {
+                std::fs::write(local.join(key), value.0)?;
+            }
+            local
+        } else {
+            std::fs::create_dir_all(&local)?;
+            local
+        };
+        let target = match &mount.sub_path {
+            Some(sub) if !sub.is_empty() => host.join(sub),
+            _ => host,
+        };
+        mounts.push((mount.mount_path.clone(), target));
+    }
+    // Longest mount paths first so nested mounts win.
+    mounts.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
+    Ok(mounts)
+}
+
+/// A kubeconfig holding a fresh token of the Pod's ServiceAccount (one
+/// hour, bound to the Pod) from the TokenRequest API: what a real kubelet
+/// mounts at /var/run/secrets/kubernetes.io/serviceaccount.
+pub(super) async fn service_account_kubeconfig(
+    client: &kube::Client,
+    options: &KubeletOptions,
+    pod: &Pod,
+    namespace: &str,
+) -> anyhow::Result<PathBuf> {
+    let api =
+        options.api.as_ref().context("service-account credentials need KubeletOptions::api")?;
+    let spec = pod.spec.as_ref().context("pod spec")?;
+    let account = spec.service_account_name.clone().unwrap_or_else(|| "default".into());
+    let request = json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {
+            "audiences": [],
+            "expirationSeconds": 3600,
+            "boundObjectRef": {
+                "apiVersion": "v1", "kind": "Pod",
+                "name": pod.metadata.name, "uid": pod.metadata.uid,
+            },
+        },
+    });
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), namespace);
+    let response: serde_json::Value = accounts
+        .create_subresource("token", &account, &PostParams::default(), &request)
+        .await
+        .with_context(|| format!("TokenRequest for service account {namespace}/{account}"))?;
+    let token = response["status"]["token"].as_str().context("TokenRequest gave no token")?;
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let dir = options.workdir.join("pods").join(uid);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("service-account.kubeconfig");
+    let ca = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &api.ca_pem);
+    let kubeconfig = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "in-cluster", "cluster": {"server": api.server, "certificate-authority-data": ca}}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": account, "namespace": namespace}}],
+        "current-context": "in-cluster",
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&kubeconfig)?)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_paths_map_to_host_paths() {
+        let mounts = vec![("/models".to_owned(), PathBuf::from("/tmp/x/models"))];
+        assert_eq!(
+            rewrite("--model_base_path=/models/fraud", &mounts),
+            "--model_base_path=/tmp/x/models/fraud"
+        );
+        assert_eq!(rewrite("/models", &mounts), "/tmp/x/models");
+        assert_eq!(rewrite("/models2/a", &mounts), "/models2/a");
+        assert_eq!(rewrite("--port=8500", &mounts), "--port=8500");
+    }
+}
