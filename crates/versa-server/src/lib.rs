@@ -248,6 +248,11 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
+/// Binds one of the server's ports, saying which on failure.
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot bind {what} {addr}"))
+}
+
 /// ModelService (status, reloads) behind the bearer-token guard.
 fn model_service(
     serving: &Serving,
@@ -300,9 +305,7 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
     if flags.port != 0 {
         let addr = SocketAddr::new(flags.bind_address, flags.port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot bind gRPC port {addr}"))?;
+        let listener = bind(addr, "gRPC port").await?;
         tracing::info!("Running gRPC ModelServer at {}", listener.local_addr()?);
         let (reporter, health) = tonic_health::server::health_reporter();
         for service in [
@@ -328,9 +331,7 @@ pub async fn serve(
             );
         if flags.model_service_port != 0 {
             let addr = SocketAddr::new(flags.bind_address, flags.model_service_port);
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot bind ModelService port {addr}"))?;
+            let listener = bind(addr, "ModelService port").await?;
             tracing::info!("Running gRPC ModelService at {}", listener.local_addr()?);
             let admin = tonic::transport::Server::builder()
                 .add_service(health)
@@ -353,9 +354,7 @@ pub async fn serve(
     }
     if flags.rest_api_port != 0 {
         let addr = SocketAddr::new(flags.bind_address, flags.rest_api_port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot bind REST port {addr}"))?;
+        let listener = bind(addr, "REST port").await?;
         tracing::info!("Exporting HTTP/REST API at:{}", listener.local_addr()?);
         let app = rest::router(
             serving.clone(),

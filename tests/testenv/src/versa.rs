@@ -221,10 +221,28 @@ spec:
 
     /// Waits until generation `generation` is observed and `Ready` is True.
     pub async fn wait_ready(&self, name: &str, generation: i64) -> anyhow::Result<ModelDeployment> {
-        self.wait_for(name, "Ready", Duration::from_secs(90), |md| {
+        self.wait_condition(name, generation, "Ready", None, Duration::from_secs(90)).await
+    }
+
+    /// Waits until generation `generation` is observed with condition
+    /// `type_` True (and its reason `reason`, when given).
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        generation: i64,
+        type_: &str,
+        reason: Option<&str>,
+        patience: Duration,
+    ) -> anyhow::Result<ModelDeployment> {
+        let what = format!("{type_}{}", reason.map(|r| format!("/{r}")).unwrap_or_default());
+        self.wait_for(name, &what, patience, |md| {
             md.status.as_ref().is_some_and(|s| {
                 s.observed_generation == Some(generation)
-                    && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                    && s.conditions.iter().any(|c| {
+                        c.type_ == type_
+                            && c.status == "True"
+                            && reason.is_none_or(|r| c.reason == r)
+                    })
             })
         })
         .await

@@ -256,16 +256,7 @@ async fn the_whole_lifecycle_under_load_loses_nothing() {
         .await
         .expect("apply");
     let md = env
-        .wait_for("fraud", "Degraded", Duration::from_secs(60), |md| {
-            md.status.as_ref().is_some_and(|s| {
-                s.observed_generation == Some(g)
-                    && s.conditions.iter().any(|c| {
-                        c.type_ == "Degraded"
-                            && c.status == "True"
-                            && c.reason == "VersionLoadFailed"
-                    })
-            })
-        })
+        .wait_condition("fraud", g, "Degraded", Some("VersionLoadFailed"), Duration::from_secs(60))
         .await
         .expect("stopped");
     tokio::time::sleep(settle).await;

@@ -251,12 +251,7 @@ async fn a_corrupt_canary_stops_degraded_while_stable_serves_and_bad_specs_chang
     let bad = "[{name: fraud, basePath: ROOT/fraud, versionPolicy: {specific: {versions: [1, 2]}}, labels: {stable: 1, canary: 2}, traffic: {stable: 80, canary: 10}}]";
     let g2 = env.apply(&env.manifest("fraud", 2, bad)).await.expect("apply");
     let md = env
-        .wait_for("fraud", "InvalidSpec", Duration::from_secs(30), |md| {
-            md.status.as_ref().is_some_and(|s| {
-                s.observed_generation == Some(g2)
-                    && condition(s, "Degraded") == ("True", "InvalidSpec")
-            })
-        })
+        .wait_condition("fraud", g2, "Degraded", Some("InvalidSpec"), Duration::from_secs(30))
         .await
         .expect("refused");
     let status = md.status.expect("status");
@@ -274,12 +269,7 @@ async fn a_corrupt_canary_stops_degraded_while_stable_serves_and_bad_specs_chang
     let corrupt = "[{name: fraud, basePath: ROOT/fraud, versionPolicy: {specific: {versions: [1, 9]}}, labels: {stable: 1, canary: 9}, traffic: {stable: 90, canary: 10}}]";
     let g3 = env.apply(&env.manifest("fraud", 2, corrupt)).await.expect("apply");
     let md = env
-        .wait_for("fraud", "VersionLoadFailed", Duration::from_secs(60), |md| {
-            md.status.as_ref().is_some_and(|s| {
-                s.observed_generation == Some(g3)
-                    && condition(s, "Degraded") == ("True", "VersionLoadFailed")
-            })
-        })
+        .wait_condition("fraud", g3, "Degraded", Some("VersionLoadFailed"), Duration::from_secs(60))
         .await
         .expect("stopped");
     let status = md.status.expect("status");

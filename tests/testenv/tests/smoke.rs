@@ -5,7 +5,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use std::time::{Duration, Instant};
-use versa_testenv::versa::init_test_tracing;
+use versa_testenv::versa::{init_test_tracing, is_ready};
 use versa_testenv::{
     ClusterOptions, ImageMapping, KubeletOptions, ProcessKubelet, TestCluster, workspace_binary,
 };
@@ -58,13 +58,6 @@ fn deployment(models: &std::path::Path, replicas: i32) -> Deployment {
         },
     }))
     .expect("deployment")
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Waits until `n` Pods of the app are Ready; returns them.
