@@ -56,9 +56,7 @@ demo-server: ## Just versa-server, serving the example models on :8500 (gRPC) / 
 models: ## Write the generated example ONNX models to target/models
 	$(CARGO) run -q -p versa-testmodels --bin gen-test-models -- target/models
 
-bench: ## Benchmark versa-server against raw in-process tract (not part of the tests)
-	$(CARGO) build --release -p versa-server -p versa-bench
-	$(CARGO) run -q --release -p versa-bench -- --concurrency 1 --requests 5000
-	$(CARGO) run -q --release -p versa-bench -- --concurrency 16 --requests 20000
+bench: ## Every benchmark behind BENCHMARKS.md: throughput, batching, swaps, memory (not part of the tests)
+	scripts/bench.sh
 
 ci: lint check-generated test ## What .ci/run runs

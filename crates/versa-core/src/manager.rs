@@ -37,6 +37,10 @@ pub struct ManagerOptions {
     pub total_model_memory_limit_bytes: Option<u64>,
     /// Label rules of the serving map.
     pub label_rules: LabelRules,
+    /// Loads and unloads run on threads of their own with this much extra
+    /// niceness (Linux: per thread), so a large model being prepared does
+    /// not take cores away from requests being served. 0: same priority.
+    pub load_thread_niceness: i32,
 }
 
 impl Default for ManagerOptions {
@@ -50,6 +54,7 @@ impl Default for ManagerOptions {
             manage_state_interval: Duration::from_millis(100),
             total_model_memory_limit_bytes: None,
             label_rules: LabelRules::default(),
+            load_thread_niceness: 0,
         }
     }
 }

@@ -5,7 +5,9 @@
 use crate::dtype;
 use crate::signature::{Signature, TensorSpec};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
 use versa_core::{Code, ServableError};
 
@@ -41,10 +43,16 @@ pub struct OnnxModel {
     /// Decluttered, not optimised; batch dimension symbolic.
     typed: TypedModel,
     batch: Option<Symbol>,
-    /// Optimised with the batch dimension symbolic.
-    generic: Plan,
+    /// Optimised with the batch dimension symbolic: built at load when the
+    /// model has no batch dimension (it is then the only plan), otherwise on
+    /// first need (a batch size without a concrete plan), so a loaded model
+    /// holds one optimised copy of its weights rather than two.
+    generic: std::sync::OnceLock<Result<Plan, String>>,
     plans: Mutex<PlanCache>,
     options: ModelOptions,
+    /// Moving average of recent run times per batch row, nanoseconds (0:
+    /// never run). Decides whether a run is short enough to do inline.
+    row_nanos: AtomicU64,
 }
 
 fn invalid_model(path: &Path, e: impl std::fmt::Display) -> ServableError {
@@ -84,12 +92,37 @@ impl OnnxModel {
             .map_err(|e| invalid_model(&file, e))?;
         let signature = Self::signature_of(&typed).map_err(|e| invalid_model(&file, e))?;
         let batch = Self::batch_symbol(&typed);
-        let generic = typed
+        let model = Self {
+            signature,
+            typed,
+            batch,
+            generic: std::sync::OnceLock::new(),
+            plans: Mutex::default(),
+            options,
+            row_nanos: AtomicU64::new(0),
+        };
+        // Optimise now, so a model tract cannot prepare fails to load rather
+        // than at its first request: the batch-1 plan, or the symbolic one.
+        let concrete = match model.batch.is_some() && model.options.plan_cache_size > 0 {
+            true => model.concrete_plan(1),
+            false => Err(String::new()),
+        };
+        if concrete.is_err() {
+            model.generic_plan().map_err(|e| invalid_model(&file, e))?;
+        }
+        Ok(model)
+    }
+
+    fn generic_plan(&self) -> Result<Plan, String> {
+        self.generic
+            .get_or_init(|| {
+                self.typed
+                    .clone()
+                    .into_optimized()
+                    .and_then(|m| m.into_runnable())
+                    .map_err(|e| format!("{e:#}"))
+            })
             .clone()
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| invalid_model(&file, e))?;
-        Ok(Self { signature, typed, batch, generic, plans: Mutex::default(), options })
     }
 
     fn signature_of(typed: &TypedModel) -> Result<Signature, String> {
@@ -139,60 +172,91 @@ impl OnnxModel {
     }
 
     /// The plan for a batch size: a cached concrete one, a newly built one,
-    /// or the symbolic plan when the model has no batch dimension.
-    fn plan_for(&self, batch: usize) -> Plan {
-        let Some(symbol) = &self.batch else {
-            return Arc::clone(&self.generic);
+    /// or the symbolic plan when the model has no batch dimension or no
+    /// concrete plan can be built.
+    fn plan_for(&self, batch: usize) -> Result<Plan, ServableError> {
+        let concrete = match (&self.batch, self.options.plan_cache_size) {
+            (Some(_), 1..) => self.concrete_plan(batch),
+            _ => Err(String::new()),
         };
-        if self.options.plan_cache_size == 0 {
-            return Arc::clone(&self.generic);
-        }
+        concrete.or_else(|concrete_error| {
+            if !concrete_error.is_empty() {
+                tracing::warn!(
+                    batch,
+                    "no concrete plan for this batch size, running the symbolic one: {concrete_error}"
+                );
+            }
+            self.generic_plan().map_err(|e| {
+                ServableError::new(Code::Internal, format!("cannot optimise the model: {e}"))
+            })
+        })
+    }
+
+    /// The plan optimised for `batch` rows, from the cache or built now (and
+    /// cached, least recently used dropped beyond the cache size).
+    fn concrete_plan(&self, batch: usize) -> Result<Plan, String> {
+        let symbol = self.batch.as_ref().ok_or("the model has no batch dimension")?;
         {
             let mut cache = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(pos) = cache.plans.iter().position(|(n, _)| *n == batch) {
                 let entry = cache.plans.remove(pos);
                 let plan = Arc::clone(&entry.1);
                 cache.plans.push(entry);
-                return plan;
+                return Ok(plan);
             }
         }
         // Built outside the lock: optimising takes a while and other batch
         // sizes must not wait for it.
         let concrete = std::collections::HashMap::from([(symbol.clone(), TDim::Val(batch as i64))]);
-        let built = self
+        let plan = self
             .typed
             .set_symbols(&concrete)
             .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable());
-        match built {
-            Ok(plan) => {
-                let mut cache = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
-                if !cache.plans.iter().any(|(n, _)| *n == batch) {
-                    cache.plans.push((batch, Arc::clone(&plan)));
-                    if cache.plans.len() > self.options.plan_cache_size {
-                        cache.plans.remove(0);
-                    }
-                }
-                plan
-            }
-            Err(e) => {
-                tracing::warn!(
-                    batch,
-                    "no concrete plan for this batch size, running the symbolic one: {e}"
-                );
-                Arc::clone(&self.generic)
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| format!("{e:#}"))?;
+        let mut cache = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
+        if !cache.plans.iter().any(|(n, _)| *n == batch) {
+            cache.plans.push((batch, Arc::clone(&plan)));
+            if cache.plans.len() > self.options.plan_cache_size {
+                cache.plans.remove(0);
             }
         }
+        Ok(plan)
     }
 
     /// Runs the model on inputs in signature order. Blocking: call it on the
     /// inference pool.
     pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, ServableError> {
-        let batch = inputs.first().and_then(|t| t.shape().first().copied()).unwrap_or(1);
-        let plan = self.plan_for(batch);
-        plan.run(inputs).map_err(|e| {
+        let rows = Self::rows_of(&inputs);
+        let plan = self.plan_for(rows)?;
+        let started = Instant::now();
+        let outputs = plan.run(inputs).map_err(|e| {
             ServableError::new(Code::InvalidArgument, format!("model run failed: {e:#}"))
-        })
+        })?;
+        self.record_run(started.elapsed(), rows);
+        Ok(outputs)
+    }
+
+    /// Rows of a batch: dimension 0 of the first input (1 for a scalar).
+    pub fn rows_of(inputs: &[TValue]) -> usize {
+        inputs.first().and_then(|t| t.shape().first().copied()).unwrap_or(1).max(1)
+    }
+
+    fn record_run(&self, took: Duration, rows: usize) {
+        let per_row = (took.as_nanos() / rows as u128).min(u128::from(u64::MAX / 8)) as u64;
+        let old = self.row_nanos.load(Ordering::Relaxed);
+        // Races between threads lose an update now and then; it is an estimate.
+        let new = if old == 0 { per_row } else { (old * 7 + per_row) / 8 };
+        self.row_nanos.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// How long a run of `rows` rows is expected to take, from recent runs
+    /// (`None` before the first run).
+    pub fn expected_run_time(&self, rows: usize) -> Option<Duration> {
+        match self.row_nanos.load(Ordering::Relaxed) {
+            0 => None,
+            per_row => Some(Duration::from_nanos(per_row.saturating_mul(rows as u64))),
+        }
     }
 
     /// One run on zeros at batch size 1 (when every other dimension is known),

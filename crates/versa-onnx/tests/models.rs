@@ -108,6 +108,52 @@ fn mlp_runs_at_several_batch_sizes() {
     }
 }
 
+#[test]
+fn expected_run_time_is_learnt_from_runs_and_scales_with_rows() {
+    let (_dir, model) = load(&models::mlp(&[784, 512, 256, 10]), ModelOptions::default());
+    assert_eq!(model.expected_run_time(1), None, "nothing run yet");
+    run(&model, vec![f32_tensor(&[4, 784], vec![0.1; 4 * 784])]);
+    let one = model.expected_run_time(1).expect("known after a run");
+    assert!(one > std::time::Duration::ZERO);
+    assert_eq!(model.expected_run_time(10), Some(one * 10));
+}
+
+#[test]
+fn small_cnn_runs_and_depends_on_its_input() {
+    let (_dir, model) = load(&models::small_cnn(), ModelOptions::default());
+    assert_eq!(model.signature().inputs[0].shape, vec![-1, 1, 28, 28]);
+    assert_eq!(model.signature().outputs[0].shape, vec![-1, 10]);
+    let zeros = run(&model, vec![f32_tensor(&[2, 1, 28, 28], vec![0.0; 2 * 784])]);
+    let ramp: Vec<f32> = (0..2 * 784).map(|i| (i % 97) as f32 / 97.0).collect();
+    let ramped = run(&model, vec![f32_tensor(&[2, 1, 28, 28], ramp)]);
+    assert_eq!(zeros[0].shape(), &[2, 10]);
+    let (a, b) = (f32_values(&zeros[0]), f32_values(&ramped[0]));
+    assert!(a.iter().chain(&b).all(|v| v.is_finite()));
+    assert_ne!(a, b, "the logits must depend on the image");
+}
+
+#[test]
+fn mobilenet_sized_cnn_has_mobilenet_v2_parameter_count_and_runs() {
+    let bytes = models::mobilenet_v2_like();
+    let proto: tract_onnx::pb::ModelProto =
+        prost::Message::decode(bytes.as_slice()).expect("decodes");
+    let graph = proto.graph.expect("graph");
+    let params: usize = graph.initializer.iter().map(|t| t.float_data.len()).sum();
+    // MobileNetV2 (1.0, 224) has 3.50 M parameters, 3.47 M without batch-norm statistics.
+    assert!((3_400_000..3_600_000).contains(&params), "{params} parameters");
+    let depthwise = graph
+        .node
+        .iter()
+        .filter(|n| n.attribute.iter().any(|a| a.name == "group" && a.i > 1))
+        .count();
+    assert_eq!(depthwise, 17, "one depthwise convolution per inverted residual block");
+
+    let (_dir, model) = load(&bytes, ModelOptions::default());
+    let out = run(&model, vec![f32_tensor(&[1, 3, 224, 224], vec![0.5; 3 * 224 * 224])]);
+    assert_eq!(out[0].shape(), &[1, 1000]);
+    assert!(f32_values(&out[0]).iter().all(|v| v.is_finite()));
+}
+
 fn load_error(dir: &Path) -> versa_core::ServableError {
     OnnxLoader::default().load(&ServableId::new("m", 1), dir).expect_err("must fail")
 }

@@ -142,6 +142,13 @@ impl Batcher {
         Self { options: Arc::new(options), pool, queues: Arc::default() }
     }
 
+    /// Batches expected to run within `limit` run on the queue's own task
+    /// rather than on a blocking thread (see [`InferencePool::with_inline_limit`]).
+    pub fn with_inline_limit(mut self, limit: Duration) -> Self {
+        self.pool = self.pool.with_inline_limit(limit);
+        self
+    }
+
     pub fn options(&self) -> &BatchOptions {
         &self.options
     }
@@ -267,10 +274,16 @@ impl Worker {
                 }
             };
             let padded = self.options.padded(rows);
-            tokio::task::spawn_blocking(move || {
+            if self.pool.is_short(batch[0].handle.expected_run_time(padded)) {
+                // Short: run here (this queue's next batch waits for it anyway).
                 let _slot = slot;
                 run_batch(batch, padded);
-            });
+            } else {
+                tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
+                    run_batch(batch, padded);
+                });
+            }
         }
     }
 

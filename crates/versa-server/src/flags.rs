@@ -77,6 +77,11 @@ pub struct Flags {
         allow_negative_numbers = true
     )]
     pub load_retry_interval_micros: i64,
+    /// Versa: loads and unloads run on their own threads this much nicer
+    /// (0..=19) than serving, so preparing a large version does not take
+    /// cores away from requests; 0: same priority.
+    #[arg(long = "load_thread_niceness", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub load_thread_niceness: i32,
     /// Run each new version once on zeros before it becomes AVAILABLE.
     #[arg(long = "enable_model_warmup", num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = ArgAction::Set)]
     pub enable_model_warmup: bool,
@@ -133,6 +138,11 @@ pub struct Flags {
     /// Inferences running at once (0: one per core).
     #[arg(long = "num_inference_threads", default_value_t = 0)]
     pub num_inference_threads: usize,
+    /// Versa: runs expected to take at most this long (from the model's
+    /// recent runs, per row) run on the thread that received the request
+    /// instead of being handed to an inference thread; 0: always hand over.
+    #[arg(long = "inline_inference_max_micros", default_value_t = 300)]
+    pub inline_inference_max_micros: u64,
     /// Batch sizes per model version with a concretely-optimised plan.
     #[arg(long = "plan_cache_size", default_value_t = 8)]
     pub plan_cache_size: usize,
@@ -311,6 +321,7 @@ impl Flags {
                 allow_for_unavailable: self.allow_version_labels_for_unavailable_models,
                 ..versa_core::LabelRules::default()
             },
+            load_thread_niceness: self.load_thread_niceness,
             ..versa_core::ManagerOptions::default()
         }
     }

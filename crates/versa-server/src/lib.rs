@@ -285,10 +285,14 @@ pub async fn serve(
     }
     let serving = Serving {
         core,
-        pool: InferencePool::new(flags.num_inference_threads),
+        pool: InferencePool::new(flags.num_inference_threads)
+            .with_inline_limit(Duration::from_micros(flags.inline_inference_max_micros)),
         metrics,
         tensor_content_outputs: flags.enable_serialization_as_tensor_content,
-        batcher: startup.batching.clone().map(batching::Batcher::new),
+        batcher: startup.batching.clone().map(|options| {
+            batching::Batcher::new(options)
+                .with_inline_limit(Duration::from_micros(flags.inline_inference_max_micros))
+        }),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

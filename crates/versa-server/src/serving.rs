@@ -248,9 +248,10 @@ impl Serving {
             }
             _ => {
                 let pool = self.pool.clone();
+                let expected = handle.expected_run_time(OnnxModel::rows_of(&inputs));
                 Box::pin(async move {
                     let chosen = pool
-                        .run(move || {
+                        .run_adaptive(expected, move || {
                             let produced = handle.run(inputs)?;
                             Ok(choose(&handle, produced))
                         })

@@ -10,8 +10,13 @@
 //! | [`string_model`] | `text` string [batch] → `echo` string | string tensors |
 //! | [`corrupt`] | — | a file that is not an ONNX model |
 //! | [`mlp`] | `input` f32 [batch, 784] → `logits` f32 [batch, 10] | 784→512→256→10 MLP for benchmarks |
+//! | [`small_cnn`] | `image` f32 [batch, 1, 28, 28] → `logits` f32 [batch, 10] | two conv layers, benchmarks |
+//! | [`mobilenet_v2_like`] | `image` f32 [batch, 3, 224, 224] → `logits` f32 [batch, 1000] | MobileNetV2-sized CNN (≈14 MB), benchmarks and memory |
 
+pub mod cnn;
 pub mod onnx;
+
+pub use cnn::{mobilenet_v2_like, small_cnn};
 
 use onnx::{BATCH, Dim, encode, f32_tensor, graph, i64_tensor, node, value_info, weights};
 use std::path::{Path, PathBuf};

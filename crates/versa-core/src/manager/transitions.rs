@@ -55,7 +55,10 @@ impl<L: Loader> Shared<L> {
         };
         let estimate = {
             let (loader, id, path) = (Arc::clone(&self.loader), id.clone(), path.to_owned());
-            blocking(move || loader.estimate_resources(&id, &path)).await?
+            off_thread(self.options.load_thread_niceness, move || {
+                loader.estimate_resources(&id, &path)
+            })
+            .await?
         };
         let mut inner = self.lock();
         if inner.reserved_bytes.saturating_add(estimate) > limit {
@@ -81,7 +84,7 @@ impl<L: Loader> Shared<L> {
         loop {
             let result = {
                 let (loader, id, path) = (Arc::clone(&self.loader), id.clone(), path.to_owned());
-                blocking(move || loader.load(&id, &path)).await
+                off_thread(self.options.load_thread_niceness, move || loader.load(&id, &path)).await
             };
             let error = match result {
                 Ok(servable) => return Ok(servable),
@@ -136,7 +139,7 @@ impl<L: Loader> Shared<L> {
             let shared = Arc::clone(self);
             tokio::spawn(async move {
                 let loader = Arc::clone(&shared.loader);
-                let _ = blocking(move || {
+                let _ = off_thread(shared.options.load_thread_niceness, move || {
                     loader.unload(&id, servable);
                     Ok(())
                 })
@@ -172,7 +175,7 @@ impl<L: Loader> Shared<L> {
         if let Some(servable) = servable {
             let _slot = self.unload_slots.acquire().await;
             let (loader, unload_id) = (Arc::clone(&self.loader), id.clone());
-            if blocking(move || {
+            if off_thread(self.options.load_thread_niceness, move || {
                 loader.unload(&unload_id, servable);
                 Ok(())
             })
@@ -197,11 +200,72 @@ impl<L: Loader> Shared<L> {
     }
 }
 
-/// Runs blocking loader work off the reactor; a panic becomes an INTERNAL error.
-async fn blocking<R: Send + 'static>(
+/// Runs blocking loader work on a thread of its own (loads are rare and
+/// long), `niceness` below the serving threads; a panic becomes an INTERNAL
+/// error.
+async fn off_thread<R: Send + 'static>(
+    niceness: i32,
     work: impl FnOnce() -> Result<R, ServableError> + Send + 'static,
 ) -> Result<R, ServableError> {
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|join| {
-        Err(ServableError::new(Code::Internal, format!("loader panicked: {join}")))
-    })
+    let (done, result) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("versa-load".into()).spawn(move || {
+        if niceness != 0 {
+            // Linux applies nice to the calling thread only.
+            if let Err(e) = rustix::process::nice(niceness) {
+                tracing::debug!("cannot lower the load thread's priority: {e}");
+            }
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+        let _ = done.send(outcome);
+    });
+    if let Err(e) = spawned {
+        return Err(ServableError::new(
+            Code::Unavailable,
+            format!("cannot start a load thread: {e}"),
+        ));
+    }
+    match result.await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(panic)) => {
+            let reason = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(ServableError::new(Code::Internal, format!("loader panicked: {reason}")))
+        }
+        Err(_) => Err(ServableError::new(Code::Internal, "load thread ended without a result")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn loader_work_runs_on_a_nicer_thread_of_its_own() {
+        let serving_nice = rustix::process::getpriority_process(None).expect("priority");
+        let (name, nice) = off_thread(5, move || {
+            let name = std::thread::current().name().map(str::to_owned);
+            Ok((name, rustix::process::getpriority_process(None).expect("priority")))
+        })
+        .await
+        .expect("runs");
+        assert_eq!(name.as_deref(), Some("versa-load"));
+        assert_eq!(nice, (serving_nice + 5).min(19));
+        assert_eq!(
+            rustix::process::getpriority_process(None).expect("priority"),
+            serving_nice,
+            "the caller's priority is unchanged"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_loader_is_an_internal_error() {
+        let err = off_thread(0, || -> Result<(), ServableError> { panic!("bad model") })
+            .await
+            .expect_err("fails");
+        assert_eq!(err.code, Code::Internal);
+        assert!(err.message.contains("bad model"), "{}", err.message);
+    }
 }
