@@ -70,9 +70,9 @@ pub(crate) async fn run<C: Call>(
     (all, started.elapsed())
 }
 
-pub(crate) fn stats(samples: &[Sample], elapsed: Duration) -> Stats {
-    let failed = samples.iter().filter(|s| !s.ok).count();
-    Stats::new(samples.iter().filter(|s| s.ok).map(|s| s.latency).collect(), failed, elapsed)
+pub(crate) fn stats<'a>(samples: impl IntoIterator<Item = &'a Sample>, elapsed: Duration) -> Stats {
+    let (ok, failed): (Vec<&Sample>, Vec<&Sample>) = samples.into_iter().partition(|s| s.ok);
+    Stats::new(ok.iter().map(|s| s.latency).collect(), failed.len(), elapsed)
 }
 
 /// gRPC Predict over one shared HTTP/2 channel.

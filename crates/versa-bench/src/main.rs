@@ -47,6 +47,9 @@ struct Args {
     /// `swap`: seconds of steady load before the new version is published.
     #[arg(long, default_value_t = 5)]
     steady: u64,
+    /// `swap`: how many swaps, one after another.
+    #[arg(long, default_value_t = 5)]
+    swaps: usize,
     /// The versa-server binary (default: next to this one).
     #[arg(long)]
     server: Option<PathBuf>,
@@ -77,7 +80,9 @@ async fn main() -> anyhow::Result<()> {
     };
     match args.scenario.as_str() {
         "throughput" => scenarios::throughput(&setup).await,
-        "swap" => scenarios::swap(&setup, Duration::from_secs(args.steady)).await,
+        "swap" => {
+            scenarios::swap(&setup, Duration::from_secs(args.steady), args.swaps.max(1)).await
+        }
         "memory" => scenarios::memory(&setup).await,
         other => anyhow::bail!("unknown scenario {other} (throughput, swap, memory)"),
     }

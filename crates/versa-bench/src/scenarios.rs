@@ -123,10 +123,11 @@ async fn measured<C: load::Call>(
     Ok((stats, per_request))
 }
 
-/// gRPC load the whole time; version 2 is published after a steady phase
-/// and takes over (AvailabilityPreserving: loaded, then version 1 unloaded).
-/// Compares latency while the swap is under way with the steady phase.
-pub(crate) async fn swap(setup: &Setup, steady: Duration) -> anyhow::Result<()> {
+/// gRPC load the whole time; after a steady phase, versions 2, 3, … are
+/// published one after another, each taking over (AvailabilityPreserving:
+/// loaded, then the previous one unloaded). Latency of requests started
+/// while a swap was under way, pooled over every swap, against the rest.
+pub(crate) async fn swap(setup: &Setup, steady: Duration, swaps: usize) -> anyhow::Result<()> {
     let w = &setup.workload;
     let root = tempfile::tempdir()?;
     let base = root.path().join("bench");
@@ -140,49 +141,63 @@ pub(crate) async fn swap(setup: &Setup, steady: Duration) -> anyhow::Result<()> 
     let call = GrpcPredict::connect(server.grpc_url(), w).await?;
     load::warm_up(&call).await;
 
-    let bounds = Bounds::new(setup.concurrency, usize::MAX, steady + setup.limit);
+    let bounds = Bounds::new(setup.concurrency, usize::MAX, steady * 2 + setup.limit * 2);
     let stop = std::sync::Arc::clone(&bounds.stop);
     let origin = Instant::now();
     let running = tokio::spawn(async move { load::run(&bounds, call, origin).await });
-    tokio::time::sleep(steady).await;
-    versa_testmodels::publish_version(&base, 2, &w.bytes)?;
-    // The swap starts when the server has seen version 2 (the source polls
-    // the base path once a second) and ends when version 1 is gone.
-    let seen = server.wait_seen(2, setup.limit).await;
-    let published = origin.elapsed();
-    let outcome = server.wait_only(2, setup.limit).await;
-    let swapped = origin.elapsed();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut windows = Vec::new();
+    let outcome: anyhow::Result<()> = async {
+        tokio::time::sleep(steady).await;
+        for version in 2..2 + swaps as i64 {
+            versa_testmodels::publish_version(&base, version, &w.bytes)?;
+            // A swap starts when the server has seen the new version (the
+            // source polls the base path once a second) and ends when the
+            // previous one is gone.
+            server.wait_seen(version, setup.limit).await?;
+            let from = origin.elapsed();
+            server.wait_only(version, setup.limit).await?;
+            windows.push((from, origin.elapsed()));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Ok(())
+    }
+    .await;
     stop.store(true, Ordering::Relaxed);
     let (samples, _) = running.await?;
-    seen?;
     outcome?;
 
-    // The first 10% of the steady phase is left out (connections settling).
-    let steady_stats = Stats::of_window(&samples, steady / 10, published);
-    let swap_stats = Stats::of_window(&samples, published, swapped);
-    let after = Stats::of_window(&samples, swapped, Duration::MAX);
+    let in_swap = |t: Duration| windows.iter().any(|(a, b)| t >= *a && t < *b);
+    let warmed = steady / 10; // connections settling
+    let (swapping, steady_samples): (Vec<_>, Vec<_>) =
+        samples.iter().filter(|s| s.started >= warmed).partition(|s| in_swap(s.started));
+    let swap_time: Duration = windows.iter().map(|(a, b)| *b - *a).sum();
+    let total = samples.iter().map(|s| s.started + s.latency).max().unwrap_or_default();
+    let steady_stats = load::stats(&steady_samples, total.saturating_sub(warmed + swap_time));
+    let swap_stats = load::stats(&swapping, swap_time);
     println!(
-        "model: {} · concurrency: {} · cores: {} · AvailabilityPreserving swap 1 → 2 under gRPC load",
+        "model: {} · concurrency: {} · cores: {} · {swaps} AvailabilityPreserving swaps under gRPC load",
         w.name,
         setup.concurrency,
         cores()
     );
+    let mut lengths: Vec<f64> =
+        windows.iter().map(|(a, b)| (*b - *a).as_secs_f64() * 1e3).collect();
+    lengths.sort_by(f64::total_cmp);
     println!(
-        "swap took {:.0} ms (version 2 seen by the server → version 2 alone AVAILABLE, version 1 END)",
-        (swapped - published).as_secs_f64() * 1e3
+        "each swap (new version seen by the server → it alone AVAILABLE, the previous END): median {:.0} ms, longest {:.0} ms",
+        lengths[lengths.len() / 2],
+        lengths[lengths.len() - 1]
     );
     println!(
-        "p99 during the swap / steady p99: {:.2}× · failed requests: {}",
+        "p99 during swaps / steady p99: {:.2}× · failed requests: {}",
         us(swap_stats.pct(0.99)) / us(steady_stats.pct(0.99)).max(1e-9),
-        steady_stats.failed + swap_stats.failed + after.failed
+        steady_stats.failed + swap_stats.failed
     );
     println!();
     let steady_p50 = steady_stats.pct(0.5);
     println!("{}", stats::HEADER.replace("p50 vs raw tract", "p50 vs steady"));
-    println!("{}", stats::row("steady (version 1)", &steady_stats, steady_p50));
-    println!("{}", stats::row("during the swap", &swap_stats, steady_p50));
-    println!("{}", stats::row("after (version 2)", &after, steady_p50));
+    println!("{}", stats::row("steady (no swap under way)", &steady_stats, steady_p50));
+    println!("{}", stats::row("started during a swap", &swap_stats, steady_p50));
     Ok(())
 }
 

@@ -26,17 +26,6 @@ impl Stats {
         Self { count: latencies.len(), failed, elapsed, sorted: latencies }
     }
 
-    /// Statistics of the samples that started within `[from, to)`.
-    pub(crate) fn of_window(samples: &[Sample], from: Duration, to: Duration) -> Self {
-        let window: Vec<&Sample> =
-            samples.iter().filter(|s| s.started >= from && s.started < to).collect();
-        let failed = window.iter().filter(|s| !s.ok).count();
-        let latencies = window.iter().filter(|s| s.ok).map(|s| s.latency).collect();
-        // An open-ended window ends with its last request.
-        let last = window.iter().map(|s| s.started + s.latency).max().unwrap_or(from);
-        Self::new(latencies, failed, to.min(last).saturating_sub(from))
-    }
-
     pub(crate) fn pct(&self, p: f64) -> Duration {
         if self.sorted.is_empty() {
             return Duration::ZERO;
@@ -77,17 +66,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_and_windows() {
+    fn percentiles_and_rate() {
         let ms = Duration::from_millis;
-        let samples: Vec<Sample> = (0..100)
-            .map(|i| Sample { started: ms(i), latency: ms(i + 1), ok: i % 10 != 0 })
-            .collect();
-        let all = Stats::of_window(&samples, ms(0), ms(100));
-        assert_eq!((all.count, all.failed), (90, 10));
-        assert_eq!(all.pct(1.0), ms(100));
-        assert_eq!(all.pct(0.0), ms(2));
-        let late = Stats::of_window(&samples, ms(50), ms(60));
-        assert_eq!((late.count, late.failed), (9, 1));
-        assert!((late.rps() - 900.0).abs() < 1e-6);
+        let stats = Stats::new((1..=100).rev().map(ms).collect(), 3, Duration::from_secs(2));
+        assert_eq!((stats.count, stats.failed), (100, 3));
+        assert_eq!(stats.pct(0.0), ms(1));
+        assert_eq!(stats.pct(0.5), ms(51));
+        assert_eq!(stats.pct(0.99), ms(99));
+        assert_eq!(stats.pct(1.0), ms(100));
+        assert!((stats.rps() - 50.0).abs() < 1e-9);
+        assert_eq!(Stats::new(vec![], 0, Duration::ZERO).pct(0.5), Duration::ZERO);
     }
 }

@@ -22,11 +22,14 @@ pub struct ModelOptions {
     /// Batch sizes whose concretely-shaped plan is kept (least recently used
     /// ones are dropped beyond this). 0 always runs the symbolic plan.
     pub plan_cache_size: usize,
+    /// At load, time a run of this many rows against a run of one (zeros),
+    /// so request batching can be chosen per model (0: do not measure).
+    pub batching_probe: usize,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        Self { plan_cache_size: 8 }
+        Self { plan_cache_size: 8, batching_probe: 0 }
     }
 }
 
@@ -53,6 +56,8 @@ pub struct OnnxModel {
     /// Moving average of recent run times per batch row, nanoseconds (0:
     /// never run). Decides whether a run is short enough to do inline.
     row_nanos: AtomicU64,
+    /// Per-row cost of one row over per-row cost of a batch, measured at load.
+    batch_speedup: std::sync::OnceLock<(usize, f64)>,
 }
 
 fn invalid_model(path: &Path, e: impl std::fmt::Display) -> ServableError {
@@ -100,6 +105,7 @@ impl OnnxModel {
             plans: Mutex::default(),
             options,
             row_nanos: AtomicU64::new(0),
+            batch_speedup: std::sync::OnceLock::new(),
         };
         // Optimise now, so a model tract cannot prepare fails to load rather
         // than at its first request: the batch-1 plan, or the symbolic one.
@@ -228,13 +234,17 @@ impl OnnxModel {
     /// inference pool.
     pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, ServableError> {
         let rows = Self::rows_of(&inputs);
-        let plan = self.plan_for(rows)?;
         let started = Instant::now();
-        let outputs = plan.run(inputs).map_err(|e| {
-            ServableError::new(Code::InvalidArgument, format!("model run failed: {e:#}"))
-        })?;
+        let outputs = self.run_unrecorded(inputs)?;
         self.record_run(started.elapsed(), rows);
         Ok(outputs)
+    }
+
+    fn run_unrecorded(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, ServableError> {
+        let plan = self.plan_for(Self::rows_of(&inputs))?;
+        plan.run(inputs).map_err(|e| {
+            ServableError::new(Code::InvalidArgument, format!("model run failed: {e:#}"))
+        })
     }
 
     /// Rows of a batch: dimension 0 of the first input (1 for a scalar).
@@ -262,14 +272,25 @@ impl OnnxModel {
     /// One run on zeros at batch size 1 (when every other dimension is known),
     /// so the batch-1 plan is built and first requests are not slow.
     pub fn warm_up(&self) -> Result<(), ServableError> {
+        let Some(inputs) = self.zeros(1)? else {
+            return Ok(()); // a free dimension we cannot guess: skip warm-up
+        };
+        self.run(inputs)
+            .map(|_| ())
+            .map_err(|e| ServableError::new(e.code, format!("warm-up failed: {}", e.message)))
+    }
+
+    /// Inputs of zeros with `rows` rows, or `None` when a dimension other
+    /// than the batch is free or a dtype has no zero.
+    fn zeros(&self, rows: usize) -> Result<Option<TVec<TValue>>, ServableError> {
         let mut inputs = TVec::new();
         for spec in &self.signature.inputs {
             let mut shape = Vec::with_capacity(spec.shape.len());
             for (i, &d) in spec.shape.iter().enumerate() {
                 match (i, d) {
-                    (0, -1) if self.batch.is_some() => shape.push(1),
+                    (0, -1) if self.batch.is_some() => shape.push(rows),
                     (_, d) if d >= 0 => shape.push(d as usize),
-                    _ => return Ok(()), // a free dimension we cannot guess: skip warm-up
+                    _ => return Ok(None),
                 }
             }
             let zeros = match dtype::from_tf(spec.dtype) {
@@ -277,15 +298,50 @@ impl OnnxModel {
                     &shape,
                     vec![String::new(); shape.iter().product()],
                 ),
-                Some(dt) => Tensor::zero_dt(dt, &shape).map_err(|e| {
-                    ServableError::new(Code::Internal, format!("warm-up input: {e}"))
-                })?,
-                None => return Ok(()),
+                Some(dt) => Tensor::zero_dt(dt, &shape)
+                    .map_err(|e| ServableError::new(Code::Internal, format!("zero input: {e}")))?,
+                None => return Ok(None),
             };
             inputs.push(zeros.into_tvalue());
         }
-        self.run(inputs)
-            .map(|_| ())
-            .map_err(|e| ServableError::new(e.code, format!("warm-up failed: {}", e.message)))
+        Ok(Some(inputs))
+    }
+
+    /// Measures how many times cheaper per row a run of `rows` rows is than
+    /// a run of one row (zeros; best of a few runs each, after an untimed
+    /// one), remembers it and seeds the expected run time. `None` when the
+    /// model has no batch dimension or free dimensions.
+    pub fn measure_batch_speedup(&self, rows: usize) -> Result<Option<f64>, ServableError> {
+        if self.batch.is_none() || rows < 2 {
+            return Ok(None);
+        }
+        let (Some(one), Some(many)) = (self.zeros(1)?, self.zeros(rows)?) else {
+            return Ok(None);
+        };
+        let best = |inputs: &TVec<TValue>| -> Result<Duration, ServableError> {
+            self.run_unrecorded(inputs.clone())?;
+            let mut best = Duration::MAX;
+            let started = Instant::now();
+            for i in 0.. {
+                let t = Instant::now();
+                self.run_unrecorded(inputs.clone())?;
+                best = best.min(t.elapsed());
+                if i >= 2 && (i >= 9 || started.elapsed() > Duration::from_millis(300)) {
+                    break;
+                }
+            }
+            Ok(best)
+        };
+        let single = best(&one)?;
+        let batched = best(&many)?;
+        self.record_run(single, 1);
+        let speedup = single.as_secs_f64() * rows as f64 / batched.as_secs_f64().max(1e-9);
+        let _ = self.batch_speedup.set((rows, speedup));
+        Ok(Some(speedup))
+    }
+
+    /// What [`OnnxModel::measure_batch_speedup`] found: (rows, speedup).
+    pub fn batch_speedup(&self) -> Option<(usize, f64)> {
+        self.batch_speedup.get().copied()
     }
 }

@@ -57,7 +57,8 @@ fn versioned_model_reveals_its_version() {
 
 #[test]
 fn a_plan_is_kept_per_batch_size_seen_within_the_bound() {
-    let (_dir, model) = load(&models::versioned(1), ModelOptions { plan_cache_size: 2 });
+    let (_dir, model) =
+        load(&models::versioned(1), ModelOptions { plan_cache_size: 2, ..ModelOptions::default() });
     for batch in [1usize, 3, 1, 5] {
         let out = run(&model, vec![f32_tensor(&[batch, 4], vec![1.0; batch * 4])]);
         assert_eq!(out[0].shape(), &[batch, 4]);
@@ -69,7 +70,8 @@ fn a_plan_is_kept_per_batch_size_seen_within_the_bound() {
 
 #[test]
 fn symbolic_plan_is_used_without_a_cache() {
-    let (_dir, model) = load(&models::versioned(1), ModelOptions { plan_cache_size: 0 });
+    let (_dir, model) =
+        load(&models::versioned(1), ModelOptions { plan_cache_size: 0, ..ModelOptions::default() });
     let out = run(&model, vec![f32_tensor(&[3, 4], vec![0.5; 12])]);
     assert_eq!(f32_values(&out[0]), vec![1.5; 12]);
     assert!(model.cached_batch_sizes().is_empty());
@@ -116,6 +118,17 @@ fn expected_run_time_is_learnt_from_runs_and_scales_with_rows() {
     let one = model.expected_run_time(1).expect("known after a run");
     assert!(one > std::time::Duration::ZERO);
     assert_eq!(model.expected_run_time(10), Some(one * 10));
+}
+
+#[test]
+fn batch_speedup_is_measured_once_and_only_for_batched_models() {
+    let (_dir, mlp) = load(&models::mlp(&[784, 512, 256, 10]), ModelOptions::default());
+    assert_eq!(mlp.batch_speedup(), None);
+    let speedup = mlp.measure_batch_speedup(8).expect("runs").expect("has a batch dimension");
+    assert!(speedup.is_finite() && speedup > 0.0, "{speedup}");
+    assert_eq!(mlp.batch_speedup(), Some((8, speedup)));
+    assert!(mlp.expected_run_time(1).is_some(), "seeds the expected run time");
+    assert_eq!(mlp.measure_batch_speedup(1).expect("runs"), None, "one row is no batch");
 }
 
 #[test]

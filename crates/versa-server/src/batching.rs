@@ -134,12 +134,29 @@ pub struct Batcher {
     options: Arc<BatchOptions>,
     pool: InferencePool,
     queues: Arc<Mutex<HashMap<ServableId, mpsc::Sender<Task>>>>,
+    /// Batch a model only if a batch runs at least this many times cheaper
+    /// per row than one row (measured at load); 0: batch every model.
+    min_speedup: f64,
 }
 
 impl Batcher {
     pub fn new(options: BatchOptions) -> Self {
         let pool = InferencePool::new(options.num_batch_threads);
-        Self { options: Arc::new(options), pool, queues: Arc::default() }
+        Self { options: Arc::new(options), pool, queues: Arc::default(), min_speedup: 0.0 }
+    }
+
+    /// Batch only models whose measured batch speedup reaches `min_speedup`.
+    pub fn with_min_speedup(mut self, min_speedup: f64) -> Self {
+        self.min_speedup = min_speedup;
+        self
+    }
+
+    /// Whether requests to this model go through the batcher: it must be
+    /// batchable and, unless every model is batched, measured to gain.
+    pub fn wants(&self, model: &OnnxModel) -> bool {
+        batchable(model)
+            && (self.min_speedup <= 0.0
+                || model.batch_speedup().is_some_and(|(_, s)| s >= self.min_speedup))
     }
 
     /// Batches expected to run within `limit` run on the queue's own task

@@ -143,6 +143,13 @@ pub struct Flags {
     /// instead of being handed to an inference thread; 0: always hand over.
     #[arg(long = "inline_inference_max_micros", default_value_t = 300)]
     pub inline_inference_max_micros: u64,
+    /// Versa: with --enable_batching, each model version is timed at load on
+    /// a batch of min(max_batch_size, 8) rows against one row, and batched
+    /// only if the batch runs at least this many times cheaper per row
+    /// (batching a model whose cost grows with the batch only adds latency);
+    /// 0: batch every batchable model, as upstream.
+    #[arg(long = "batching_min_speedup", default_value_t = 1.5)]
+    pub batching_min_speedup: f64,
     /// Batch sizes per model version with a concretely-optimised plan.
     #[arg(long = "plan_cache_size", default_value_t = 8)]
     pub plan_cache_size: usize,

@@ -136,7 +136,14 @@ pub async fn start_core(
     let flags = &startup.flags;
     let loader = MetricsLoader {
         inner: OnnxLoader {
-            model: ModelOptions { plan_cache_size: flags.plan_cache_size },
+            model: ModelOptions {
+                plan_cache_size: flags.plan_cache_size,
+                // Batching chosen per model: time a batch at load.
+                batching_probe: match &startup.batching {
+                    Some(b) if flags.batching_min_speedup > 0.0 => b.max_batch_size.min(8),
+                    _ => 0,
+                },
+            },
             warm_up: flags.enable_model_warmup,
         },
         metrics: Arc::clone(&metrics),
@@ -292,6 +299,7 @@ pub async fn serve(
         batcher: startup.batching.clone().map(|options| {
             batching::Batcher::new(options)
                 .with_inline_limit(Duration::from_micros(flags.inline_inference_max_micros))
+                .with_min_speedup(flags.batching_min_speedup)
         }),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -239,7 +239,7 @@ impl Serving {
             chosen
         };
         let work: RunFuture = match &self.batcher {
-            Some(batcher) if crate::batching::batchable(&handle) => {
+            Some(batcher) if batcher.wants(&handle) => {
                 let batcher = batcher.clone();
                 Box::pin(async move {
                     let produced = batcher.run(handle.clone(), inputs).await?;

@@ -30,7 +30,8 @@ async fn concurrent_requests_are_batched_and_answered_each_with_its_rows() {
         dir.path(),
         "max_batch_size { value: 8 } batch_timeout_micros { value: 2000 } max_enqueued_batches { value: 100 }",
     );
-    let f = start(&["--enable_batching", &file]);
+    // Every batchable model batched, whatever its measured gain.
+    let f = start(&["--enable_batching", &file, "--batching_min_speedup=0"]);
     let mut tasks = Vec::new();
     for i in 0..64u16 {
         let mut client = f.server.prediction_client().await;
@@ -81,6 +82,31 @@ async fn concurrent_requests_are_batched_and_answered_each_with_its_rows() {
     assert_eq!(status, 400);
     let one = client.predict(request(1, 0.0)).await.expect("predict").into_inner();
     assert_eq!(version_of(&one), 2.0);
+}
+
+#[tokio::test]
+async fn batching_is_chosen_per_model_by_the_speedup_measured_at_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = batching_file(dir.path(), "max_batch_size { value: 8 }");
+    // No model runs a batch 1000 times cheaper per row: nothing is batched,
+    // so a request larger than max_batch_size is simply run.
+    let unbatched = start(&["--enable_batching", &file, "--batching_min_speedup=1000"]);
+    let mut client = unbatched.server.prediction_client().await;
+    let response = client.predict(request(9, 1.0)).await.expect("not batched").into_inner();
+    assert_eq!(response.outputs["y"].float_val, vec![3.0; 9 * 4]);
+    assert!(
+        unbatched
+            .server
+            .log()
+            .iter()
+            .any(|l| l.contains("cheaper per row") && l.contains("rows=8")),
+        "the measured speedup is logged"
+    );
+    // The same model with a bar it clears (any batch of 8 beats 0.01×): batched.
+    let batched = start(&["--enable_batching", &file, "--batching_min_speedup=0.01"]);
+    let mut client = batched.server.prediction_client().await;
+    let err = client.predict(request(9, 1.0)).await.expect_err("batched");
+    assert_eq!(err.message(), "Task size 9 is larger than maximum input batch size 8");
 }
 
 #[test]
