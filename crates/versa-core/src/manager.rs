@@ -436,6 +436,7 @@ fn harness<'a, T>(inner: &'a mut Inner<T>, id: &ServableId) -> Option<&'a mut Ha
     inner.models.get_mut(&id.name)?.get_mut(&id.version)
 }
 
+mod load_threads;
 mod transitions;
 
 #[cfg(test)]

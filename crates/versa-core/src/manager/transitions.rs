@@ -200,25 +200,20 @@ impl<L: Loader> Shared<L> {
     }
 }
 
-/// Runs blocking loader work on a thread of its own (loads are rare and
-/// long), `niceness` below the serving threads; a panic becomes an INTERNAL
-/// error.
+/// Runs blocking loader work on a load thread (see `load_threads`),
+/// `niceness` below the serving threads; a panic becomes an INTERNAL error.
 async fn off_thread<R: Send + 'static>(
     niceness: i32,
     work: impl FnOnce() -> Result<R, ServableError> + Send + 'static,
 ) -> Result<R, ServableError> {
     let (done, result) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new().name("versa-load".into()).spawn(move || {
-        if niceness != 0 {
-            // Linux applies nice to the calling thread only.
-            if let Err(e) = rustix::process::nice(niceness) {
-                tracing::debug!("cannot lower the load thread's priority: {e}");
-            }
-        }
+    let job: super::load_threads::Job = Box::new(move || {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
-        let _ = done.send(outcome);
+        Box::new(move || {
+            let _ = done.send(outcome);
+        })
     });
-    if let Err(e) = spawned {
+    if let Err(e) = super::load_threads::submit(niceness, job) {
         return Err(ServableError::new(
             Code::Unavailable,
             format!("cannot start a load thread: {e}"),
@@ -258,6 +253,16 @@ mod tests {
             serving_nice,
             "the caller's priority is unchanged"
         );
+    }
+
+    #[tokio::test]
+    async fn one_load_after_another_runs_on_the_same_thread() {
+        let id = || Ok(std::thread::current().id());
+        // Niceness 3 is used by no other test, so this pool is this test's own.
+        let first = off_thread(3, id).await.expect("runs");
+        let second = off_thread(3, id).await.expect("runs");
+        assert_eq!(first, second);
+        assert_ne!(first, std::thread::current().id());
     }
 
     #[tokio::test]
