@@ -35,11 +35,13 @@ run() {
     run --model small_cnn --concurrency 1 --requests 3000
     run --model small_cnn --concurrency 16 --requests 10000
     run --model small_cnn --concurrency 16 --requests 10000 --batching 8
+    run --model small_cnn --concurrency 16 --requests 10000 --batching 8 --server-flag=--batching_min_speedup=0
     echo
     echo "## MobileNetV2-sized CNN 3×224×224"
     run --model mobilenet --concurrency 1 --requests 200 --duration 15
     run --model mobilenet --concurrency 4 --requests 300 --duration 15
     run --model mobilenet --concurrency 4 --requests 300 --duration 15 --batching 4
+    run --model mobilenet --concurrency 4 --requests 300 --duration 15 --batching 4 --server-flag=--batching_min_speedup=0
     echo
     echo "## Version swaps"
     run --scenario swap --model mlp --concurrency 16 --steady 5 --duration 60
