@@ -26,16 +26,24 @@ impl Loader for OnnxLoader {
         if self.warm_up {
             model.warm_up()?;
         }
-        if self.model.batching_probe > 1
-            && let Some(speedup) = model.measure_batch_speedup(self.model.batching_probe)?
-        {
-            tracing::info!(
-                model = %id.name,
-                version = id.version,
-                rows = self.model.batching_probe,
-                speedup = format!("{speedup:.2}"),
-                "a batch runs this many times cheaper per row than one row"
-            );
+        if self.model.batching_probe > 1 {
+            // A model that cannot run a batch still serves; it is just not batched.
+            match model.measure_batch_speedup(self.model.batching_probe) {
+                Ok(Some(speedup)) => tracing::info!(
+                    model = %id.name,
+                    version = id.version,
+                    rows = self.model.batching_probe,
+                    speedup = format!("{speedup:.2}"),
+                    "a batch runs this many times cheaper per row than one row"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    model = %id.name,
+                    version = id.version,
+                    "cannot time a batch, so requests will not be batched: {}",
+                    e.message
+                ),
+            }
         }
         tracing::info!(model = %id.name, version = id.version, elapsed_ms = started.elapsed().as_millis() as u64, "loaded");
         Ok(model)
