@@ -124,8 +124,15 @@ impl Net {
         self.nodes.push(node("Add", &[&mm, &b], &[output], vec![]));
     }
 
-    fn finish(self, name: &str, input: pb::ValueInfoProto, output: pb::ValueInfoProto) -> Vec<u8> {
-        encode(graph(name, self.nodes, self.inits, vec![input], vec![output]))
+    /// The model: `image` f32 [batch, c, h, w] in, `logits` f32 [batch, classes] out.
+    fn finish(self, name: &str, [c, h, w]: [i64; 3], classes: i64) -> Vec<u8> {
+        let image = value_info(
+            "image",
+            DataType::Float,
+            &[BATCH, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)],
+        );
+        let logits = value_info("logits", DataType::Float, &[BATCH, Dim::Fixed(classes)]);
+        encode(graph(name, self.nodes, self.inits, vec![image], vec![logits]))
     }
 }
 
@@ -145,15 +152,7 @@ pub fn small_cnn() -> Vec<u8> {
     let x = net.max_pool2(&x);
     let x = net.flatten(&x);
     net.dense(&x, 32 * 7 * 7, 10, "logits");
-    net.finish(
-        "small_cnn",
-        value_info(
-            "image",
-            DataType::Float,
-            &[BATCH, Dim::Fixed(1), Dim::Fixed(28), Dim::Fixed(28)],
-        ),
-        value_info("logits", DataType::Float, &[BATCH, Dim::Fixed(10)]),
-    )
+    net.finish("small_cnn", [1, 28, 28], 10)
 }
 
 /// MobileNetV2's inverted residual stages: (expansion, output channels,
@@ -202,13 +201,5 @@ pub fn mobilenet_v2_like() -> Vec<u8> {
     net.nodes.push(node("GlobalAveragePool", &[&x], &[&pooled], vec![]));
     let x = net.flatten(&pooled);
     net.dense(&x, 1280, 1000, "logits");
-    net.finish(
-        "mobilenet_v2_like",
-        value_info(
-            "image",
-            DataType::Float,
-            &[BATCH, Dim::Fixed(3), Dim::Fixed(224), Dim::Fixed(224)],
-        ),
-        value_info("logits", DataType::Float, &[BATCH, Dim::Fixed(1000)]),
-    )
+    net.finish("mobilenet_v2_like", [3, 224, 224], 1000)
 }

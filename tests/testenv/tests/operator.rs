@@ -28,6 +28,17 @@ fn condition<'a>(status: &'a ModelDeploymentStatus, type_: &str) -> (&'a str, &'
 }
 
 /// Waits until every one of `ips` answers `target` with `version`.
+/// A fresh environment with ModelDeployment `fraud` (2 replicas, `models`)
+/// applied and Ready: the environment, an HTTP client and the Ready Pods' IPs.
+async fn fraud_ready(models: &str) -> (VersaEnv, reqwest::Client, Vec<Ipv4Addr>) {
+    init_test_tracing();
+    let env = VersaEnv::start().await.expect("env");
+    let generation = env.apply(&env.manifest("fraud", 2, models)).await.expect("apply");
+    env.wait_ready("fraud", generation).await.expect("ready");
+    let ips = env.ready_ips("fraud").await.expect("ips");
+    (env, reqwest::Client::new(), ips)
+}
+
 async fn serving(http: &reqwest::Client, ips: &[Ipv4Addr], target: &str, version: i64) -> Duration {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(60);
@@ -212,12 +223,7 @@ async fn canary_promote_and_rollback_move_by_reloads_in_phases_without_restartin
 
 #[tokio::test]
 async fn a_corrupt_canary_stops_degraded_while_stable_serves_and_bad_specs_change_nothing() {
-    init_test_tracing();
-    let env = VersaEnv::start().await.expect("env");
-    let http = reqwest::Client::new();
-    let g1 = env.apply(&env.manifest("fraud", 2, STABLE_1)).await.expect("apply");
-    env.wait_ready("fraud", g1).await.expect("ready");
-    let ips = env.ready_ips("fraud").await.expect("ips");
+    let (env, http, ips) = fraud_ready(STABLE_1).await;
 
     // The reload RPC is closed to anyone without the token, and not on the
     // serving port at all.
@@ -302,12 +308,7 @@ async fn a_corrupt_canary_stops_degraded_while_stable_serves_and_bad_specs_chang
 
 #[tokio::test]
 async fn crashed_sidecars_drift_and_new_pods_get_the_config_back() {
-    init_test_tracing();
-    let env = VersaEnv::start().await.expect("env");
-    let http = reqwest::Client::new();
-    let g1 = env.apply(&env.manifest("fraud", 2, CANARY_2_AT_10)).await.expect("apply");
-    env.wait_ready("fraud", g1).await.expect("ready");
-    let ips = env.ready_ips("fraud").await.expect("ips");
+    let (env, http, ips) = fraud_ready(CANARY_2_AT_10).await;
     serving(&http, &ips, "labels/canary", 2).await;
 
     // Kill one sidecar: the kubelet restarts it with an empty process; it
