@@ -444,6 +444,20 @@ impl StatusLog {
         out
     }
 
+    /// [`Self::phases_of`] once the log holds `last` for `generation`. The
+    /// watch can deliver a status write after a read of the object already
+    /// saw it (as `wait_ready` does), so this waits for it, up to 10 s.
+    pub async fn phases_through(&self, generation: i64, last: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let phases = self.phases_of(generation);
+            if phases.iter().any(|p| p == last) || Instant::now() >= deadline {
+                return phases;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// When each phase of `generation` was first seen.
     pub fn phase_times(&self, generation: i64) -> Vec<(String, Instant)> {
         let mut out: Vec<(String, Instant)> = Vec::new();

@@ -150,7 +150,7 @@ async fn canary_promote_and_rollback_move_by_reloads_in_phases_without_restartin
         started.elapsed().as_secs_f64()
     );
     assert_phases_in_order(
-        &phases.phases_of(g2),
+        &phases.phases_through(g2, "Ready").await,
         &["LoadingVersions", "MovingLabels", "ShiftingTraffic", "Ready"],
     );
     let status = md.status.expect("status");
@@ -173,7 +173,7 @@ async fn canary_promote_and_rollback_move_by_reloads_in_phases_without_restartin
     let g3 = env.apply(&env.manifest("fraud", 3, PROMOTED_2)).await.expect("apply");
     let md = env.wait_ready("fraud", g3).await.expect("promoted");
     assert_phases_in_order(
-        &phases.phases_of(g3),
+        &phases.phases_through(g3, "Ready").await,
         &["MovingLabels", "ShiftingTraffic", "UnloadingVersions", "Ready"],
     );
     serving(&http, &ips, "labels/stable", 2).await;
@@ -192,7 +192,7 @@ async fn canary_promote_and_rollback_move_by_reloads_in_phases_without_restartin
     let g4 = env.apply(&env.manifest("fraud", 3, STABLE_1)).await.expect("apply");
     env.wait_ready("fraud", g4).await.expect("rolled back");
     assert_phases_in_order(
-        &phases.phases_of(g4),
+        &phases.phases_through(g4, "Ready").await,
         &["LoadingVersions", "MovingLabels", "UnloadingVersions", "Ready"],
     );
     serving(&http, &ips, "labels/stable", 1).await;
