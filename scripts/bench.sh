@@ -30,6 +30,7 @@ run() {
     run --model mlp --concurrency 16 --requests 20000
     run --model mlp --concurrency 16 --requests 20000 --batching 8
     run --model mlp --concurrency 16 --requests 20000 --batching 32
+    run --scenario codec --model mlp --requests 5000 --duration 5
     echo
     echo "## Small CNN 1×28×28"
     run --model small_cnn --concurrency 1 --requests 3000
@@ -42,6 +43,7 @@ run() {
     run --model mobilenet --concurrency 4 --requests 300 --duration 15
     run --model mobilenet --concurrency 4 --requests 300 --duration 15 --batching 4
     run --model mobilenet --concurrency 4 --requests 300 --duration 15 --batching 4 --server-flag=--batching_min_speedup=0
+    run --scenario codec --model mobilenet --requests 100 --duration 10
     echo
     echo "## Version swaps"
     run --scenario swap --model mlp --concurrency 16 --steady 5 --duration 60

@@ -6,6 +6,8 @@
 //!   ratio to the raw model.
 //! - `swap`: latency while a new version loads and takes over under load,
 //!   against steady state.
+//! - `codec`: in-process, what decoding a request into tensors and encoding
+//!   the response costs (REST JSON, gRPC TensorProto), against the model.
 //! - `memory`: peak resident memory during AvailabilityPreserving and
 //!   ResourcePreserving swaps, as multiples of one loaded copy.
 //!
@@ -14,6 +16,7 @@
 
 #![allow(clippy::print_stdout)] // a report tool: the table on stdout is its output
 
+mod codec;
 mod load;
 mod raw;
 mod scenarios;
@@ -28,7 +31,7 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(about = "Benchmark versa-server against raw in-process tract")]
 struct Args {
-    /// What to measure: throughput, swap or memory.
+    /// What to measure: throughput, swap, memory or codec.
     #[arg(long, default_value = "throughput")]
     scenario: String,
     /// Model: mlp (784→512→256→10), small_cnn (1×28×28), mobilenet
@@ -84,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
             scenarios::swap(&setup, Duration::from_secs(args.steady), args.swaps.max(1)).await
         }
         "memory" => scenarios::memory(&setup).await,
-        other => anyhow::bail!("unknown scenario {other} (throughput, swap, memory)"),
+        "codec" => codec::codec(&setup.workload, setup.requests, setup.limit),
+        other => anyhow::bail!("unknown scenario {other} (throughput, swap, memory, codec)"),
     }
 }

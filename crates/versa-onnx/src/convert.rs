@@ -94,6 +94,26 @@ pub fn checked_shape(
     Ok(shape)
 }
 
+/// A tensor from typed values in one aligned copy (no intermediate `Vec`):
+/// equal count, or one value broadcast.
+fn tensor_from_slice<T: Datum + Copy>(
+    alias: &str,
+    values: &[T],
+    shape: &[usize],
+) -> Result<Tensor, TensorError> {
+    let n: usize = shape.iter().product();
+    match values.len() {
+        len if len == n => Ok(Tensor::from_shape(shape, values).expect("count checked")),
+        1 => Ok(tensor_from_vec(shape, vec![values[0]; n])),
+        count => Err(TensorError::ValueCount {
+            alias: alias.to_owned(),
+            count,
+            shape: shape.to_vec(),
+            elements: n,
+        }),
+    }
+}
+
 /// Fills `n` elements from typed values: equal count, or one value broadcast.
 fn expand<T: Clone>(alias: &str, values: Vec<T>, shape: &[usize]) -> Result<Vec<T>, TensorError> {
     let n: usize = shape.iter().product();
@@ -173,8 +193,8 @@ fn from_typed_values(
 ) -> Result<Tensor, TensorError> {
     let ints = || p.int_val.iter().map(|&v| i64::from(v));
     Ok(match dt {
-        DataType::DtFloat => tensor_from_vec(shape, expand(alias, p.float_val.clone(), shape)?),
-        DataType::DtDouble => tensor_from_vec(shape, expand(alias, p.double_val.clone(), shape)?),
+        DataType::DtFloat => tensor_from_slice(alias, &p.float_val, shape)?,
+        DataType::DtDouble => tensor_from_slice(alias, &p.double_val, shape)?,
         DataType::DtHalf => {
             let halves = narrow::<u16>(alias, dt, p.half_val.iter().map(|&v| i64::from(v)))?;
             tensor_from_vec(
@@ -188,17 +208,17 @@ fn from_typed_values(
         DataType::DtInt16 => {
             tensor_from_vec(shape, expand(alias, narrow::<i16>(alias, dt, ints())?, shape)?)
         }
-        DataType::DtInt32 => tensor_from_vec(shape, expand(alias, p.int_val.clone(), shape)?),
+        DataType::DtInt32 => tensor_from_slice(alias, &p.int_val, shape)?,
         DataType::DtUint8 => {
             tensor_from_vec(shape, expand(alias, narrow::<u8>(alias, dt, ints())?, shape)?)
         }
         DataType::DtUint16 => {
             tensor_from_vec(shape, expand(alias, narrow::<u16>(alias, dt, ints())?, shape)?)
         }
-        DataType::DtInt64 => tensor_from_vec(shape, expand(alias, p.int64_val.clone(), shape)?),
-        DataType::DtUint32 => tensor_from_vec(shape, expand(alias, p.uint32_val.clone(), shape)?),
-        DataType::DtUint64 => tensor_from_vec(shape, expand(alias, p.uint64_val.clone(), shape)?),
-        DataType::DtBool => tensor_from_vec(shape, expand(alias, p.bool_val.clone(), shape)?),
+        DataType::DtInt64 => tensor_from_slice(alias, &p.int64_val, shape)?,
+        DataType::DtUint32 => tensor_from_slice(alias, &p.uint32_val, shape)?,
+        DataType::DtUint64 => tensor_from_slice(alias, &p.uint64_val, shape)?,
+        DataType::DtBool => tensor_from_slice(alias, &p.bool_val, shape)?,
         DataType::DtString => {
             let strings = p
                 .string_val
@@ -243,6 +263,17 @@ fn from_content(
             shape: shape.to_vec(),
             dtype: dt.as_str_name().to_owned(),
         });
+    }
+    if cfg!(target_endian = "little") && dt != DataType::DtBool {
+        // The wire layout is the memory layout: one copy into the tensor.
+        let datum = dtype::from_tf(dt).expect("checked above");
+        let mut tensor = Tensor::zero_dt(datum, shape).map_err(|e| TensorError::InvalidShape {
+            alias: alias.to_owned(),
+            shape: shape.iter().map(|&d| d as i64).collect(),
+            reason: e.to_string(),
+        })?;
+        tensor.as_bytes_mut().copy_from_slice(bytes);
+        return Ok(tensor);
     }
     Ok(match dt {
         DataType::DtFloat => tensor_from_vec(shape, from_le(bytes, f32::from_le_bytes)),
@@ -308,7 +339,10 @@ pub fn tensor_to_proto(
     macro_rules! put {
         ($t:ty, $field:ident, $conv:expr, $le:expr) => {{
             let v = values::<$t>(alias, tensor)?;
-            if content {
+            if content && cfg!(target_endian = "little") {
+                // The memory layout is the wire layout (bool: one byte, 0 or 1).
+                p.tensor_content = tensor.as_bytes().to_vec();
+            } else if content {
                 p.tensor_content = le_bytes(v, $le);
             } else {
                 p.$field = v.iter().map($conv).collect();

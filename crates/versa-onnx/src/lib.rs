@@ -14,5 +14,5 @@ pub use model::{MODEL_FILE, ModelOptions, OnnxModel};
 pub use pool::InferencePool;
 pub use signature::{DEFAULT_SIGNATURE, PREDICT_METHOD, Signature, TensorSpec};
 pub use tract_onnx::prelude::{
-    DatumType, IntoTValue, IntoTensor, TValue, TVec, Tensor, TractError, f16, tvec,
+    Datum, DatumType, IntoTValue, IntoTensor, TValue, TVec, Tensor, TractError, f16, tvec,
 };

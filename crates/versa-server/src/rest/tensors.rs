@@ -2,12 +2,12 @@
 //! (`inputs` → `outputs`) JSON formats of TensorFlow Serving, converted
 //! straight to and from tract tensors (no TensorProto in between).
 
-use super::json::{Json, write_f32, write_f64, write_int, write_string};
+use super::json::{Json, Numbers, write_f32, write_f64, write_int, write_string};
 use crate::error::ServingError;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use versa_onnx::convert::{checked_shape, tensor_from_vec};
-use versa_onnx::{DatumType, Signature, Tensor, TensorSpec, f16};
+use versa_onnx::{Datum, DatumType, Signature, Tensor, TensorSpec, f16};
 use versa_proto::tensorflow::DataType;
 
 /// Which format a request used; the response answers in the same one.
@@ -85,8 +85,21 @@ fn rows_to_tensors(
     signature: &Signature,
     instances: &Json<'_>,
 ) -> Result<Vec<Tensor>, ServingError> {
-    let Json::Array(rows) = instances else {
-        return Err(bad("Expecting 'instances' to be an list/array"));
+    let rows = match instances {
+        Json::Array(rows) => rows,
+        // Plain rows of numbers: the whole list is the one input's tensor.
+        Json::Numbers(numbers) => {
+            if numbers.shape()[0] == 0 {
+                return Err(bad("'instances' is an empty list/array"));
+            }
+            if signature.inputs.len() != 1 {
+                return Err(bad(
+                    "instances is a plain list, but expecting list of objects as multiple input tensors required as per tensorinfo_map",
+                ));
+            }
+            return Ok(vec![tensor_from_json(&signature.inputs[0], &[instances], false)?]);
+        }
+        _ => return Err(bad("Expecting 'instances' to be an list/array")),
     };
     if rows.is_empty() {
         return Err(bad("'instances' is an empty list/array"));
@@ -148,6 +161,14 @@ fn columns_to_tensors(
     Ok(vec![tensor_from_json(&signature.inputs[0], &[inputs], false)?])
 }
 
+/// Values in row-major order: single values, or whole runs of numbers
+/// still as their source text.
+#[derive(Debug, Clone, Copy)]
+enum Leaf<'v, 'a> {
+    One(&'v Json<'a>),
+    Run(&'v Numbers<'a>),
+}
+
 /// The shape of nested arrays and their leaves in row-major order. Every
 /// list at one depth must have the same length, and values sit only at the
 /// innermost depth.
@@ -155,25 +176,51 @@ fn flatten<'v, 'a>(
     value: &'v Json<'a>,
     depth: usize,
     shape: &mut Vec<usize>,
-    leaves: &mut Vec<&'v Json<'a>>,
+    leaves: &mut Vec<Leaf<'v, 'a>>,
 ) -> Result<(), String> {
+    const LIST_NOT_VALUE: &str = "a list where a value was expected";
+    const RAGGED: &str = "lists at the same depth have different lengths";
+    const VALUE_NOT_LIST: &str = "a value where a list was expected";
     match value {
         Json::Array(items) => {
             if depth == shape.len() {
                 if !leaves.is_empty() {
-                    return Err("a list where a value was expected".into());
+                    return Err(LIST_NOT_VALUE.into());
                 }
                 shape.push(items.len());
             } else if shape[depth] != items.len() {
-                return Err("lists at the same depth have different lengths".into());
+                return Err(RAGGED.into());
             }
             items.iter().try_for_each(|item| flatten(item, depth + 1, shape, leaves))
         }
+        // Already rectangular: the same checks as walking its first path
+        // as a tree (every other path has the same lengths).
+        Json::Numbers(numbers) => {
+            for (level, &len) in numbers.shape().iter().enumerate() {
+                let at = depth + level;
+                if at == shape.len() {
+                    if !leaves.is_empty() {
+                        return Err(LIST_NOT_VALUE.into());
+                    }
+                    shape.push(len);
+                } else if shape[at] != len {
+                    return Err(RAGGED.into());
+                }
+                if len == 0 {
+                    return Ok(());
+                }
+            }
+            if depth + numbers.shape().len() != shape.len() {
+                return Err(VALUE_NOT_LIST.into());
+            }
+            leaves.push(Leaf::Run(numbers));
+            Ok(())
+        }
         leaf => {
             if depth != shape.len() {
-                return Err("a value where a list was expected".into());
+                return Err(VALUE_NOT_LIST.into());
             }
-            leaves.push(leaf);
+            leaves.push(Leaf::One(leaf));
             Ok(())
         }
     }
@@ -256,51 +303,108 @@ fn string_of(leaf: &Json<'_>, dtype: DataType) -> Result<String, ServingError> {
     }
 }
 
-fn collect<T>(
-    leaves: &[&Json<'_>],
-    f: impl Fn(&Json<'_>) -> Result<T, ServingError>,
-) -> Result<Vec<T>, ServingError> {
-    leaves.iter().map(|l| f(l)).collect()
+/// Visits every value in row-major order; runs of numbers are decoded token
+/// by token from the request text, with no value built per element.
+fn for_each_value(
+    leaves: &[Leaf<'_, '_>],
+    mut f: impl FnMut(&Json<'_>) -> Result<(), ServingError>,
+) -> Result<(), ServingError> {
+    for leaf in leaves {
+        match leaf {
+            Leaf::One(value) => f(value)?,
+            Leaf::Run(numbers) => numbers.tokens().try_for_each(|t| f(&Json::Number(t)))?,
+        }
+    }
+    Ok(())
+}
+
+fn internal(e: impl std::fmt::Display) -> ServingError {
+    ServingError::new(versa_core::Code::Internal, format!("cannot build input tensor: {e}"))
+}
+
+/// Numbers go straight into the new tensor's buffer: no intermediate `Vec`.
+/// `from_f64`: how a float dtype takes the values the parser already read;
+/// integer dtypes (`None`) parse each token exactly instead.
+fn numeric_tensor<T: Datum>(
+    shape: &[usize],
+    leaves: &[Leaf<'_, '_>],
+    convert: impl Fn(&Json<'_>) -> Result<T, ServingError>,
+    from_f64: Option<fn(f64) -> T>,
+) -> Result<Tensor, ServingError> {
+    let mut tensor = Tensor::zero_dt(T::datum_type(), shape).map_err(internal)?;
+    let mut view = tensor.try_as_plain_ram_mut().map_err(internal)?;
+    let mut slots = view.as_slice_mut::<T>().map_err(internal)?.iter_mut();
+    let mut put = |value: T| {
+        *slots.next().ok_or_else(|| internal("more values than the shape holds"))? = value;
+        Ok::<_, ServingError>(())
+    };
+    for leaf in leaves {
+        match (leaf, from_f64) {
+            (Leaf::One(value), _) => put(convert(value)?)?,
+            (Leaf::Run(numbers), Some(cast)) => {
+                numbers.values().iter().try_for_each(|&v| put(cast(v)))?;
+            }
+            (Leaf::Run(numbers), None) => {
+                numbers.tokens().try_for_each(|t| put(convert(&Json::Number(t))?))?;
+            }
+        }
+    }
+    if slots.next().is_some() {
+        return Err(internal("fewer values than the shape holds"));
+    }
+    Ok(tensor)
+}
+
+/// Values that are not plain numbers (bool, string) through a `Vec`.
+fn collected_tensor<T: Datum>(
+    shape: &[usize],
+    leaves: &[Leaf<'_, '_>],
+    convert: impl Fn(&Json<'_>) -> Result<T, ServingError>,
+) -> Result<Tensor, ServingError> {
+    let mut values = Vec::with_capacity(shape.iter().product());
+    for_each_value(leaves, |value| {
+        values.push(convert(value)?);
+        Ok(())
+    })?;
+    Ok(tensor_from_vec(shape, values))
 }
 
 fn convert_leaves(
     spec: &TensorSpec,
     shape: &[usize],
-    leaves: &[&Json<'_>],
+    leaves: &[Leaf<'_, '_>],
 ) -> Result<Tensor, ServingError> {
     let dt = spec.dtype;
-    Ok(match dt {
+    match dt {
         DataType::DtFloat => {
-            tensor_from_vec(shape, collect(leaves, |l| float_of(l, dt).map(|v| v as f32))?)
+            numeric_tensor(shape, leaves, |l| float_of(l, dt).map(|v| v as f32), Some(|v| v as f32))
         }
-        DataType::DtDouble => tensor_from_vec(shape, collect(leaves, |l| float_of(l, dt))?),
-        DataType::DtHalf => {
-            tensor_from_vec(shape, collect(leaves, |l| float_of(l, dt).map(f16::from_f64))?)
-        }
-        DataType::DtInt8 => tensor_from_vec(shape, collect(leaves, |l| int_of::<i8>(l, dt))?),
-        DataType::DtInt16 => tensor_from_vec(shape, collect(leaves, |l| int_of::<i16>(l, dt))?),
-        DataType::DtInt32 => tensor_from_vec(shape, collect(leaves, |l| int_of::<i32>(l, dt))?),
-        DataType::DtInt64 => tensor_from_vec(shape, collect(leaves, |l| int_of::<i64>(l, dt))?),
-        DataType::DtUint8 => tensor_from_vec(shape, collect(leaves, |l| int_of::<u8>(l, dt))?),
-        DataType::DtUint16 => tensor_from_vec(shape, collect(leaves, |l| int_of::<u16>(l, dt))?),
-        DataType::DtUint32 => tensor_from_vec(shape, collect(leaves, |l| int_of::<u32>(l, dt))?),
-        DataType::DtUint64 => tensor_from_vec(shape, collect(leaves, |l| int_of::<u64>(l, dt))?),
-        DataType::DtBool => tensor_from_vec(
+        DataType::DtDouble => numeric_tensor(shape, leaves, |l| float_of(l, dt), Some(|v| v)),
+        DataType::DtHalf => numeric_tensor(
             shape,
-            collect(leaves, |l| match l {
-                Json::Bool(b) => Ok(*b),
-                _ => Err(type_error(l, dt)),
-            })?,
+            leaves,
+            |l| float_of(l, dt).map(f16::from_f64),
+            Some(f16::from_f64),
         ),
-        DataType::DtString => tensor_from_vec(shape, collect(leaves, |l| string_of(l, dt))?),
-        other => {
-            return Err(bad(format!(
-                "input '{}' has unsupported dtype {}",
-                spec.alias,
-                other.as_str_name()
-            )));
-        }
-    })
+        DataType::DtInt8 => numeric_tensor(shape, leaves, |l| int_of::<i8>(l, dt), None),
+        DataType::DtInt16 => numeric_tensor(shape, leaves, |l| int_of::<i16>(l, dt), None),
+        DataType::DtInt32 => numeric_tensor(shape, leaves, |l| int_of::<i32>(l, dt), None),
+        DataType::DtInt64 => numeric_tensor(shape, leaves, |l| int_of::<i64>(l, dt), None),
+        DataType::DtUint8 => numeric_tensor(shape, leaves, |l| int_of::<u8>(l, dt), None),
+        DataType::DtUint16 => numeric_tensor(shape, leaves, |l| int_of::<u16>(l, dt), None),
+        DataType::DtUint32 => numeric_tensor(shape, leaves, |l| int_of::<u32>(l, dt), None),
+        DataType::DtUint64 => numeric_tensor(shape, leaves, |l| int_of::<u64>(l, dt), None),
+        DataType::DtBool => collected_tensor(shape, leaves, |l| match l {
+            Json::Bool(b) => Ok(*b),
+            _ => Err(type_error(l, dt)),
+        }),
+        DataType::DtString => collected_tensor(shape, leaves, |l| string_of(l, dt)),
+        other => Err(bad(format!(
+            "input '{}' has unsupported dtype {}",
+            spec.alias,
+            other.as_str_name()
+        ))),
+    }
 }
 
 /// Appends `shape`-nested elements starting at flat index `offset`.

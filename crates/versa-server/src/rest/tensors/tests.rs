@@ -1,5 +1,5 @@
 use super::*;
-use crate::rest::json::parse;
+use crate::rest::json::{parse, parse_as_tree};
 
 fn spec(alias: &str, dtype: DataType, shape: &[i64]) -> TensorSpec {
     TensorSpec { alias: alias.into(), dtype, shape: shape.to_vec() }
@@ -20,6 +20,20 @@ fn tensors(signature: &Signature, body: &str) -> Result<Vec<Tensor>, ServingErro
     let json = parse(body).expect("valid JSON");
     let body = predict_body(&json)?;
     input_tensors(signature, &body)
+}
+
+/// Converts `body` through the [`Numbers`] fast path and through plain
+/// trees; both must give the same tensors or the same error.
+fn tensors_both_ways(signature: &Signature, body: &str) -> Result<Vec<Tensor>, ServingError> {
+    let fast = tensors(signature, body);
+    let json = parse_as_tree(body).expect("valid JSON");
+    let tree = predict_body(&json).and_then(|b| input_tensors(signature, &b));
+    match (&fast, &tree) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "{body}"),
+        (Err(a), Err(b)) => assert_eq!(a.message, b.message, "{body}"),
+        _ => panic!("{body}: fast path {fast:?}, tree {tree:?}"),
+    }
+    fast
 }
 
 fn f32s(t: &Tensor) -> Vec<f32> {
@@ -76,6 +90,60 @@ fn int64_values_are_exact() {
         t[0].try_as_plain_ram().expect("plain").as_slice::<i64>().expect("i64"),
         &[9_007_199_254_740_993, i64::MIN]
     );
+}
+
+#[test]
+fn number_runs_decode_like_trees() {
+    let f = one_input(DataType::DtFloat, &[-1, 2]);
+    let any2 = one_input(DataType::DtFloat, &[-1, -1]);
+    let any3 = one_input(DataType::DtFloat, &[-1, -1, -1]);
+    let i64s = one_input(DataType::DtInt64, &[-1]);
+    let two = two_inputs();
+    // (signature, body, decodes)
+    let cases: &[(&Signature, &str, bool)] = &[
+        (&f, r#"{"instances": [[1, 2], [3, NaN]]}"#, true),
+        (&f, r#"{"instances": [{"x": [1, 2]}, {"x": [3, -Infinity]}]}"#, true),
+        (&f, r#"{"instances": [{"x": [1, 2]}, {"x": [3]}]}"#, false),
+        (&f, r#"{"instances": [[1, 2], [3]]}"#, false),
+        (&f, r#"{"instances": [[1, 2], [3, "a"]]}"#, false),
+        (&f, r#"{"instances": [[1e40, 2.5e-3]]}"#, true),
+        (&f, r#"{"inputs": [[1, 2], [3, 4], [5, 6]]}"#, true),
+        (&f, r#"{"inputs": [[1, 2, 3]]}"#, false),
+        (&f, r#"{"inputs": [[[1, 2]]]}"#, false),
+        (&f, r#"{"instances": []}"#, false),
+        (&any2, r#"{"instances": [[], []]}"#, true),
+        (&any3, r#"{"inputs": [[[], []], [[], []]]}"#, true),
+        (&any3, r#"{"inputs": [[[1, 2]], [[3, 4]]]}"#, true),
+        (&any3, r#"{"inputs": [[[1], [2]], [3, 4]]}"#, false),
+        (&any2, r#"{"inputs": [1, [2]]}"#, false),
+        (&any2, r#"{"instances": [1, [2]]}"#, false),
+        (&any3, r#"{"instances": [[1, [2]], [3, [4]]]}"#, false),
+        (&any3, r#"{"instances": [{"x": [[1], [2]]}, {"x": [[3], [4]]}]}"#, true),
+        (&any3, r#"{"instances": [{"x": [[1], [2]]}, {"x": [[3, 4]]}]}"#, false),
+        (&i64s, r#"{"inputs": [9007199254740993, -9223372036854775808]}"#, true),
+        (&i64s, r#"{"inputs": [1, 2.5]}"#, false),
+        (&i64s, r#"{"inputs": [1, 9223372036854775808]}"#, false),
+        (&two, r#"{"instances": [[1, 2]]}"#, false),
+        (&two, r#"{"inputs": {"a": [[1, 2]], "b": [5, 6, 7]}}"#, true),
+        (&two, r#"{"instances": [{"a": [1, 2], "b": 7}, {"b": 8, "a": [3, 4]}]}"#, true),
+    ];
+    for (signature, body, decodes) in cases {
+        let result = tensors_both_ways(signature, body);
+        assert_eq!(result.is_ok(), *decodes, "{body}: {result:?}");
+    }
+    // A large body, as a CNN client sends it.
+    let image = one_input(DataType::DtFloat, &[-1, 3, 16, 16]);
+    let pixels: Vec<String> = (0..3 * 16 * 16).map(|i| format!("{}", i as f32 / 7.0)).collect();
+    let plane = |c: usize| {
+        let rows: Vec<String> = (0..16)
+            .map(|r| format!("[{}]", pixels[(c * 16 + r) * 16..(c * 16 + r + 1) * 16].join(", ")))
+            .collect();
+        format!("[{}]", rows.join(",\n"))
+    };
+    let body = format!(r#"{{"instances": [[{}, {}, {}]]}}"#, plane(0), plane(1), plane(2));
+    let t = tensors_both_ways(&image, &body).expect("image decodes");
+    assert_eq!(t[0].shape(), &[1, 3, 16, 16]);
+    assert_eq!(f32s(&t[0])[767], 767.0 / 7.0);
 }
 
 #[test]
