@@ -10,6 +10,11 @@ pub struct OnnxLoader {
     pub model: ModelOptions,
     /// Run the model once on zeros before it becomes AVAILABLE.
     pub warm_up: bool,
+    /// Give the load's large buffers their own mappings, returned as soon
+    /// as they are freed ([`versa_malloc::LargeBlocksMapped`]): a lower
+    /// peak while loading, slower large allocations (other models'
+    /// inference included) meanwhile. For ResourcePreserving swaps.
+    pub low_peak_loads: bool,
 }
 
 impl Loader for OnnxLoader {
@@ -21,6 +26,27 @@ impl Loader for OnnxLoader {
     }
 
     fn load(&self, id: &ServableId, path: &Path) -> Result<OnnxModel, ServableError> {
+        let mapped = self.low_peak_loads.then(versa_malloc::LargeBlocksMapped::hold);
+        let result = self.prepare(id, path);
+        drop(mapped);
+        // Parsing, optimising and warming up freed several times the
+        // model's size in transient buffers: give them back now rather
+        // than leave them resident until some later allocation reuses them.
+        versa_malloc::release_free_memory();
+        result
+    }
+
+    fn unload(&self, id: &ServableId, servable: OnnxModel) {
+        drop(servable);
+        let released = versa_malloc::release_free_memory();
+        tracing::debug!(model = %id.name, version = id.version, released, "unloaded");
+    }
+}
+
+impl OnnxLoader {
+    /// Loads, warms up and probes batching: everything `load` does but
+    /// handing memory back.
+    fn prepare(&self, id: &ServableId, path: &Path) -> Result<OnnxModel, ServableError> {
         let started = std::time::Instant::now();
         let model = OnnxModel::load(path, self.model.clone())?;
         if self.warm_up {

@@ -145,6 +145,9 @@ pub async fn start_core(
                 },
             },
             warm_up: flags.enable_model_warmup,
+            // The policy that trades availability for memory gets loads
+            // that peak lower too.
+            low_peak_loads: flags.transition_policy == "resource_preserving",
         },
         metrics: Arc::clone(&metrics),
     };

@@ -215,4 +215,8 @@ impl Loader for MetricsLoader {
             .observe(elapsed.as_secs_f64());
         result
     }
+
+    fn unload(&self, id: &ServableId, servable: OnnxModel) {
+        self.inner.unload(id, servable);
+    }
 }
