@@ -314,6 +314,41 @@ async fn paths_are_case_insensitive_and_names_url_decoded() {
     assert_eq!(status, 200);
 }
 
+/// Bodies from 256 KiB up are decoded on the inference pool, not on the
+/// async worker: same answers, same errors, same headers.
+#[tokio::test]
+async fn large_bodies_answer_like_small_ones() {
+    let f = start(&[]);
+    let rows = 20_000;
+    let instances: Vec<String> = (0..rows).map(|i| format!("[{i},{i},{i},{i}]")).collect();
+    let body = format!(r#"{{"instances": [{}]}}"#, instances.join(", "));
+    assert!(body.len() > 256 * 1024, "{} bytes", body.len());
+    let (status, headers, text) = call(
+        reqwest::Method::POST,
+        f.server.rest_url("/v1/models/versioned/labels/canary:predict"),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", &text[..text.len().min(300)]);
+    assert_eq!(headers["x-versa-model-version"], "2");
+    let predictions = parsed(&text)["predictions"].as_array().expect("predictions").clone();
+    assert_eq!(predictions.len(), rows);
+    for (i, row) in predictions.iter().enumerate() {
+        let expected = (i + 2) as f64;
+        assert_eq!(row, &json!([expected, expected, expected, expected]), "row {i}");
+    }
+    // An error in the last row of a large body reads as in a small one.
+    let bad = body.replace(&format!("[{0},{0},{0},{0}]]", rows - 1), r#"[1,2,3,"x"]]"#);
+    assert_ne!(bad, body);
+    let (status, text) = post(&f, "/v1/models/versioned:predict", &bad).await;
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(
+        parsed(&text)["error"],
+        "JSON Value: \"x\" Type: String is not of expected type: float",
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn oversized_bodies_are_refused() {
     let f = start(&["--rest_api_max_body_bytes=1000"]);

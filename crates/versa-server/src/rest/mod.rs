@@ -160,7 +160,7 @@ async fn dispatch(
                     return with_cors(error_response(&e), cors);
                 }
             };
-            predict(&app, request.with_route_key(route_key), &body, started).await
+            predict(&app, request.with_route_key(route_key), body, started).await
         }
         Ok(Route::Unimplemented { method: api, request }) => {
             let e = ServingError::new(
@@ -180,7 +180,7 @@ async fn dispatch(
 async fn predict(
     app: &App,
     request: ModelRequest,
-    body: &[u8],
+    body: Bytes,
     started: std::time::Instant,
 ) -> Response {
     let deadline = Instant::now() + app.options.timeout;
@@ -207,26 +207,62 @@ async fn predict(
     }
 }
 
-async fn predict_json(
-    app: &App,
+/// Bodies at least this large are decoded on the inference pool rather than
+/// on the async worker that received them: a MobileNet-sized image (1.5 MB
+/// of JSON) takes ≈2 ms to decode, which would stall every other request on
+/// that worker.
+const DECODE_ON_POOL_BYTES: usize = 256 * 1024;
+
+/// A decoded predict body: the request's format, the version that answers
+/// and its inputs.
+type Decoded = (tensors::Format, crate::serving::Resolved, Vec<versa_onnx::Tensor>);
+
+/// Parses `body`, resolves the version it asks for and builds its inputs.
+/// `answered` is set as soon as the version is known, also on later errors.
+fn decode(
+    serving: &Serving,
     request: &ModelRequest,
     body: &[u8],
-    deadline: Instant,
     answered: &mut Answered,
-) -> Result<String, ServingError> {
+) -> Result<Decoded, ServingError> {
     let text = std::str::from_utf8(body).map_err(|_| {
         ServingError::invalid_argument("JSON Parse error: Invalid encoding in string")
     })?;
     let json = json::parse(text).map_err(|e| ServingError::invalid_argument(e.to_string()))?;
     let parsed = tensors::predict_body(&json)?;
     let request = ModelRequest { signature: parsed.signature_name.clone(), ..request.clone() };
-    let resolved = app.serving.resolve(&request)?;
+    let resolved = serving.resolve(&request)?;
     *answered = Answered::from(&resolved);
     let inputs = tensors::input_tensors(resolved.signature(), &parsed)?;
+    Ok((parsed.format, resolved, inputs))
+}
+
+async fn predict_json(
+    app: &App,
+    request: &ModelRequest,
+    body: Bytes,
+    deadline: Instant,
+    answered: &mut Answered,
+) -> Result<String, ServingError> {
+    let (format, resolved, inputs) = if body.len() < DECODE_ON_POOL_BYTES {
+        decode(&app.serving, request, &body, answered)?
+    } else {
+        let (serving, request) = (app.serving.clone(), request.clone());
+        let (decoded, known) = app
+            .serving
+            .pool
+            .run(move || {
+                let mut known = Answered::default();
+                Ok((decode(&serving, &request, &body, &mut known), known))
+            })
+            .await?;
+        *answered = known;
+        decoded?
+    };
     let outputs = select_outputs(resolved.signature(), &[])?;
     let inputs: TVec<_> = inputs.into_iter().map(IntoTValue::into_tvalue).collect();
     let produced = app.serving.run(&resolved, inputs, outputs, Some(deadline)).await?;
-    tensors::response_body(parsed.format, &produced)
+    tensors::response_body(format, &produced)
 }
 
 /// A message as proto3 JSON with TensorFlow Serving's options: original field
