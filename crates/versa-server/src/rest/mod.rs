@@ -207,7 +207,7 @@ async fn predict(
     }
 }
 
-/// Bodies at least this large are decoded on the inference pool rather than
+/// Bodies at least this large are decoded on a blocking thread rather than
 /// on the async worker that received them: a MobileNet-sized image (1.5 MB
 /// of JSON) takes ≈2 ms to decode, which would stall every other request on
 /// that worker.
@@ -247,15 +247,17 @@ async fn predict_json(
     let (format, resolved, inputs) = if body.len() < DECODE_ON_POOL_BYTES {
         decode(&app.serving, request, &body, answered)?
     } else {
+        // A blocking thread of its own, not an inference slot: holding a
+        // slot would take that share of the bounded inference pool.
         let (serving, request) = (app.serving.clone(), request.clone());
-        let (decoded, known) = app
-            .serving
-            .pool
-            .run(move || {
-                let mut known = Answered::default();
-                Ok((decode(&serving, &request, &body, &mut known), known))
-            })
-            .await?;
+        let (decoded, known) = tokio::task::spawn_blocking(move || {
+            let mut known = Answered::default();
+            (decode(&serving, &request, &body, &mut known), known)
+        })
+        .await
+        .map_err(|e| {
+            ServingError::new(Code::Internal, format!("decoding the request panicked: {e}"))
+        })?;
         *answered = known;
         decoded?
     };
