@@ -94,24 +94,17 @@ pub fn checked_shape(
     Ok(shape)
 }
 
-/// A tensor from typed values in one aligned copy (no intermediate `Vec`):
-/// equal count, or one value broadcast.
+/// A tensor from typed values in one aligned copy (no intermediate `Vec`)
+/// when their count is the shape's; otherwise as [`expand`] says.
 fn tensor_from_slice<T: Datum + Copy>(
     alias: &str,
     values: &[T],
     shape: &[usize],
 ) -> Result<Tensor, TensorError> {
-    let n: usize = shape.iter().product();
-    match values.len() {
-        len if len == n => Ok(Tensor::from_shape(shape, values).expect("count checked")),
-        1 => Ok(tensor_from_vec(shape, vec![values[0]; n])),
-        count => Err(TensorError::ValueCount {
-            alias: alias.to_owned(),
-            count,
-            shape: shape.to_vec(),
-            elements: n,
-        }),
+    if values.len() == shape.iter().product::<usize>() {
+        return Ok(Tensor::from_shape(shape, values).expect("count checked"));
     }
+    Ok(tensor_from_vec(shape, expand(alias, values.to_vec(), shape)?))
 }
 
 /// Fills `n` elements from typed values: equal count, or one value broadcast.

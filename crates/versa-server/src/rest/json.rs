@@ -171,38 +171,11 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// A number as its text (the value is converted once the dtype is
+    /// known); the grammar is [`Parser::number_value`]'s.
     fn number(&mut self) -> Result<Json<'a>, JsonError> {
         let start = self.i;
-        let digits = |p: &mut Self| {
-            let from = p.i;
-            while let Some(b'0'..=b'9') = p.b.get(p.i) {
-                p.i += 1;
-            }
-            p.i > from
-        };
-        if self.b.get(self.i) == Some(&b'-') {
-            self.i += 1;
-        }
-        if self.b.get(self.i) == Some(&b'0') {
-            self.i += 1;
-        } else if !digits(self) {
-            return Err(self.error("Invalid value"));
-        }
-        if self.b.get(self.i) == Some(&b'.') {
-            self.i += 1;
-            if !digits(self) {
-                return Err(self.error("Miss fraction part in number"));
-            }
-        }
-        if let Some(b'e' | b'E') = self.b.get(self.i) {
-            self.i += 1;
-            if let Some(b'+' | b'-') = self.b.get(self.i) {
-                self.i += 1;
-            }
-            if !digits(self) {
-                return Err(self.error("Miss exponent in number"));
-            }
-        }
+        self.number_value()?;
         Ok(Json::Number(&self.s[start..self.i]))
     }
 

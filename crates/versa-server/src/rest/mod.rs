@@ -211,7 +211,7 @@ async fn predict(
 /// on the async worker that received them: a MobileNet-sized image (1.5 MB
 /// of JSON) takes ≈2 ms to decode, which would stall every other request on
 /// that worker.
-const DECODE_ON_POOL_BYTES: usize = 256 * 1024;
+const DECODE_OFF_WORKER_BYTES: usize = 256 * 1024;
 
 /// A decoded predict body: the request's format, the version that answers
 /// and its inputs.
@@ -244,7 +244,7 @@ async fn predict_json(
     deadline: Instant,
     answered: &mut Answered,
 ) -> Result<String, ServingError> {
-    let (format, resolved, inputs) = if body.len() < DECODE_ON_POOL_BYTES {
+    let (format, resolved, inputs) = if body.len() < DECODE_OFF_WORKER_BYTES {
         decode(&app.serving, request, &body, answered)?
     } else {
         // A blocking thread of its own, not an inference slot: holding a

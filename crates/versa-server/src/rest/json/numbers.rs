@@ -1,7 +1,7 @@
 //! [`Numbers`]: rectangular arrays of numbers, read in one pass of the
 //! parser without a JSON value per element.
 
-use super::{MAX_DEPTH, Parser};
+use super::{JsonError, MAX_DEPTH, Parser};
 
 /// A rectangular array (of arrays …) of numbers, with its source text.
 /// Every array at one nesting level has the same length and every number
@@ -129,7 +129,7 @@ impl<'a> Parser<'a> {
                             Some(b'N') if self.eat("NaN") => Some(f64::NAN),
                             Some(b'I') if self.eat("Infinity") => Some(f64::INFINITY),
                             Some(b'-') if self.eat("-Infinity") => Some(f64::NEG_INFINITY),
-                            _ => self.number_value(),
+                            _ => self.number_value().ok(),
                         };
                         let Some(value) = value else {
                             return Err(self.i);
@@ -169,14 +169,14 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Reads the JSON number at `self.i` in one pass: its value, or `None`
-    /// (position unspecified) when the text is not a JSON number. Values
+    /// Reads the JSON number at `self.i` in one pass — the parser's one
+    /// number grammar: its value, or the error at the offending offset. Values
     /// with at most 19 significant digits, a mantissa below 2^53 and a
     /// decimal exponent within ±22 are one exact multiplication or division
     /// of two exactly representable numbers, hence correctly rounded; any
     /// other number goes through `str::parse`, so the result is always the
     /// same as `str::parse::<f64>` on the token.
-    fn number_value(&mut self) -> Option<f64> {
+    pub(super) fn number_value(&mut self) -> Result<f64, JsonError> {
         const POW10: [f64; 23] = [
             1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
             1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
@@ -206,7 +206,10 @@ impl<'a> Parser<'a> {
                     i += 1;
                 }
             }
-            _ => return None,
+            _ => {
+                self.i = i;
+                return Err(self.error("Invalid value"));
+            }
         }
         if b.get(i) == Some(&b'.') {
             i += 1;
@@ -217,7 +220,8 @@ impl<'a> Parser<'a> {
                 i += 1;
             }
             if i == from {
-                return None;
+                self.i = i;
+                return Err(self.error("Miss fraction part in number"));
             }
         }
         if let Some(b'e' | b'E') = b.get(i) {
@@ -235,7 +239,8 @@ impl<'a> Parser<'a> {
                 i += 1;
             }
             if i == from {
-                return None;
+                self.i = i;
+                return Err(self.error("Miss exponent in number"));
             }
             exponent += if sign < 0 { -e } else { e };
         }
@@ -247,8 +252,9 @@ impl<'a> Parser<'a> {
             } else {
                 m / POW10[(-exponent) as usize]
             };
-            return Some(if negative { -v } else { v });
+            return Ok(if negative { -v } else { v });
         }
-        self.s[start..i].parse().ok()
+        // Every text the grammar above accepts is a valid Rust float.
+        self.s[start..i].parse().map_err(|_| self.error("Invalid value"))
     }
 }
