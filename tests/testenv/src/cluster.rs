@@ -241,6 +241,28 @@ impl TestCluster {
         &self.root
     }
 
+    /// Waits until the CRD `name` is Established. `kubectl wait` fails at
+    /// once, rather than waiting, while a just-created CRD has no
+    /// `status.conditions` yet, so it is retried until `limit`.
+    pub async fn wait_crd_established(&self, name: &str, limit: Duration) -> anyhow::Result<()> {
+        let crd = format!("crd/{name}");
+        let timeout = format!("--timeout={}s", limit.as_secs().max(1));
+        let deadline = Instant::now() + limit;
+        loop {
+            let out = self.kubectl(&["wait", "--for=condition=Established", &timeout, &crd])?;
+            if out.status.success() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{crd} not Established after {limit:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Runs `kubectl` against this cluster.
     pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
         Ok(Command::new("kubectl")

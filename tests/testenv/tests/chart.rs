@@ -46,27 +46,6 @@ fn kubectl_ok(env: &VersaEnv, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `kubectl_ok` retried until it succeeds or `limit` passes: `kubectl wait`
-/// fails at once, rather than waiting, while the object has no
-/// `status.conditions` yet (a CRD just created, before the API server's
-/// controller has set them).
-async fn kubectl_eventually(env: &VersaEnv, args: &[&str], limit: std::time::Duration) -> String {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        let out = env.cluster.kubectl(args).expect("kubectl");
-        if out.status.success() {
-            return String::from_utf8_lossy(&out.stdout).into_owned();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "kubectl {args:?} still failing after {limit:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
-
 async fn operator_pods(env: &VersaEnv) -> Vec<Pod> {
     Api::<Pod>::namespaced(env.client.clone(), RELEASE_NAMESPACE)
         .list(&ListParams::default().labels("app.kubernetes.io/name=versa-operator"))
@@ -95,17 +74,10 @@ async fn the_installed_chart_runs_the_operator_with_its_own_rbac() {
     let crd = crd.display().to_string();
     kubectl_ok(&env, &["apply", "--dry-run=server", "--validate=false", "-f", &crd]);
     kubectl_ok(&env, &["apply", "--validate=false", "-f", &crd]);
-    kubectl_eventually(
-        &env,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd/modeldeployments.serving.versa.dev",
-        ],
-        std::time::Duration::from_secs(30),
-    )
-    .await;
+    env.cluster
+        .wait_crd_established("modeldeployments.serving.versa.dev", Duration::from_secs(30))
+        .await
+        .expect("CRD established");
     let dry = kubectl_ok(&env, &["apply", "--dry-run=server", "-f", &file]);
     assert!(dry.contains("deployment.apps/versa-versa-operator created (server dry run)"), "{dry}");
     kubectl_ok(&env, &["apply", "-f", &file]);

@@ -143,15 +143,9 @@ async fn main() -> anyhow::Result<()> {
     clock.say("installing the chart: CRD, then the operator (namespace versa-system)");
     let crd = args.crd.display().to_string();
     kubectl(&env, &["apply", "--validate=false", "-f", &crd])?;
-    kubectl(
-        &env,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/modeldeployments.serving.versa.dev",
-        ],
-    )?;
+    env.cluster
+        .wait_crd_established("modeldeployments.serving.versa.dev", Duration::from_secs(60))
+        .await?;
     kubectl(&env, &["create", "namespace", "versa-system"])?;
     kubectl(&env, &["apply", "-f", &args.chart.display().to_string()])?;
     let deadline = Instant::now() + Duration::from_secs(60);
