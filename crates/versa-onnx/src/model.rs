@@ -43,8 +43,11 @@ struct PlanCache {
 #[derive(Debug)]
 pub struct OnnxModel {
     signature: Signature,
-    /// Decluttered, not optimised; batch dimension symbolic.
-    typed: TypedModel,
+    /// Decluttered, not optimised; batch dimension symbolic. Kept only while
+    /// more plans may be built from it (a batch dimension and a plan cache);
+    /// otherwise dropped once the symbolic plan exists, so a loaded model
+    /// holds one copy of its weights (the plan's packed one), not two.
+    typed: Option<TypedModel>,
     batch: Option<Symbol>,
     /// Optimised with the batch dimension symbolic: built at load when the
     /// model has no batch dimension (it is then the only plan), otherwise on
@@ -97,9 +100,9 @@ impl OnnxModel {
             .map_err(|e| invalid_model(&file, e))?;
         let signature = Self::signature_of(&typed).map_err(|e| invalid_model(&file, e))?;
         let batch = Self::batch_symbol(&typed);
-        let model = Self {
+        let mut model = Self {
             signature,
-            typed,
+            typed: Some(typed),
             batch,
             generic: std::sync::OnceLock::new(),
             plans: Mutex::default(),
@@ -109,20 +112,38 @@ impl OnnxModel {
         };
         // Optimise now, so a model tract cannot prepare fails to load rather
         // than at its first request: the batch-1 plan, or the symbolic one.
-        let concrete = match model.batch.is_some() && model.options.plan_cache_size > 0 {
+        let concrete = match model.builds_concrete_plans() {
             true => model.concrete_plan(1),
             false => Err(String::new()),
         };
         if concrete.is_err() {
             model.generic_plan().map_err(|e| invalid_model(&file, e))?;
         }
+        if !model.builds_concrete_plans() {
+            model.typed = None;
+        }
         Ok(model)
+    }
+
+    /// Whether plans for other batch sizes are built (from the decluttered
+    /// model) as they are needed; otherwise the symbolic plan runs them all.
+    fn builds_concrete_plans(&self) -> bool {
+        self.batch.is_some() && self.options.plan_cache_size > 0
+    }
+
+    /// Whether the decluttered model is still held (to build more plans).
+    pub fn holds_decluttered_model(&self) -> bool {
+        self.typed.is_some()
+    }
+
+    fn decluttered(&self) -> Result<&TypedModel, String> {
+        self.typed.as_ref().ok_or_else(|| "the decluttered model is no longer held".to_owned())
     }
 
     fn generic_plan(&self) -> Result<Plan, String> {
         self.generic
             .get_or_init(|| {
-                self.typed
+                self.decluttered()?
                     .clone()
                     .into_optimized()
                     .and_then(|m| m.into_runnable())
@@ -215,7 +236,7 @@ impl OnnxModel {
         // sizes must not wait for it.
         let concrete = std::collections::HashMap::from([(symbol.clone(), TDim::Val(batch as i64))]);
         let plan = self
-            .typed
+            .decluttered()?
             .set_symbols(&concrete)
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())

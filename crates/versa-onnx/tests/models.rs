@@ -66,15 +66,36 @@ fn a_plan_is_kept_per_batch_size_seen_within_the_bound() {
     }
     // 1 was used again after 3, so 3 is the least recently used and is gone.
     assert_eq!(model.cached_batch_sizes(), vec![1, 5]);
+    assert!(model.holds_decluttered_model(), "plans for new batch sizes are built from it");
 }
 
 #[test]
 fn symbolic_plan_is_used_without_a_cache() {
     let (_dir, model) =
         load(&models::versioned(1), ModelOptions { plan_cache_size: 0, ..ModelOptions::default() });
+    assert!(!model.holds_decluttered_model(), "nothing more is built from it");
     let out = run(&model, vec![f32_tensor(&[3, 4], vec![0.5; 12])]);
     assert_eq!(f32_values(&out[0]), vec![1.5; 12]);
+    let out = run(&model, vec![f32_tensor(&[1, 4], vec![2.0; 4])]);
+    assert_eq!(f32_values(&out[0]), vec![3.0; 4]);
     assert!(model.cached_batch_sizes().is_empty());
+}
+
+#[test]
+fn a_model_without_a_batch_dimension_keeps_only_its_plan() {
+    use models::onnx::{Dim, encode, f32_tensor as weights, graph, node, value_info};
+    use tract_onnx::pb::tensor_proto::DataType as OnnxType;
+    let fixed = encode(graph(
+        "fixed",
+        vec![node("Add", &["x", "offset"], &["y"], vec![])],
+        vec![weights("offset", &[], vec![1.0])],
+        vec![value_info("x", OnnxType::Float, &[Dim::Fixed(1), Dim::Fixed(4)])],
+        vec![value_info("y", OnnxType::Float, &[Dim::Fixed(1), Dim::Fixed(4)])],
+    ));
+    let (_dir, model) = load(&fixed, ModelOptions::default());
+    assert!(!model.holds_decluttered_model(), "no other batch size can ever be built");
+    let out = run(&model, vec![f32_tensor(&[1, 4], vec![0.5; 4])]);
+    assert_eq!(f32_values(&out[0]), vec![1.5; 4]);
 }
 
 #[test]
