@@ -1,6 +1,7 @@
 //! A loaded ONNX model: the decluttered graph with its batch dimension left
-//! symbolic, runnable plans optimised for each batch size actually seen
-//! (bounded cache), and the signature clients see.
+//! symbolic (while more plans may be built from it), runnable plans optimised
+//! for each batch size actually seen (bounded cache), and the signature
+//! clients see.
 
 use crate::dtype;
 use crate::signature::{Signature, TensorSpec};
@@ -45,8 +46,8 @@ pub struct OnnxModel {
     signature: Signature,
     /// Decluttered, not optimised; batch dimension symbolic. Kept only while
     /// more plans may be built from it (a batch dimension and a plan cache);
-    /// otherwise dropped once the symbolic plan exists, so a loaded model
-    /// holds one copy of its weights (the plan's packed one), not two.
+    /// otherwise dropped once the symbolic plan exists, so the model holds
+    /// only what its plan needs.
     typed: Option<TypedModel>,
     batch: Option<Symbol>,
     /// Optimised with the batch dimension symbolic: built at load when the
