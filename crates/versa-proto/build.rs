@@ -34,9 +34,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&descriptors),
     )?;
 
+    // Every message knows its full name, so the codec can find its
+    // descriptor and bound its decoded size before decoding it.
+    let mut config = tonic_prost_build::Config::new();
+    config.enable_type_names();
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_fds(descriptors)?;
+        .codec_path("crate::codec::BoundedCodec")
+        .compile_fds_with_config(descriptors, config)?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use crate::stats::{Stats, us};
 use crate::workload::Workload;
 use prost::Message as _;
 use std::time::{Duration, Instant};
-use versa_onnx::convert::{tensor_from_proto, tensor_to_proto};
+use versa_onnx::convert::{TensorBudget, tensor_from_proto, tensor_to_proto};
 use versa_onnx::{IntoTValue, IntoTensor, ModelOptions, OnnxModel, TVec, Tensor};
 use versa_proto::serving::PredictRequest;
 use versa_server::rest::{json, tensors};
@@ -58,7 +58,8 @@ pub(crate) fn codec(w: &Workload, count: usize, limit: Duration) -> anyhow::Resu
         move || -> anyhow::Result<()> {
             let doc = parse(body).map_err(anyhow_of)?;
             let parsed = tensors::predict_body(&doc).map_err(anyhow_of)?;
-            let inputs = tensors::input_tensors(signature, &parsed).map_err(anyhow_of)?;
+            let inputs = tensors::input_tensors(signature, &parsed, &mut TensorBudget::unlimited())
+                .map_err(anyhow_of)?;
             std::hint::black_box(inputs);
             Ok(())
         }
@@ -85,7 +86,9 @@ pub(crate) fn codec(w: &Workload, count: usize, limit: Duration) -> anyhow::Resu
     let typed_request = typed.encode_to_vec();
     let decode_grpc = |bytes: &[u8]| -> anyhow::Result<()> {
         let request = PredictRequest::decode(bytes)?;
-        let tensor = tensor_from_proto(&request.inputs[&spec.alias], spec).map_err(anyhow_of)?;
+        let tensor =
+            tensor_from_proto(&request.inputs[&spec.alias], spec, &mut TensorBudget::unlimited())
+                .map_err(anyhow_of)?;
         std::hint::black_box(tensor);
         Ok(())
     };

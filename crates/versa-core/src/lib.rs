@@ -28,7 +28,7 @@ pub use discovery::{AspiredVersion, VersionPolicy};
 pub use id::ServableId;
 pub use labels::{LabelMap, LabelRules};
 pub use loader::Loader;
-pub use manager::{AspiredVersionsManager, ManagerOptions};
+pub use manager::{AspiredVersionsManager, ManagerOptions, run_in_background};
 pub use monitor::{ServableStateMonitor, WaitTimeout};
 pub use policy::TransitionPolicy;
 pub use routing::TrafficSplit;

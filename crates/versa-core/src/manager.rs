@@ -437,6 +437,7 @@ fn harness<'a, T>(inner: &'a mut Inner<T>, id: &ServableId) -> Option<&'a mut Ha
 }
 
 mod load_threads;
+pub use load_threads::run_in_background;
 mod transitions;
 
 #[cfg(test)]

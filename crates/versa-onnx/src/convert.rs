@@ -12,9 +12,8 @@ use tract_onnx::prelude::{Datum, DatumType, IntoTensor, Tensor, f16};
 use versa_core::Code;
 use versa_proto::tensorflow::{DataType, TensorProto};
 
-/// Largest number of elements one input may have (a broadcast scalar cannot
-/// make the server allocate more than this).
-pub const MAX_ELEMENTS: usize = 1 << 28;
+mod budget;
+pub use budget::{Reserve, TensorBudget};
 
 /// Why a tensor could not be converted. Always the caller's input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,12 +40,25 @@ pub enum TensorError {
     InvalidString { alias: String },
     #[error("cannot encode output '{alias}': {reason}")]
     Output { alias: String, reason: String },
+    #[error(
+        "input '{alias}' would take {bytes} bytes of memory, more than the {limit} bytes a request's inputs may take together{}",
+        setting_suffix(setting)
+    )]
+    TooLarge { alias: String, bytes: usize, limit: usize, setting: &'static str },
+    /// The server as a whole cannot hold the request's inputs now.
+    #[error("{reason}")]
+    Shed { reason: String },
+}
+
+fn setting_suffix(setting: &str) -> String {
+    if setting.is_empty() { String::new() } else { format!(" ({setting})") }
 }
 
 impl TensorError {
     pub fn code(&self) -> Code {
         match self {
             TensorError::Output { .. } => Code::Internal,
+            TensorError::Shed { .. } => Code::ResourceExhausted,
             _ => Code::InvalidArgument,
         }
     }
@@ -87,9 +99,6 @@ pub fn checked_shape(
         }
         elements = elements.checked_mul(size).ok_or_else(|| invalid("too many elements"))?;
         shape.push(size);
-    }
-    if elements > MAX_ELEMENTS {
-        return Err(invalid(&format!("more than {MAX_ELEMENTS} elements")));
     }
     Ok(shape)
 }
@@ -149,8 +158,13 @@ fn from_le<T, const N: usize>(bytes: &[u8], decode: fn([u8; N]) -> T) -> Vec<T> 
         .collect()
 }
 
-/// Converts a request tensor for a signature input.
-pub fn tensor_from_proto(proto: &TensorProto, spec: &TensorSpec) -> Result<Tensor, TensorError> {
+/// Converts a request tensor for a signature input, charging what it will
+/// take to `budget` before building it.
+pub fn tensor_from_proto(
+    proto: &TensorProto,
+    spec: &TensorSpec,
+    budget: &mut TensorBudget<'_>,
+) -> Result<Tensor, TensorError> {
     let alias = spec.alias.as_str();
     if proto.dtype != spec.dtype as i32 {
         return Err(TensorError::DtypeMismatch {
@@ -171,6 +185,7 @@ pub fn tensor_from_proto(proto: &TensorProto, spec: &TensorSpec) -> Result<Tenso
         None => Vec::new(),
     };
     let shape = checked_shape(alias, &dims, spec)?;
+    budget.charge_proto(alias, proto, spec.dtype, &shape)?;
     if proto.tensor_content.is_empty() {
         from_typed_values(proto, spec.dtype, alias, &shape)
     } else {
@@ -248,11 +263,12 @@ fn from_content(
         }
         Some(datum) => datum.size_of(),
     };
-    if bytes.len() != n * width {
+    let expected = n.saturating_mul(width);
+    if bytes.len() != expected {
         return Err(TensorError::ContentSize {
             alias: alias.to_owned(),
             bytes: bytes.len(),
-            expected: n * width,
+            expected,
             shape: shape.to_vec(),
             dtype: dt.as_str_name().to_owned(),
         });

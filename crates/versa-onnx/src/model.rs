@@ -1,21 +1,19 @@
-//! A loaded ONNX model: the decluttered graph with its batch dimension left
-//! symbolic (while more plans may be built from it), runnable plans optimised
-//! for each batch size actually seen (bounded cache), and the signature
-//! clients see.
+//! A loaded ONNX model: its [`Plans`] (see there for which plan runs which
+//! batch size, and where plans are built), the signature clients see, and
+//! what its recent runs cost.
 
 use crate::dtype;
+use crate::plans::Plans;
 use crate::signature::{Signature, TensorSpec};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
 use versa_core::{Code, ServableError};
 
 /// File loaded from each version directory.
 pub const MODEL_FILE: &str = "model.onnx";
-
-type Plan = Arc<TypedRunnableModel>;
 
 /// How models are prepared.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,42 +24,40 @@ pub struct ModelOptions {
     /// At load, time a run of this many rows against a run of one (zeros),
     /// so request batching can be chosen per model (0: do not measure).
     pub batching_probe: usize,
+    /// A model builds at most one plan for a new batch size this often.
+    pub build_interval: std::time::Duration,
+    /// Niceness of the threads plans are built on in the background.
+    pub build_niceness: i32,
+    /// Runs on zeros at load (warm-up), when warm-up is on.
+    pub warm_up_runs: usize,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        Self { plan_cache_size: 8, batching_probe: 0 }
+        Self {
+            plan_cache_size: 8,
+            batching_probe: 0,
+            build_interval: crate::plans::DEFAULT_BUILD_INTERVAL,
+            build_niceness: 0,
+            warm_up_runs: 1,
+        }
     }
-}
-
-/// Plans optimised for a concrete batch size, most recently used last.
-#[derive(Debug, Default)]
-struct PlanCache {
-    plans: Vec<(usize, Plan)>,
 }
 
 /// A model ready to run. `Send + Sync`: shared by every request.
 #[derive(Debug)]
 pub struct OnnxModel {
     signature: Signature,
-    /// Decluttered, not optimised; batch dimension symbolic. Kept only while
-    /// more plans may be built from it (a batch dimension and a plan cache);
-    /// otherwise dropped once the symbolic plan exists, so the model holds
-    /// only what its plan needs.
-    typed: Option<TypedModel>,
-    batch: Option<Symbol>,
-    /// Optimised with the batch dimension symbolic: built at load when the
-    /// model has no batch dimension (it is then the only plan), otherwise on
-    /// first need (a batch size without a concrete plan), so a loaded model
-    /// holds one optimised copy of its weights rather than two.
-    generic: std::sync::OnceLock<Result<Plan, String>>,
-    plans: Mutex<PlanCache>,
-    options: ModelOptions,
+    plans: Arc<Plans>,
     /// Moving average of recent run times per batch row, nanoseconds (0:
     /// never run). Decides whether a run is short enough to do inline.
     row_nanos: AtomicU64,
     /// Per-row cost of one row over per-row cost of a batch, measured at load.
     batch_speedup: std::sync::OnceLock<(usize, f64)>,
+    /// Whether inputs can take shapes the signature does not pin down
+    /// beyond the batch dimension: then a failed run may be the input's
+    /// fault, otherwise it is the server's.
+    free_inner_dims: bool,
 }
 
 fn invalid_model(path: &Path, e: impl std::fmt::Display) -> ServableError {
@@ -101,56 +97,33 @@ impl OnnxModel {
             .map_err(|e| invalid_model(&file, e))?;
         let signature = Self::signature_of(&typed).map_err(|e| invalid_model(&file, e))?;
         let batch = Self::batch_symbol(&typed);
-        let mut model = Self {
-            signature,
-            typed: Some(typed),
-            batch,
-            generic: std::sync::OnceLock::new(),
-            plans: Mutex::default(),
-            options,
-            row_nanos: AtomicU64::new(0),
-            batch_speedup: std::sync::OnceLock::new(),
-        };
+        let free_inner_dims =
+            signature.inputs.iter().any(|i| i.shape.iter().skip(1).any(|&d| d < 0));
+        let mut plans = Plans::new(typed, batch, options);
         // Optimise now, so a model tract cannot prepare fails to load rather
         // than at its first request: the batch-1 plan, or the symbolic one.
-        let concrete = match model.builds_concrete_plans() {
-            true => model.concrete_plan(1),
+        let concrete = match plans.builds_concrete_plans() {
+            true => plans.concrete_plan(1),
             false => Err(String::new()),
         };
         if concrete.is_err() {
-            model.generic_plan().map_err(|e| invalid_model(&file, e))?;
+            plans.generic_plan().map_err(|e| invalid_model(&file, e))?;
         }
-        if !model.builds_concrete_plans() {
-            model.typed = None;
+        if !plans.builds_concrete_plans() {
+            plans.drop_decluttered();
         }
-        Ok(model)
-    }
-
-    /// Whether plans for other batch sizes are built (from the decluttered
-    /// model) as they are needed; otherwise the symbolic plan runs them all.
-    fn builds_concrete_plans(&self) -> bool {
-        self.batch.is_some() && self.options.plan_cache_size > 0
+        Ok(Self {
+            signature,
+            plans: Arc::new(plans),
+            row_nanos: AtomicU64::new(0),
+            batch_speedup: std::sync::OnceLock::new(),
+            free_inner_dims,
+        })
     }
 
     /// Whether the decluttered model is still held (to build more plans).
     pub fn holds_decluttered_model(&self) -> bool {
-        self.typed.is_some()
-    }
-
-    fn decluttered(&self) -> Result<&TypedModel, String> {
-        self.typed.as_ref().ok_or_else(|| "the decluttered model is no longer held".to_owned())
-    }
-
-    fn generic_plan(&self) -> Result<Plan, String> {
-        self.generic
-            .get_or_init(|| {
-                self.decluttered()?
-                    .clone()
-                    .into_optimized()
-                    .and_then(|m| m.into_runnable())
-                    .map_err(|e| format!("{e:#}"))
-            })
-            .clone()
+        self.plans.holds_decluttered_model()
     }
 
     fn signature_of(typed: &TypedModel) -> Result<Signature, String> {
@@ -190,66 +163,23 @@ impl OnnxModel {
 
     /// Batch sizes with a concretely-shaped plan cached now, most recent last.
     pub fn cached_batch_sizes(&self) -> Vec<usize> {
-        self.plans
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .plans
-            .iter()
-            .map(|(n, _)| *n)
-            .collect()
+        self.plans.cached_batch_sizes()
     }
 
-    /// The plan for a batch size: a cached concrete one, a newly built one,
-    /// or the symbolic plan when the model has no batch dimension or no
-    /// concrete plan can be built.
-    fn plan_for(&self, batch: usize) -> Result<Plan, ServableError> {
-        let concrete = match (&self.batch, self.options.plan_cache_size) {
-            (Some(_), 1..) => self.concrete_plan(batch),
-            _ => Err(String::new()),
-        };
-        concrete.or_else(|concrete_error| {
-            if !concrete_error.is_empty() {
-                tracing::warn!(
-                    batch,
-                    "no concrete plan for this batch size, running the symbolic one: {concrete_error}"
-                );
-            }
-            self.generic_plan().map_err(|e| {
-                ServableError::new(Code::Internal, format!("cannot optimise the model: {e}"))
-            })
-        })
+    /// Plans built in the background so far (for new batch sizes).
+    pub fn background_plan_builds(&self) -> u64 {
+        self.plans.background_builds()
     }
 
-    /// The plan optimised for `batch` rows, from the cache or built now (and
-    /// cached, least recently used dropped beyond the cache size).
-    fn concrete_plan(&self, batch: usize) -> Result<Plan, String> {
-        let symbol = self.batch.as_ref().ok_or("the model has no batch dimension")?;
-        {
-            let mut cache = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(pos) = cache.plans.iter().position(|(n, _)| *n == batch) {
-                let entry = cache.plans.remove(pos);
-                let plan = Arc::clone(&entry.1);
-                cache.plans.push(entry);
-                return Ok(plan);
-            }
-        }
-        // Built outside the lock: optimising takes a while and other batch
-        // sizes must not wait for it.
-        let concrete = std::collections::HashMap::from([(symbol.clone(), TDim::Val(batch as i64))]);
-        let plan = self
-            .decluttered()?
-            .set_symbols(&concrete)
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| format!("{e:#}"))?;
-        let mut cache = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
-        if !cache.plans.iter().any(|(n, _)| *n == batch) {
-            cache.plans.push((batch, Arc::clone(&plan)));
-            if cache.plans.len() > self.options.plan_cache_size {
-                cache.plans.remove(0);
-            }
-        }
-        Ok(plan)
+    /// Whether a run of `rows` rows finds a plan ready (no optimisation).
+    pub fn plan_ready(&self, rows: usize) -> bool {
+        self.plans.ready(rows)
+    }
+
+    /// Waits, without using a core, until a run of `rows` rows finds a plan
+    /// ready; call it before taking an inference thread.
+    pub async fn wait_for_plan(&self, rows: usize) {
+        self.plans.wait_ready(rows).await;
     }
 
     /// Runs the model on inputs in signature order. Blocking: call it on the
@@ -263,19 +193,22 @@ impl OnnxModel {
     }
 
     fn run_unrecorded(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, ServableError> {
-        let plan = self.plan_for(Self::rows_of(&inputs))?;
+        let plan = self.plans.for_batch(Self::rows_of(&inputs))?;
         plan.run(inputs).map_err(|e| {
-            ServableError::new(Code::InvalidArgument, format!("model run failed: {e:#}"))
+            // Inputs were checked against the signature: unless it leaves
+            // dimensions open that the graph may constrain, a failure is ours.
+            let code = if self.free_inner_dims { Code::InvalidArgument } else { Code::Internal };
+            ServableError::new(code, format!("model run failed: {e:#}"))
         })
     }
 
     /// Rows of a batch: dimension 0 of the first input (1 for a scalar).
     pub fn rows_of(inputs: &[TValue]) -> usize {
-        inputs.first().and_then(|t| t.shape().first().copied()).unwrap_or(1).max(1)
+        inputs.first().and_then(|t| t.shape().first().copied()).unwrap_or(1)
     }
 
     fn record_run(&self, took: Duration, rows: usize) {
-        let per_row = (took.as_nanos() / rows as u128).min(u128::from(u64::MAX / 8)) as u64;
+        let per_row = (took.as_nanos() / rows.max(1) as u128).min(u128::from(u64::MAX / 8)) as u64;
         let old = self.row_nanos.load(Ordering::Relaxed);
         // Races between threads lose an update now and then; it is an estimate.
         let new = if old == 0 { per_row } else { (old * 7 + per_row) / 8 };
@@ -297,9 +230,12 @@ impl OnnxModel {
         let Some(inputs) = self.zeros(1)? else {
             return Ok(()); // a free dimension we cannot guess: skip warm-up
         };
-        self.run(inputs)
-            .map(|_| ())
-            .map_err(|e| ServableError::new(e.code, format!("warm-up failed: {}", e.message)))
+        for _ in 0..self.plans.options().warm_up_runs.max(1) {
+            self.run(inputs.clone()).map_err(|e| {
+                ServableError::new(e.code, format!("warm-up failed: {}", e.message))
+            })?;
+        }
+        Ok(())
     }
 
     /// Inputs of zeros with `rows` rows, or `None` when a dimension other
@@ -310,7 +246,7 @@ impl OnnxModel {
             let mut shape = Vec::with_capacity(spec.shape.len());
             for (i, &d) in spec.shape.iter().enumerate() {
                 match (i, d) {
-                    (0, -1) if self.batch.is_some() => shape.push(rows),
+                    (0, -1) if self.plans.has_batch_dimension() => shape.push(rows),
                     (_, d) if d >= 0 => shape.push(d as usize),
                     _ => return Ok(None),
                 }
@@ -334,12 +270,18 @@ impl OnnxModel {
     /// one), remembers it and seeds the expected run time. `None` when the
     /// model has no batch dimension or free dimensions.
     pub fn measure_batch_speedup(&self, rows: usize) -> Result<Option<f64>, ServableError> {
-        if self.batch.is_none() || rows < 2 {
+        if !self.plans.has_batch_dimension() || rows < 2 {
             return Ok(None);
         }
         let (Some(one), Some(many)) = (self.zeros(1)?, self.zeros(rows)?) else {
             return Ok(None);
         };
+        if self.plans.builds_concrete_plans() {
+            // Load time: the batch's own plan, here and now.
+            self.plans.concrete_plan(rows).map_err(|e| {
+                ServableError::new(Code::Internal, format!("cannot optimise for {rows} rows: {e}"))
+            })?;
+        }
         let best = |inputs: &TVec<TValue>| -> Result<Duration, ServableError> {
             self.run_unrecorded(inputs.clone())?;
             let mut best = Duration::MAX;

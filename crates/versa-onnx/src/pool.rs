@@ -5,6 +5,7 @@
 //! costs about as much as the run itself.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use versa_core::{Code, ServableError};
@@ -14,6 +15,20 @@ pub struct InferencePool {
     slots: Arc<Semaphore>,
     size: usize,
     inline_limit: Duration,
+    /// Runs waiting for a slot now, and how many may.
+    waiting: Arc<AtomicUsize>,
+    queue_limit: usize,
+    /// What sets the queue limit (a flag), for errors.
+    queue_setting: &'static str,
+}
+
+/// Counts a run as waiting while it lives.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl InferencePool {
@@ -25,7 +40,57 @@ impl InferencePool {
         } else {
             threads
         };
-        Self { slots: Arc::new(Semaphore::new(size)), size, inline_limit: Duration::ZERO }
+        Self {
+            slots: Arc::new(Semaphore::new(size)),
+            size,
+            inline_limit: Duration::ZERO,
+            waiting: Arc::default(),
+            queue_limit: usize::MAX,
+            queue_setting: "",
+        }
+    }
+
+    /// At most `limit` runs wait for a slot; a run beyond it fails at once
+    /// with RESOURCE_EXHAUSTED naming `setting`.
+    pub fn with_queue_limit(mut self, limit: usize, setting: &'static str) -> Self {
+        self.queue_limit = limit;
+        self.queue_setting = setting;
+        self
+    }
+
+    /// Runs waiting for a slot now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// A slot now, or a place in the queue for one (or why not).
+    async fn slot_or_queue(&self) -> Result<OwnedSemaphorePermit, ServableError> {
+        if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+            return Ok(slot);
+        }
+        let limit = self.queue_limit;
+        let queued = self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .is_ok();
+        if !queued {
+            return Err(ServableError::new(
+                Code::ResourceExhausted,
+                format!(
+                    "{limit} model runs are already waiting for an inference thread{}; retry later",
+                    if self.queue_setting.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", self.queue_setting)
+                    }
+                ),
+            ));
+        }
+        let _waiting = Waiting(Arc::clone(&self.waiting));
+        Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| ServableError::new(Code::Unavailable, "inference pool closed"))
     }
 
     /// Runs expected to take at most `limit` run inline (on the calling
@@ -72,15 +137,13 @@ impl InferencePool {
         Arc::clone(&self.slots).acquire_owned().await.expect("the pool's semaphore is never closed")
     }
 
-    /// Runs blocking work once a slot is free. A panic becomes an INTERNAL error.
+    /// Runs blocking work once a slot is free (waiting in the bounded
+    /// queue). A panic becomes an INTERNAL error.
     pub async fn run<R: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<R, ServableError> + Send + 'static,
     ) -> Result<R, ServableError> {
-        let slot = Arc::clone(&self.slots)
-            .acquire_owned()
-            .await
-            .map_err(|_| ServableError::new(Code::Unavailable, "inference pool closed"))?;
+        let slot = self.slot_or_queue().await?;
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
             work()
@@ -127,6 +190,28 @@ mod tests {
         drop(held);
         let ran_on = waiting.await.expect("joins").expect("runs");
         assert_ne!(ran_on, thread());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_beyond_the_queue_limit_are_refused_at_once() {
+        let pool = InferencePool::new(1).with_queue_limit(2, "--max_queued_inferences");
+        let held = pool.slot().await;
+        let mut queued = Vec::new();
+        for _ in 0..2 {
+            let pool = pool.clone();
+            queued.push(tokio::spawn(async move { pool.run(|| Ok(1)).await }));
+        }
+        while pool.waiting() < 2 {
+            tokio::task::yield_now().await;
+        }
+        let err = pool.run(|| Ok(1)).await.expect_err("queue full");
+        assert_eq!(err.code, Code::ResourceExhausted);
+        assert!(err.message.contains("--max_queued_inferences"), "{}", err.message);
+        drop(held);
+        for q in queued {
+            assert_eq!(q.await.expect("joins").expect("runs"), 1);
+        }
+        assert_eq!(pool.waiting(), 0);
     }
 
     #[tokio::test]

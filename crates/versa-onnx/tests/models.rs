@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use versa_core::{Code, Loader, ServableId};
-use versa_onnx::convert::{tensor_from_proto, tensor_to_proto};
+use versa_onnx::convert::{TensorBudget, tensor_from_proto, tensor_to_proto};
 use versa_onnx::{
     InferencePool, IntoTValue, IntoTensor, ModelOptions, OnnxLoader, OnnxModel, TVec, Tensor,
 };
@@ -55,18 +55,49 @@ fn versioned_model_reveals_its_version() {
     assert_eq!(f32_values(&out[0]), vec![7.0; 8]);
 }
 
-#[test]
-fn a_plan_is_kept_per_batch_size_seen_within_the_bound() {
-    let (_dir, model) =
-        load(&models::versioned(1), ModelOptions { plan_cache_size: 2, ..ModelOptions::default() });
-    for batch in [1usize, 3, 1, 5] {
-        let out = run(&model, vec![f32_tensor(&[batch, 4], vec![1.0; batch * 4])]);
-        assert_eq!(out[0].shape(), &[batch, 4]);
-        assert_eq!(f32_values(&out[0]), vec![2.0; batch * 4]);
+/// Waits (bounded) until `check` holds.
+fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    // 1 was used again after 3, so 3 is the least recently used and is gone.
-    assert_eq!(model.cached_batch_sizes(), vec![1, 5]);
+}
+
+#[test]
+fn a_new_batch_size_runs_at_once_and_gets_its_plan_in_the_background() {
+    let options = ModelOptions {
+        plan_cache_size: 2,
+        build_interval: std::time::Duration::ZERO,
+        ..ModelOptions::default()
+    };
+    let (_dir, model) = load(&models::versioned(1), options);
+    assert_eq!(model.cached_batch_sizes(), vec![1], "the batch-1 plan is built at load");
+    for batch in [3usize, 5] {
+        let out = run(&model, vec![f32_tensor(&[batch, 4], vec![1.0; batch * 4])]);
+        assert_eq!(f32_values(&out[0]), vec![2.0; batch * 4], "answered before its plan exists");
+        eventually("the plan of the new batch size", || {
+            model.cached_batch_sizes().contains(&batch)
+        });
+    }
+    // Within the bound: 1 was least recently used, so it is gone.
+    assert_eq!(model.cached_batch_sizes(), vec![3, 5]);
     assert!(model.holds_decluttered_model(), "plans for new batch sizes are built from it");
+}
+
+#[test]
+fn a_client_cycling_batch_sizes_gets_one_plan_build_per_interval() {
+    let options = ModelOptions {
+        build_interval: std::time::Duration::from_secs(3600),
+        ..ModelOptions::default()
+    };
+    let (_dir, model) = load(&models::versioned(1), options);
+    for batch in 2..40usize {
+        let out = run(&model, vec![f32_tensor(&[batch, 4], vec![0.0; batch * 4])]);
+        assert_eq!(out[0].shape(), &[batch, 4]);
+    }
+    eventually("the one build allowed", || model.background_plan_builds() == 1);
+    assert_eq!(model.cached_batch_sizes(), vec![1, 2], "only the first new size was built");
 }
 
 #[test]
@@ -104,7 +135,9 @@ fn integer_and_string_models_run_through_tensor_protos() {
     let mut ids = TensorProto { dtype: DataType::DtInt64 as i32, ..TensorProto::default() };
     ids.tensor_shape = Some(versa_onnx::signature::shape_proto(&[1, 2]));
     ids.int64_val = vec![21, -4_000_000_000];
-    let input = tensor_from_proto(&ids, &ints.signature().inputs[0]).expect("converts");
+    let input =
+        tensor_from_proto(&ids, &ints.signature().inputs[0], &mut TensorBudget::unlimited())
+            .expect("converts");
     let out = run(&ints, vec![input]);
     let doubled = tensor_to_proto("doubled", &out[0], false).expect("encodes");
     assert_eq!(doubled.int64_val, vec![42, -8_000_000_000]);
@@ -114,7 +147,9 @@ fn integer_and_string_models_run_through_tensor_protos() {
     let mut text = TensorProto { dtype: DataType::DtString as i32, ..TensorProto::default() };
     text.tensor_shape = Some(versa_onnx::signature::shape_proto(&[2]));
     text.string_val = vec![b"hello".to_vec(), "wörld".into()];
-    let input = tensor_from_proto(&text, &strings.signature().inputs[0]).expect("converts");
+    let input =
+        tensor_from_proto(&text, &strings.signature().inputs[0], &mut TensorBudget::unlimited())
+            .expect("converts");
     let out = run(&strings, vec![input]);
     let echo = tensor_to_proto("echo", &out[0], false).expect("encodes");
     assert_eq!(echo.string_val, text.string_val);

@@ -38,6 +38,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub use tensorflow::serving;
 
+pub mod codec;
+pub mod wire_budget;
+
 /// Protobuf text format — the syntax of TensorFlow Serving's config files —
 /// for the messages compiled here.
 pub mod text_format {
@@ -53,6 +56,11 @@ pub mod text_format {
     /// (`tensorflow.serving.ModelServerConfig`).
     pub fn descriptor(full_name: &str) -> MessageDescriptor {
         DESCRIPTORS.get_message_by_name(full_name).expect("message compiled into versa-proto")
+    }
+
+    /// Like [`descriptor`], `None` for a message not compiled here.
+    pub fn find_descriptor(full_name: &str) -> Option<MessageDescriptor> {
+        DESCRIPTORS.get_message_by_name(full_name)
     }
 
     /// Parses a message of type `M` from protobuf text format.

@@ -8,8 +8,13 @@
 //! grows while it waits for a free thread, so under load batches form on
 //! their own even with a zero timeout. A full queue answers UNAVAILABLE, a
 //! request larger than `max_batch_size` INVALID_ARGUMENT, as upstream.
+//!
+//! A bad request fails alone: every input's rows are checked before a
+//! request joins a queue, and a batch whose run fails is run again one
+//! request at a time, so only the request at fault gets the error.
 
 use crate::error::ServingError;
+use crate::metrics::Metrics;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -137,12 +142,35 @@ pub struct Batcher {
     /// Batch a model only if a batch runs at least this many times cheaper
     /// per row than one row (measured at load); 0: batch every model.
     min_speedup: f64,
+    metrics: Arc<Metrics>,
+}
+
+/// The rows of a request: dimension 0, the same in every input.
+pub fn rows_of(inputs: &[TValue]) -> Result<usize, ServingError> {
+    let mut rows = None;
+    for (i, input) in inputs.iter().enumerate() {
+        let Some(&n) = input.shape().first() else {
+            return Err(ServingError::invalid_argument(format!(
+                "input {i} is a scalar: batched requests need a batch dimension in every input"
+            )));
+        };
+        match rows {
+            None => rows = Some(n),
+            Some(r) if r == n => {}
+            Some(r) => {
+                return Err(ServingError::invalid_argument(format!(
+                    "inputs disagree on the batch size: input 0 has {r} rows, input {i} has {n}"
+                )));
+            }
+        }
+    }
+    Ok(rows.unwrap_or(0))
 }
 
 impl Batcher {
-    pub fn new(options: BatchOptions) -> Self {
+    pub fn new(options: BatchOptions, metrics: Arc<Metrics>) -> Self {
         let pool = InferencePool::new(options.num_batch_threads);
-        Self { options: Arc::new(options), pool, queues: Arc::default(), min_speedup: 0.0 }
+        Self { options: Arc::new(options), pool, queues: Arc::default(), min_speedup: 0.0, metrics }
     }
 
     /// Batch only models whose measured batch speedup reaches `min_speedup`.
@@ -171,12 +199,16 @@ impl Batcher {
     }
 
     /// Queues one request and waits for its share of a batch's outputs.
+    /// A request with no rows has nothing to share and runs alone.
     pub async fn run(
         &self,
         handle: ServableHandle<OnnxModel>,
         inputs: TVec<TValue>,
     ) -> Result<TVec<TValue>, ServingError> {
-        let rows = inputs.first().and_then(|t| t.shape().first().copied()).unwrap_or(1);
+        let rows = rows_of(&inputs)?;
+        if rows == 0 {
+            return Ok(self.pool.run(move || handle.run(inputs)).await?);
+        }
         if rows > self.options.max_batch_size {
             return Err(ServingError::new(
                 Code::InvalidArgument,
@@ -213,7 +245,11 @@ impl Batcher {
         let capacity = self.options.max_enqueued_batches * self.options.max_batch_size;
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let id = handle.id().clone();
-        let worker = Worker { options: Arc::clone(&self.options), pool: self.pool.clone() };
+        let worker = Worker {
+            options: Arc::clone(&self.options),
+            pool: self.pool.clone(),
+            metrics: Arc::clone(&self.metrics),
+        };
         let queues_ref = Arc::clone(&self.queues);
         tokio::spawn(async move {
             worker.serve(rx).await;
@@ -232,6 +268,7 @@ impl Batcher {
 struct Worker {
     options: Arc<BatchOptions>,
     pool: InferencePool,
+    metrics: Arc<Metrics>,
 }
 
 /// Non-batch dimensions of a task's inputs: tasks join a batch only if these match.
@@ -256,7 +293,7 @@ impl Worker {
             let shapes = inner_shapes(&first);
             let mut rows = first.rows;
             let mut batch = vec![first];
-            let fill_until = tokio::time::Instant::now() + self.options.batch_timeout;
+            let fill_until = crate::deadline::after(self.options.batch_timeout);
             // 1. Fill until the timeout.
             while rows < self.options.max_batch_size {
                 let next = tokio::select! {
@@ -291,6 +328,11 @@ impl Worker {
                 }
             };
             let padded = self.options.padded(rows);
+            // A new padded size runs on the symbolic plan, built in the
+            // background the first time one is needed.
+            batch[0].handle.wait_for_plan(padded).await;
+            self.metrics.batch_tasks.observe(batch.len() as f64);
+            self.metrics.batch_rows.observe(padded as f64);
             if self.pool.is_short(batch[0].handle.expected_run_time(padded)) {
                 // Short: run here (this queue's next batch waits for it anyway).
                 let _slot = slot;
@@ -345,11 +387,11 @@ fn run_batch(batch: Vec<Task>, padded: usize) {
             return;
         }
         Ok(m) => m,
-        Err(e) => return fail_all(batch, &e),
+        Err(_) => return run_one_by_one(batch),
     };
     let outputs = match batch[0].handle.run(merged) {
         Ok(o) => o,
-        Err(e) => return fail_all(batch, &e),
+        Err(_) => return run_one_by_one(batch),
     };
     let mut start = 0;
     for task in batch {
@@ -370,9 +412,12 @@ fn run_batch(batch: Vec<Task>, padded: usize) {
     }
 }
 
-fn fail_all(batch: Vec<Task>, error: &ServableError) {
+/// A batch that cannot run together: each request runs alone, so the one
+/// at fault gets its own error and every other its answer.
+fn run_one_by_one(batch: Vec<Task>) {
     for task in batch {
-        let _ = task.reply.send(Err(error.clone()));
+        let outcome = task.handle.run(task.inputs);
+        let _ = task.reply.send(outcome);
     }
 }
 

@@ -163,7 +163,7 @@ impl ServerCore {
         if added.is_empty() {
             return Ok(());
         }
-        let bound = Instant::now() + self.options.reload_timeout;
+        let bound = crate::deadline::after(self.options.reload_timeout);
         let deadline = deadline.map_or(bound, |d| d.min(bound));
         self.wait_for_models(&added, applied_at, deadline).await
     }

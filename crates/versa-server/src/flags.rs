@@ -5,6 +5,8 @@
 
 use clap::{ArgAction, Parser};
 
+pub mod limits;
+
 fn cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
@@ -85,10 +87,12 @@ pub struct Flags {
     /// Run each new version once on zeros before it becomes AVAILABLE.
     #[arg(long = "enable_model_warmup", num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = ArgAction::Set)]
     pub enable_model_warmup: bool,
-    /// Warm-up runs per version (0 means one).
+    /// Runs on zeros per new version during warm-up (0: one, as upstream).
     #[arg(long = "num_request_iterations_for_warmup", default_value_t = 0)]
     pub num_request_iterations_for_warmup: u32,
-    /// Request batching (not implemented yet: accepted with a warning).
+    /// Request batching: concurrent Predict requests for the same version
+    /// are merged into one run (see --batching_parameters_file and
+    /// --batching_min_speedup).
     #[arg(long = "enable_batching", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
     pub enable_batching: bool,
     /// Batching parameters file (text BatchingParameters).
@@ -103,7 +107,11 @@ pub struct Flags {
     /// Limit of concurrent gRPC requests per connection.
     #[arg(long = "grpc_max_threads", default_value_t = 4 * cpus())]
     pub grpc_max_threads: usize,
-    /// gRPC channel arguments `k=v,k=v` (accepted; tonic's defaults apply).
+    /// gRPC server arguments `k=v,k=v`: grpc.max_receive_message_length,
+    /// grpc.max_send_message_length, grpc.max_concurrent_streams,
+    /// grpc.keepalive_time_ms, grpc.keepalive_timeout_ms,
+    /// grpc.max_connection_age_ms, grpc.max_connection_age_grace_ms and
+    /// grpc.max_metadata_size are honoured; others are warned about.
     #[arg(long = "grpc_channel_arguments", default_value = "")]
     pub grpc_channel_arguments: String,
     /// Registers grpc.health.v1 (always registered by versa-server).
@@ -153,6 +161,11 @@ pub struct Flags {
     /// Batch sizes per model version with a concretely-optimised plan.
     #[arg(long = "plan_cache_size", default_value_t = 8)]
     pub plan_cache_size: usize,
+    /// Versa: a batch size without a plan of its own runs on the symbolic
+    /// plan while its plan is built in the background; each model version
+    /// builds at most one such plan this often.
+    #[arg(long = "plan_build_interval_ms", default_value_t = 1000)]
+    pub plan_build_interval_ms: u64,
     /// File holding a bearer token that every ModelService call (status,
     /// reload) must present as `authorization: Bearer <token>`; empty: open.
     #[arg(long = "model_service_token_file", default_value = "")]
@@ -165,6 +178,8 @@ pub struct Flags {
     /// Refuse loads beyond this many bytes of models in total (0: unlimited).
     #[arg(long = "total_model_memory_limit_bytes", default_value_t = 0)]
     pub total_model_memory_limit_bytes: u64,
+    #[command(flatten)]
+    pub limits: limits::LimitFlags,
 
     // --- TensorFlow-only flags: accepted, warned about, ignored ---
     #[arg(long = "flush_filesystem_caches", hide = true)]
@@ -259,7 +274,7 @@ impl Flags {
         }
         self.transition().map_err(FlagError)?;
         let mut warnings = Vec::new();
-        let tf_only: [(&str, &Option<String>); 20] = [
+        let tf_only: [(&str, &Option<String>); 19] = [
             ("flush_filesystem_caches", &self.flush_filesystem_caches),
             ("enable_per_model_batching_parameters", &self.enable_per_model_batching_parameters),
             ("platform_config_file", &self.platform_config_file),
@@ -282,16 +297,18 @@ impl Flags {
             ("skip_initialize_tpu", &self.skip_initialize_tpu),
             ("xla_cpu_compilation_enabled", &self.xla_cpu_compilation_enabled),
             ("xla_gpu_compilation_enabled", &self.xla_gpu_compilation_enabled),
-            (
-                "grpc_channel_arguments",
-                &(!self.grpc_channel_arguments.is_empty())
-                    .then(|| self.grpc_channel_arguments.clone()),
-            ),
         ];
         for (name, value) in tf_only {
             if value.is_some() {
                 warnings.push(format!("--{name} only applies to TensorFlow runtimes; ignored"));
             }
+        }
+        if self.model_service_port != 0 && self.port == 0 {
+            // Not an error: ModelService serves on its own port all the same.
+            warnings.push(format!(
+                "--port=0: PredictionService is off; ModelService still serves on --model_service_port={}",
+                self.model_service_port
+            ));
         }
         if self.rest_api_num_threads != 0 {
             warnings.push(

@@ -1,13 +1,18 @@
 //! The gRPC API: `tensorflow.serving.PredictionService` and
 //! `tensorflow.serving.ModelService`, as TensorFlow Serving answers them.
 
+pub mod channel_args;
+pub mod guard;
+
+use crate::admission::Ticket;
 use crate::error::{ServingError, proto_code};
 use crate::serving::{Answered, ModelRequest, Serving, check_input_names, select_outputs};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use versa_core::Code;
-use versa_onnx::convert::{tensor_from_proto, tensor_to_proto};
+use versa_onnx::convert::{TensorBudget, tensor_from_proto, tensor_to_proto};
 use versa_onnx::{IntoTValue, TVec};
 use versa_proto::serving::{
     ClassificationRequest, ClassificationResponse, GetModelMetadataRequest,
@@ -18,10 +23,14 @@ use versa_proto::serving::{
     prediction_service_server::PredictionService,
 };
 
-/// The deadline a gRPC client set (`grpc-timeout` header), if any.
+/// The deadline a gRPC client set (`grpc-timeout` header), if any. The
+/// value has at most 8 digits (gRPC's wire spec); anything else is ignored.
 pub fn deadline_of<T>(request: &Request<T>) -> Option<Instant> {
     let raw = request.metadata().get("grpc-timeout")?.to_str().ok()?;
     let (value, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    if value.is_empty() || value.len() > 8 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let value: u64 = value.parse().ok()?;
     let timeout = match unit {
         "H" => Duration::from_secs(value.saturating_mul(3600)),
@@ -32,7 +41,7 @@ pub fn deadline_of<T>(request: &Request<T>) -> Option<Instant> {
         "n" => Duration::from_nanos(value),
         _ => return None,
     };
-    Some(Instant::now() + timeout)
+    Some(crate::deadline::after(timeout))
 }
 
 /// The `x-versa-route-key` request metadata: makes a split's choice sticky.
@@ -73,11 +82,13 @@ impl PredictionService for Serving {
         let started = std::time::Instant::now();
         let deadline = deadline_of(&request);
         let key = route_key(&request);
+        let ticket = request.extensions().get::<guard::TicketHandle>().map(|t| Arc::clone(&t.0));
         let body = request.into_inner();
         let Some(spec) = body.model_spec.as_ref() else { return Err(missing_spec()) };
         let model = ModelRequest::from_spec(spec).with_route_key(key);
         let mut answered = Answered::default();
-        let result = self.predict_proto(&model, &body, deadline, &mut answered).await;
+        let result =
+            self.predict_proto(&model, body, deadline, &mut answered, ticket.as_deref()).await;
         let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
         self.record(&model.name, &answered, "Predict", "GRPC", code, started.elapsed());
         let mut response = Response::new(result?);
@@ -119,24 +130,45 @@ impl PredictionService for Serving {
 }
 
 impl Serving {
+    /// Converts the request's inputs (each reserved with the request's
+    /// ticket before it is built), drops the decoded message, and runs.
     async fn predict_proto(
         &self,
         model: &ModelRequest,
-        body: &PredictRequest,
+        body: PredictRequest,
         deadline: Option<Instant>,
         answered: &mut Answered,
+        ticket: Option<&Ticket>,
     ) -> Result<PredictResponse, ServingError> {
         let resolved = self.resolve(model)?;
         *answered = Answered::from(&resolved);
         let signature = resolved.signature();
         check_input_names(signature, body.inputs.keys().map(String::as_str))?;
         let outputs = select_outputs(signature, &body.output_filter)?;
-        let mut inputs = TVec::with_capacity(signature.inputs.len());
-        for spec in &signature.inputs {
-            let proto = &body.inputs[&spec.alias];
-            inputs.push(tensor_from_proto(proto, spec)?.into_tvalue());
+        let message_bytes = ticket.map_or(0, Ticket::reserved);
+        let inputs = {
+            let reserve = |n: usize| match ticket {
+                Some(t) => t.reserve(n).map_err(|e| e.message),
+                None => Ok(()),
+            };
+            let limit = self.limits.max_request_tensor_bytes;
+            let mut budget =
+                TensorBudget::new(limit, "--max_request_tensor_bytes").reserving(&reserve);
+            let mut inputs = TVec::with_capacity(signature.inputs.len());
+            for spec in &signature.inputs {
+                let proto = body.inputs.get(&spec.alias).ok_or_else(|| {
+                    ServingError::invalid_argument(format!("missing input {}", spec.alias))
+                })?;
+                inputs.push(tensor_from_proto(proto, spec, &mut budget)?.into_tvalue());
+            }
+            inputs
+        };
+        // Only the inputs are held from here on.
+        drop(body);
+        if let Some(ticket) = ticket {
+            ticket.release(message_bytes);
         }
-        let produced = self.run(&resolved, inputs, outputs, deadline).await?;
+        let produced = self.run(&resolved, inputs, outputs, deadline, "grpc").await?;
         let mut response =
             PredictResponse { model_spec: Some(resolved.response_spec()), ..Default::default() };
         for (alias, tensor) in produced {
@@ -144,43 +176,6 @@ impl Serving {
             response.outputs.insert(alias, proto);
         }
         Ok(response)
-    }
-}
-
-/// Guards ModelService (status and reloads): with a token configured, every
-/// call must carry `authorization: Bearer <token>`, else UNAUTHENTICATED.
-#[derive(Debug, Clone)]
-pub struct BearerToken {
-    expected: Option<std::sync::Arc<str>>,
-}
-
-impl BearerToken {
-    pub fn new(token: Option<String>) -> Self {
-        Self { expected: token.map(Into::into) }
-    }
-}
-
-/// Compares in time independent of where the first difference is.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-impl tonic::service::Interceptor for BearerToken {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.expected else { return Ok(request) };
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if same_secret(presented.as_bytes(), expected.as_bytes()) {
-            Ok(request)
-        } else {
-            Err(Status::unauthenticated(
-                "ModelService requires a valid bearer token (authorization: Bearer <token>)",
-            ))
-        }
     }
 }
 
@@ -262,24 +257,15 @@ mod tests {
         assert!(left <= Duration::from_millis(250) && left > Duration::from_millis(200));
         request.metadata_mut().insert("grpc-timeout", "bogus".parse().expect("ascii"));
         assert!(deadline_of(&request).is_none());
-    }
-
-    #[test]
-    fn bearer_token_guard() {
-        use tonic::service::Interceptor as _;
-        let mut open = BearerToken::new(None);
-        assert!(open.call(Request::new(())).is_ok());
-        let mut guarded = BearerToken::new(Some("s3cret".into()));
-        assert_eq!(
-            guarded.call(Request::new(())).expect_err("no token").code(),
-            tonic::Code::Unauthenticated
-        );
-        let mut wrong = Request::new(());
-        wrong.metadata_mut().insert("authorization", "Bearer nope".parse().expect("ascii"));
-        assert!(guarded.call(wrong).is_err());
-        let mut right = Request::new(());
-        right.metadata_mut().insert("authorization", "Bearer s3cret".parse().expect("ascii"));
-        assert!(guarded.call(right).is_ok());
+        // The largest the spec allows, in hours: far ahead, no overflow.
+        request.metadata_mut().insert("grpc-timeout", "99999999H".parse().expect("ascii"));
+        assert!(deadline_of(&request).expect("far") > Instant::now());
+        for absurd in ["18446744073709551615H", "123456789S", "-1S", "+5S", "é"] {
+            if let Ok(v) = absurd.parse() {
+                request.metadata_mut().insert("grpc-timeout", v);
+                assert!(deadline_of(&request).is_none(), "{absurd}");
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! TensorFlow Serving's `:tensorflow:serving:*` names.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -39,6 +40,20 @@ pub struct Metrics {
     pub routed_by_split: IntCounterVec,
     /// `versa_split_fallbacks_total{model, from, to}`
     pub split_fallbacks: IntCounterVec,
+    /// `versa_inflight_requests`: prediction requests admitted and not done.
+    pub inflight_requests: IntGauge,
+    /// `versa_inflight_request_bytes`: bytes those requests hold.
+    pub inflight_request_bytes: IntGauge,
+    /// `versa_shed_requests_total{reason, api}`
+    pub shed_requests: IntCounterVec,
+    /// `versa_handler_panics_total{api}`
+    pub handler_panics: IntCounterVec,
+    /// `versa_refused_connections_total{port}`
+    pub refused_connections: IntCounterVec,
+    /// `versa_batch_requests`: requests per batched run.
+    pub batch_tasks: Histogram,
+    /// `versa_batch_rows`: rows per batched run, padding included.
+    pub batch_rows: Histogram,
 }
 
 /// TensorFlow Serving's latency buckets: 10 × 1.8^i µs, 33 of them.
@@ -67,7 +82,44 @@ impl Metrics {
         )
         .expect("valid gauge");
         registry.register(Box::new(version_state.clone())).expect("registered once");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid gauge");
+            registry.register(Box::new(g.clone())).expect("registered once");
+            g
+        };
+        let sizes = |name: &str, help: &str| {
+            let buckets = prometheus::exponential_buckets(1.0, 2.0, 12).expect("valid buckets");
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid histogram");
+            registry.register(Box::new(h.clone())).expect("registered once");
+            h
+        };
         Self {
+            inflight_requests: gauge(
+                "versa_inflight_requests",
+                "Prediction requests admitted and not finished.",
+            ),
+            inflight_request_bytes: gauge(
+                "versa_inflight_request_bytes",
+                "Bytes held by prediction requests in flight (bodies as they arrive, decoded inputs).",
+            ),
+            shed_requests: counter(
+                "versa_shed_requests_total",
+                "Requests refused at once because the server was at a bound, by bound and API.",
+                &["reason", "api"],
+            ),
+            handler_panics: counter(
+                "versa_handler_panics_total",
+                "Requests whose handler panicked (answered INTERNAL / 500).",
+                &["api"],
+            ),
+            refused_connections: counter(
+                "versa_refused_connections_total",
+                "Connections closed on accept because --max_connections were open, by port.",
+                &["port"],
+            ),
+            batch_tasks: sizes("versa_batch_requests", "Requests merged into each batched run."),
+            batch_rows: sizes("versa_batch_rows", "Rows of each batched run, padding included."),
             tf_request_count: counter(
                 ":tensorflow:serving:request_count",
                 "The total number of requests.",

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-use versa_core::{Code, ManagerState, ServableHandle, VersionChoice};
+use versa_core::{Code, ManagerState, ServableError, ServableHandle, VersionChoice};
 use versa_onnx::{
     DEFAULT_SIGNATURE, InferencePool, IntoTensor, OnnxModel, Signature, TValue, TVec, Tensor,
 };
@@ -23,12 +23,27 @@ type RunFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Vec<(String, Tensor)>, ServingError>> + Send>,
 >;
 
+/// What one request may cost (flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// `--max_request_tensor_bytes`.
+    pub max_request_tensor_bytes: usize,
+}
+
+/// The value of the `model` label for requests naming a model that is not
+/// configured: one series for all of them, whatever names clients send.
+pub const UNKNOWN_MODEL: &str = "__unknown__";
+
 /// The server's shared request-handling state.
 #[derive(Debug, Clone)]
 pub struct Serving {
     pub core: Arc<ServerCore>,
     pub pool: InferencePool,
     pub metrics: Arc<Metrics>,
+    pub admission: crate::admission::Admission,
+    pub limits: RequestLimits,
+    /// Large REST bodies decoded at once (one per core).
+    pub decode_slots: Arc<tokio::sync::Semaphore>,
     /// `--enable_serialization_as_tensor_content`.
     pub tensor_content_outputs: bool,
     /// Request batching (`--enable_batching`), for models with a batch dimension.
@@ -120,6 +135,16 @@ fn set(names: &BTreeSet<&str>) -> String {
     names.iter().copied().collect::<Vec<_>>().join(",")
 }
 
+/// The signature a request names (empty: `serving_default`), if the model has it.
+pub fn signature_name(requested: &str) -> Result<String, ServingError> {
+    if requested.is_empty() || requested == DEFAULT_SIGNATURE {
+        return Ok(DEFAULT_SIGNATURE.to_owned());
+    }
+    Err(ServingError::failed_precondition(format!(
+        "Serving signature key \"{requested}\" not found."
+    )))
+}
+
 /// The input aliases of a request must be exactly the signature's.
 pub fn check_input_names<'a>(
     signature: &Signature,
@@ -204,28 +229,21 @@ impl Serving {
     /// Resolves a request to a loaded version and checks its signature name.
     pub fn resolve(&self, request: &ModelRequest) -> Result<Resolved, ServingError> {
         let routed = self.route(request)?;
-        let handle = routed.handle;
-        let signature_name = if request.signature.is_empty() {
-            DEFAULT_SIGNATURE.to_owned()
-        } else {
-            request.signature.clone()
-        };
-        if signature_name != DEFAULT_SIGNATURE {
-            return Err(ServingError::failed_precondition(format!(
-                "Serving signature key \"{signature_name}\" not found."
-            )));
-        }
-        Ok(Resolved { handle, signature_name, label: routed.label })
+        let signature_name = signature_name(&request.signature)?;
+        Ok(Resolved { handle: routed.handle, signature_name, label: routed.label })
     }
 
     /// Runs a resolved version on inputs in signature order and returns the
-    /// chosen outputs with their aliases. Bounded by `deadline`.
+    /// chosen outputs with their aliases. Bounded by `deadline`. A batch size
+    /// the model has no plan for yet waits for one without holding an
+    /// inference thread; a full inference queue sheds the request.
     pub async fn run(
         &self,
         resolved: &Resolved,
         inputs: TVec<TValue>,
         outputs: Vec<usize>,
         deadline: Option<Instant>,
+        api: &'static str,
     ) -> Result<Vec<(String, Tensor)>, ServingError> {
         let handle = resolved.handle.clone();
         let started = std::time::Instant::now();
@@ -233,30 +251,39 @@ impl Serving {
             let aliases = &handle.signature().outputs;
             let mut chosen = Vec::with_capacity(outputs.len());
             for ix in outputs {
-                let value = std::mem::replace(&mut produced[ix], Tensor::default().into());
-                chosen.push((aliases[ix].alias.clone(), value.into_tensor()));
+                let (Some(slot), Some(spec)) = (produced.get_mut(ix), aliases.get(ix)) else {
+                    return Err(ServingError::new(
+                        Code::Internal,
+                        format!("the model produced no output {ix}"),
+                    ));
+                };
+                let value = std::mem::replace(slot, Tensor::default().into());
+                chosen.push((spec.alias.clone(), value.into_tensor()));
             }
-            chosen
+            Ok(chosen)
         };
         let work: RunFuture = match &self.batcher {
             Some(batcher) if batcher.wants(&handle) => {
                 let batcher = batcher.clone();
                 Box::pin(async move {
                     let produced = batcher.run(handle.clone(), inputs).await?;
-                    Ok(choose(&handle, produced))
+                    choose(&handle, produced)
                 })
             }
             _ => {
                 let pool = self.pool.clone();
-                let expected = handle.expected_run_time(OnnxModel::rows_of(&inputs));
+                let rows = OnnxModel::rows_of(&inputs);
                 Box::pin(async move {
-                    let chosen = pool
-                        .run_adaptive(expected, move || {
-                            let produced = handle.run(inputs)?;
-                            Ok(choose(&handle, produced))
-                        })
-                        .await?;
-                    Ok(chosen)
+                    if !handle.plan_ready(rows) {
+                        handle.wait_for_plan(rows).await;
+                    }
+                    let expected = handle.expected_run_time(rows);
+                    pool.run_adaptive(expected, move || {
+                        let produced = handle.run(inputs)?;
+                        choose(&handle, produced).map_err(|e| ServableError::new(e.code, e.message))
+                    })
+                    .await
+                    .map_err(ServingError::from)
                 })
             }
         };
@@ -266,6 +293,11 @@ impl Serving {
                 .map_err(|_| ServingError::new(Code::DeadlineExceeded, "Deadline Exceeded"))?,
             None => work.await,
         };
+        if let Err(e) = &result
+            && e.code == Code::ResourceExhausted
+        {
+            self.admission.count_shed(crate::admission::ShedReason::InferenceQueue, api);
+        }
         self.metrics
             .tf_runtime_latency
             .with_label_values(&[resolved.handle.id().name.as_str(), "Predict", "TRACT"])
@@ -350,7 +382,10 @@ impl Serving {
         })
     }
 
-    /// Records one finished request in the TensorFlow Serving and Versa series.
+    /// Records one finished request in the TensorFlow Serving and Versa
+    /// series. Only configured models get series of their own (a model
+    /// name is whatever the client sent); versions and labels come from
+    /// the version that answered, so they are configured ones too.
     pub fn record(
         &self,
         model: &str,
@@ -360,6 +395,8 @@ impl Serving {
         code: Code,
         elapsed: Duration,
     ) {
+        let config = self.core.config();
+        let model = if config.model(model).is_some() { model } else { UNKNOWN_MODEL };
         let m = &self.metrics;
         m.tf_request_count.with_label_values(&[model, code.name()]).inc();
         let version = answered.version.map(|v| v.to_string()).unwrap_or_default();

@@ -354,8 +354,10 @@ async fn oversized_bodies_are_refused() {
     let f = start(&["--rest_api_max_body_bytes=1000"]);
     let big = format!(r#"{{"inputs": [[{}]]}}"#, vec!["0"; 2000].join(","));
     let (status, body) = post(&f, "/v1/models/versioned:predict", &big).await;
-    assert_eq!(status, 429, "{body}");
-    assert!(parsed(&body)["error"].as_str().expect("error").contains("larger than 1000 bytes"));
+    // 413, not 429: retrying the same body can never succeed.
+    assert_eq!(status, 413, "{body}");
+    let error = parsed(&body)["error"].as_str().expect("error").to_owned();
+    assert!(error.contains("larger than 1000 bytes (--rest_api_max_body_bytes)"), "{error}");
 }
 
 #[tokio::test]

@@ -51,6 +51,21 @@ pub(super) fn submit(niceness: i32, job: Job) -> std::io::Result<()> {
     }
 }
 
+/// Runs `work` on a load thread of this niceness: work that must not take
+/// cores from serving, such as preparing a model for a new input shape.
+pub fn run_in_background(
+    niceness: i32,
+    work: impl FnOnce() + Send + 'static,
+) -> std::io::Result<()> {
+    submit(
+        niceness,
+        Box::new(move || {
+            work();
+            Box::new(|| {})
+        }),
+    )
+}
+
 fn spawn(pool: &Arc<Pool>, niceness: i32, first: Job) -> std::io::Result<()> {
     let id = pool.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (sender, jobs) = mpsc::channel::<Job>();

@@ -44,7 +44,9 @@ fn every_dtype_round_trips_through_typed_fields_and_tensor_content() {
     for (dtype, fill) in cases {
         let mut request = proto(dtype, &[2, 2]);
         fill(&mut request);
-        let tensor = tensor_from_proto(&request, &spec(dtype, &[-1, 2])).expect("converts");
+        let tensor =
+            tensor_from_proto(&request, &spec(dtype, &[-1, 2]), &mut TensorBudget::unlimited())
+                .expect("converts");
         assert_eq!(tensor.shape(), &[2, 2]);
         let typed = tensor_to_proto("x", &tensor, false).expect("encodes");
         assert_eq!(typed, request, "{dtype:?} typed round trip");
@@ -53,7 +55,9 @@ fn every_dtype_round_trips_through_typed_fields_and_tensor_content() {
         }
         let content = tensor_to_proto("x", &tensor, true).expect("encodes");
         assert!(!content.tensor_content.is_empty(), "{dtype:?}");
-        let back = tensor_from_proto(&content, &spec(dtype, &[2, 2])).expect("content converts");
+        let back =
+            tensor_from_proto(&content, &spec(dtype, &[2, 2]), &mut TensorBudget::unlimited())
+                .expect("content converts");
         assert_eq!(
             tensor_to_proto("x", &back, false).expect("encodes"),
             request,
@@ -66,7 +70,9 @@ fn every_dtype_round_trips_through_typed_fields_and_tensor_content() {
 fn one_typed_value_fills_the_shape() {
     let mut p = proto(DataType::DtFloat, &[2, 3]);
     p.float_val = vec![4.0];
-    let t = tensor_from_proto(&p, &spec(DataType::DtFloat, &[-1, 3])).expect("broadcast");
+    let t =
+        tensor_from_proto(&p, &spec(DataType::DtFloat, &[-1, 3]), &mut TensorBudget::unlimited())
+            .expect("broadcast");
     assert_eq!(t.try_as_plain_ram().expect("plain").as_slice::<f32>().expect("f32"), &[4.0; 6]);
 }
 
@@ -74,10 +80,16 @@ fn one_typed_value_fills_the_shape() {
 fn scalars_and_empty_tensors() {
     let mut p = TensorProto { dtype: DataType::DtInt64 as i32, ..TensorProto::default() };
     p.int64_val = vec![42];
-    let t = tensor_from_proto(&p, &spec(DataType::DtInt64, &[])).expect("scalar");
+    let t = tensor_from_proto(&p, &spec(DataType::DtInt64, &[]), &mut TensorBudget::unlimited())
+        .expect("scalar");
     assert_eq!(t.shape(), &[] as &[usize]);
     let empty = proto(DataType::DtFloat, &[0, 3]);
-    let t = tensor_from_proto(&empty, &spec(DataType::DtFloat, &[-1, 3])).expect("empty batch");
+    let t = tensor_from_proto(
+        &empty,
+        &spec(DataType::DtFloat, &[-1, 3]),
+        &mut TensorBudget::unlimited(),
+    )
+    .expect("empty batch");
     assert_eq!(t.shape(), &[0, 3]);
 }
 
@@ -119,7 +131,7 @@ fn bad_tensors_get_clear_errors() {
         (
             float(&[1 << 40, 3], vec![1.0]),
             &s,
-            "input 'x' has an invalid shape [1099511627776, 3]: more than 268435456 elements",
+            "input 'x' would take 13194139533312 bytes of memory, more than the 1073741824 bytes a request's inputs may take together (--max_request_tensor_bytes)",
         ),
         (
             {
@@ -142,22 +154,28 @@ fn bad_tensors_get_clear_errors() {
         ),
     ];
     for (p, spec, message) in cases {
-        let err = tensor_from_proto(&p, spec).expect_err(message);
+        let mut budget = TensorBudget::new(1 << 30, "--max_request_tensor_bytes");
+        let err = tensor_from_proto(&p, spec, &mut budget).expect_err(message);
         assert_eq!(err.to_string(), message);
         assert_eq!(err.code(), Code::InvalidArgument);
     }
 
     let mut p = proto(DataType::DtUint8, &[1]);
     p.int_val = vec![300];
-    let err = tensor_from_proto(&p, &spec(DataType::DtUint8, &[1])).expect_err("range");
+    let err = tensor_from_proto(&p, &spec(DataType::DtUint8, &[1]), &mut TensorBudget::unlimited())
+        .expect_err("range");
     assert_eq!(err.to_string(), "input 'x' has a value out of range for DT_UINT8: 300");
 
     let mut p = proto(DataType::DtString, &[1]);
     p.string_val = vec![vec![0xff, 0xfe]];
-    let err = tensor_from_proto(&p, &spec(DataType::DtString, &[1])).expect_err("utf8");
+    let err =
+        tensor_from_proto(&p, &spec(DataType::DtString, &[1]), &mut TensorBudget::unlimited())
+            .expect_err("utf8");
     assert_eq!(err.to_string(), "input 'x' has a string that is not valid UTF-8");
 
     let p = proto(DataType::DtComplex64, &[1]);
-    let err = tensor_from_proto(&p, &spec(DataType::DtComplex64, &[1])).expect_err("complex");
+    let err =
+        tensor_from_proto(&p, &spec(DataType::DtComplex64, &[1]), &mut TensorBudget::unlimited())
+            .expect_err("complex");
     assert!(err.to_string().contains("DT_COMPLEX64"), "{err}");
 }

@@ -26,6 +26,10 @@ fn handle(version: i64) -> (tempfile::TempDir, ServableHandle<OnnxModel>) {
     (dir, ServableHandle::detached(ServableId::new("m", version), model))
 }
 
+fn metrics() -> Arc<Metrics> {
+    Arc::new(Metrics::new())
+}
+
 fn options(max: usize, timeout_ms: u64) -> BatchOptions {
     BatchOptions {
         max_batch_size: max,
@@ -39,7 +43,8 @@ fn options(max: usize, timeout_ms: u64) -> BatchOptions {
 #[tokio::test]
 async fn concurrent_requests_share_a_run_and_get_their_own_rows() {
     let (_dir, h) = handle(5);
-    let batcher = Batcher::new(options(64, 50));
+    let metrics = metrics();
+    let batcher = Batcher::new(options(64, 50), Arc::clone(&metrics));
     let mut tasks = Vec::new();
     for i in 0..20u8 {
         let (b, h) = (batcher.clone(), h.clone());
@@ -53,15 +58,17 @@ async fn concurrent_requests_share_a_run_and_get_their_own_rows() {
         let (i, n, values) = task.await.expect("task");
         assert_eq!(values, vec![f32::from(i) + 5.0; n], "request {i} got its own rows back");
     }
-    let plans = h.cached_batch_sizes();
-    assert!(plans.iter().any(|b| *b > 3), "requests were merged: plans for {plans:?}");
+    // 20 requests: were any two merged, there were fewer than 20 runs.
+    let runs = metrics.batch_tasks.get_sample_count();
+    assert_eq!(metrics.batch_tasks.get_sample_sum(), 20.0, "every request ran in some batch");
+    assert!(runs < 20, "requests were merged: {runs} runs for 20 requests");
 }
 
 #[tokio::test]
 async fn versions_never_share_a_batch() {
     let (_d1, v1) = handle(1);
     let (_d2, v2) = handle(2);
-    let batcher = Batcher::new(options(64, 30));
+    let batcher = Batcher::new(options(64, 30), metrics());
     let mut tasks = Vec::new();
     for i in 0..16 {
         let b = batcher.clone();
@@ -79,7 +86,7 @@ async fn versions_never_share_a_batch() {
 #[tokio::test]
 async fn oversized_requests_and_full_queues_are_refused_as_upstream() {
     let (_dir, h) = handle(1);
-    let batcher = Batcher::new(options(4, 0));
+    let batcher = Batcher::new(options(4, 0), metrics());
     let err = batcher.run(h.clone(), rows(5, 0.0)).await.expect_err("too big");
     assert_eq!(err.code, Code::InvalidArgument);
     assert_eq!(err.message, "Task size 5 is larger than maximum input batch size 4");
@@ -113,10 +120,93 @@ async fn oversized_requests_and_full_queues_are_refused_as_upstream() {
 #[tokio::test]
 async fn batches_are_padded_to_allowed_sizes() {
     let (_dir, h) = handle(3);
-    let batcher = Batcher::new(BatchOptions { allowed_batch_sizes: vec![8, 16], ..options(16, 0) });
+    let metrics = metrics();
+    let padded = BatchOptions { allowed_batch_sizes: vec![8, 16], ..options(16, 0) };
+    let batcher = Batcher::new(padded, Arc::clone(&metrics));
     let out = batcher.run(h.clone(), rows(3, 1.0)).await.expect("run");
     assert_eq!(first_values(&out), vec![4.0; 3], "padding rows are dropped");
-    assert!(h.cached_batch_sizes().contains(&8), "ran at the padded size");
+    assert_eq!(metrics.batch_rows.get_sample_sum(), 8.0, "ran at the padded size");
+}
+
+/// `two_in_two_out`: `sum = a + b`, `product = a * b`, 3 columns each.
+fn two_input_handle() -> (tempfile::TempDir, ServableHandle<OnnxModel>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bytes = versa_testmodels::two_in_two_out();
+    let path = versa_testmodels::write_version(dir.path(), 1, &bytes).expect("write");
+    let model = OnnxModel::load(&path, ModelOptions::default()).expect("load");
+    (dir, ServableHandle::detached(ServableId::new("pair", 1), model))
+}
+
+fn pair(a_rows: usize, b_rows: usize) -> TVec<TValue> {
+    tvec![
+        versa_onnx::convert::tensor_from_vec(&[a_rows, 3], vec![1.0f32; a_rows * 3]).into(),
+        versa_onnx::convert::tensor_from_vec(&[b_rows, 3], vec![2.0f32; b_rows * 3]).into(),
+    ]
+}
+
+#[tokio::test]
+async fn a_request_whose_inputs_disagree_in_rows_fails_alone() {
+    let (_dir, h) = two_input_handle();
+    let batcher = Batcher::new(options(64, 30), metrics());
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let (b, h) = (batcher.clone(), h.clone());
+        let inputs = if i == 5 { pair(2, 3) } else { pair(2, 2) };
+        tasks.push(tokio::spawn(async move { (i, b.run(h, inputs).await) }));
+    }
+    for t in tasks {
+        let (i, outcome) = t.await.expect("task");
+        match outcome {
+            Ok(out) => {
+                assert_ne!(i, 5);
+                let view = out[0].to_plain_array_view::<f32>().expect("f32");
+                assert!(view.iter().all(|v| *v == 3.0), "request {i}");
+            }
+            Err(e) => {
+                assert_eq!(i, 5, "only the bad request fails: {e:?}");
+                assert_eq!(e.code, Code::InvalidArgument);
+                assert_eq!(
+                    e.message,
+                    "inputs disagree on the batch size: input 0 has 2 rows, input 1 has 3"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_batch_that_fails_together_is_run_one_request_at_a_time() {
+    let (_dir, h) = handle(1);
+    let batch = vec![
+        // Rows that cannot be stacked with the others (3 columns, not 4):
+        // the merged run fails, each request then runs alone.
+        (tvec![versa_onnx::convert::tensor_from_vec(&[1, 3], vec![0.0f32; 3]).into()], false),
+        (rows(2, 1.0), true),
+    ];
+    let mut replies = Vec::new();
+    let tasks = batch
+        .into_iter()
+        .map(|(inputs, _)| {
+            let (reply, answer) = oneshot::channel();
+            replies.push(answer);
+            Task { handle: h.clone(), rows: rows_of(&inputs).expect("rows"), inputs, reply }
+        })
+        .collect();
+    run_batch(tasks, 4);
+    let bad = replies.remove(0).await.expect("reply");
+    assert!(bad.is_err(), "the malformed request fails");
+    let good = replies.remove(0).await.expect("reply").expect("the other one is answered");
+    assert_eq!(first_values(&good), vec![2.0; 2]);
+}
+
+#[tokio::test]
+async fn a_request_with_no_rows_gets_empty_outputs_without_joining_a_batch() {
+    let (_dir, h) = handle(2);
+    let metrics = metrics();
+    let batcher = Batcher::new(options(8, 10), Arc::clone(&metrics));
+    let out = batcher.run(h, rows(0, 0.0)).await.expect("empty batch");
+    assert_eq!(out[0].shape(), &[0, 4]);
+    assert_eq!(metrics.batch_tasks.get_sample_count(), 0, "it joined no batch");
 }
 
 #[test]

@@ -27,8 +27,9 @@ pub enum Json<'a> {
     Array(Vec<Json<'a>>),
     /// Members in document order.
     Object(Vec<(Cow<'a, str>, Json<'a>)>),
-    /// A rectangular array of numbers, nested to any depth (see [`Numbers`]).
-    Numbers(Numbers<'a>),
+    /// A rectangular array of numbers, nested to any depth (see [`Numbers`]);
+    /// boxed, so that every other value stays small.
+    Numbers(Box<Numbers<'a>>),
 }
 
 impl<'a> Json<'a> {
@@ -80,22 +81,54 @@ pub struct JsonError {
     pub at: Option<usize>,
 }
 
+/// The memory a parse may take: what a document's values hold on the heap
+/// (the value tree, the numbers read, unescaped strings), counted as it
+/// grows. A parse that would pass it stops with an error naming `setting`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseBudget {
+    pub bytes: usize,
+    pub setting: &'static str,
+}
+
+impl ParseBudget {
+    /// No bound (tests, tools).
+    pub const UNLIMITED: ParseBudget = ParseBudget { bytes: usize::MAX, setting: "" };
+
+    /// A request body's budget: [`TREE_BYTES_PER_BODY_BYTE`] times the body
+    /// (plus a little for tiny bodies), never more than `cap`.
+    pub fn for_body(body_len: usize, cap: usize, setting: &'static str) -> Self {
+        let proportional =
+            body_len.saturating_mul(TREE_BYTES_PER_BODY_BYTE).saturating_add(64 << 10);
+        Self { bytes: proportional.min(cap), setting }
+    }
+}
+
+/// How many bytes of parsed values one byte of body may become. Real
+/// predict bodies stay well below: numbers take at most 4× (`1,` → an f64),
+/// rows of named inputs about 10×; only floods of empty values come near.
+pub const TREE_BYTES_PER_BODY_BYTE: usize = 16;
+
 /// Parses a whole document.
 pub fn parse(input: &str) -> Result<Json<'_>, JsonError> {
-    parse_counting_scans(input).0
+    parse_within(input, ParseBudget::UNLIMITED)
+}
+
+/// Parses a whole document within `budget`.
+pub fn parse_within(input: &str, budget: ParseBudget) -> Result<Json<'_>, JsonError> {
+    parse_counting_scans(input, budget).0
 }
 
 /// [`parse`] without [`Numbers`]: every array is a tree. The reference the
 /// tests hold the fast path to, and the benchmark's comparison.
 pub fn parse_as_tree(input: &str) -> Result<Json<'_>, JsonError> {
-    let mut p =
-        Parser { s: input, b: input.as_bytes(), i: 0, no_numbers_before: usize::MAX, scanned: 0 };
+    let mut p = Parser::new(input, ParseBudget::UNLIMITED);
+    p.no_numbers_before = usize::MAX;
     p.document()
 }
 
 /// [`parse`], and how many bytes the [`Numbers`] scans went over.
-fn parse_counting_scans(input: &str) -> (Result<Json<'_>, JsonError>, usize) {
-    let mut p = Parser { s: input, b: input.as_bytes(), i: 0, no_numbers_before: 0, scanned: 0 };
+fn parse_counting_scans(input: &str, budget: ParseBudget) -> (Result<Json<'_>, JsonError>, usize) {
+    let mut p = Parser::new(input, budget);
     let parsed = p.document();
     (parsed, p.scanned)
 }
@@ -126,11 +159,58 @@ struct Parser<'a> {
     no_numbers_before: usize,
     /// Bytes gone over by `numbers` scans, successful or not.
     scanned: usize,
+    budget: ParseBudget,
+    /// Heap bytes the values parsed so far hold.
+    used: usize,
 }
 
 impl<'a> Parser<'a> {
+    fn new(input: &'a str, budget: ParseBudget) -> Self {
+        Self {
+            s: input,
+            b: input.as_bytes(),
+            i: 0,
+            no_numbers_before: 0,
+            scanned: 0,
+            budget,
+            used: 0,
+        }
+    }
+
     fn error(&self, reason: &str) -> JsonError {
         JsonError { reason: reason.to_owned(), at: Some(self.i) }
+    }
+
+    /// Counts `bytes` more of parsed values, or fails once past the budget.
+    fn charge(&mut self, bytes: usize) -> Result<(), JsonError> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used <= self.budget.bytes {
+            return Ok(());
+        }
+        let setting = if self.budget.setting.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.budget.setting)
+        };
+        Err(self.error(&format!(
+            "the document needs more than {} bytes of memory to parse{setting}",
+            self.budget.bytes
+        )))
+    }
+
+    /// Pushes onto `items`, charging the growth of its buffer.
+    fn push<T>(&mut self, items: &mut Vec<T>, item: T) -> Result<(), JsonError> {
+        if items.len() == items.capacity() {
+            // A full Vec at least doubles (and starts at 4 elements).
+            self.charge(items.capacity().max(4) * std::mem::size_of::<T>())?;
+        }
+        items.push(item);
+        Ok(())
+    }
+
+    /// Gives back what a dropped value of `bytes` was charged.
+    fn refund(&mut self, bytes: usize) {
+        self.used = self.used.saturating_sub(bytes);
     }
 
     fn skip_ws(&mut self) {
@@ -203,6 +283,7 @@ impl<'a> Parser<'a> {
             match c {
                 b'"' => {
                     self.i += 1;
+                    self.charge(owned.capacity())?;
                     return Ok(Cow::Owned(owned));
                 }
                 b'\\' => {
@@ -272,8 +353,12 @@ impl<'a> Parser<'a> {
             let scan = self.numbers(depth);
             self.scanned += self.i - start;
             match scan {
-                Ok(numbers) => return Ok(Json::Numbers(numbers)),
-                Err(stopped) => {
+                Ok(numbers) => {
+                    self.charge(std::mem::size_of::<Numbers<'_>>())?;
+                    return Ok(Json::Numbers(Box::new(numbers)));
+                }
+                Err(numbers::Stop::OverBudget(e)) => return Err(e),
+                Err(numbers::Stop::NotNumbers(stopped)) => {
                     self.no_numbers_before = stopped.max(start + 1);
                     self.i = start;
                 }
@@ -288,13 +373,14 @@ impl<'a> Parser<'a> {
         }
         loop {
             self.skip_ws();
-            items.push(self.value(depth + 1)?);
+            let item = self.value(depth + 1)?;
+            self.push(&mut items, item)?;
             self.skip_ws();
             match self.b.get(self.i) {
                 Some(b',') => self.i += 1,
                 Some(b']') => {
                     self.i += 1;
-                    return Ok(Json::Array(items));
+                    return Ok(Json::Array(self.fitted(items)));
                 }
                 _ => return Err(self.error("Missing a comma or ']' after an array element")),
             }
@@ -321,17 +407,31 @@ impl<'a> Parser<'a> {
             }
             self.i += 1;
             self.skip_ws();
-            members.push((key, self.value(depth + 1)?));
+            let value = self.value(depth + 1)?;
+            self.push(&mut members, (key, value))?;
             self.skip_ws();
             match self.b.get(self.i) {
                 Some(b',') => self.i += 1,
                 Some(b'}') => {
                     self.i += 1;
-                    return Ok(Json::Object(members));
+                    return Ok(Json::Object(self.fitted(members)));
                 }
                 _ => return Err(self.error("Missing a comma or '}' after an object member")),
             }
         }
+    }
+}
+
+impl Parser<'_> {
+    /// A finished array or object's items, its spare room handed back (a
+    /// one-member object would otherwise keep room for four).
+    fn fitted<T>(&mut self, mut items: Vec<T>) -> Vec<T> {
+        let spare = items.capacity() - items.len();
+        if spare > 0 {
+            items.shrink_to_fit();
+            self.refund(spare * std::mem::size_of::<T>());
+        }
+        items
     }
 }
 

@@ -1,22 +1,25 @@
 //! The REST API (TensorFlow Serving's `/v1/models/...`), plus `/live`,
 //! `/ready` and the Prometheus endpoints.
 
+mod body;
 pub mod json;
 mod routes;
+pub mod server;
 pub mod tensors;
 
+use crate::admission::Ticket;
 use crate::error::ServingError;
 use crate::serving::{Answered, ModelRequest, Serving, select_outputs};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prost_reflect::DynamicMessage;
 use routes::{Route, parse_route};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use versa_core::Code;
+use versa_onnx::convert::TensorBudget;
 use versa_onnx::{IntoTValue, TVec};
 
 /// How the REST server behaves.
@@ -28,6 +31,8 @@ pub struct RestOptions {
     /// place (`--monitoring_config_file`); `/metrics` always serves them.
     pub monitoring_path: Option<String>,
     pub max_body_bytes: usize,
+    /// How long a client may take to send the body (`None`: no bound).
+    pub read_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -38,14 +43,39 @@ struct App {
 
 /// The whole REST router.
 pub fn router(serving: Serving, options: RestOptions) -> axum::Router {
-    let limit = options.max_body_bytes;
+    let panics = serving.metrics.handler_panics.with_label_values(&["rest"]);
     axum::Router::new()
         .route("/live", axum::routing::get(|| async { "live\n" }))
         .route("/ready", axum::routing::get(ready))
         .route("/metrics", axum::routing::get(metrics))
         .fallback(dispatch)
-        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            catch_panics(panics.clone(), request, next)
+        }))
         .with_state(App { serving, options })
+}
+
+/// A panic while handling one request answers that request with 500 (and
+/// is counted); the connection and every other request go on.
+async fn catch_panics(
+    panics: prometheus::IntCounter,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use futures::FutureExt as _;
+    let path = request.uri().path().to_owned();
+    match std::panic::AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            panics.inc();
+            let what = crate::panics::describe(panic.as_ref());
+            tracing::error!(%path, "a REST handler panicked: {what}");
+            error_response(&ServingError::new(
+                Code::Internal,
+                format!("the server failed handling this request: {what}"),
+            ))
+        }
+    }
 }
 
 fn json_response(status: u16, body: String) -> Response {
@@ -90,14 +120,10 @@ fn with_cors(mut response: Response, cors: bool) -> Response {
     response
 }
 
-async fn dispatch(
-    State(app): State<App>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let path = uri.path();
+async fn dispatch(State(app): State<App>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let (method, headers) = (parts.method, parts.headers);
+    let path = parts.uri.path();
     if let Some(monitoring) = &app.options.monitoring_path
         && path == monitoring
         && method == Method::GET
@@ -143,24 +169,7 @@ async fn dispatch(
             }
         }
         Ok(Route::Predict(request)) => {
-            let body = match body {
-                Ok(b) => b,
-                Err(rejection) => {
-                    let e = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                        ServingError::new(
-                            Code::ResourceExhausted,
-                            format!(
-                                "request body larger than {} bytes",
-                                app.options.max_body_bytes
-                            ),
-                        )
-                    } else {
-                        ServingError::invalid_argument(rejection.body_text())
-                    };
-                    return with_cors(error_response(&e), cors);
-                }
-            };
-            predict(&app, request.with_route_key(route_key), body, started).await
+            predict(&app, request.with_route_key(route_key), &headers, body, started).await
         }
         Ok(Route::Unimplemented { method: api, request }) => {
             let e = ServingError::new(
@@ -169,24 +178,62 @@ async fn dispatch(
                     "{api} needs a TensorFlow classify/regress signature; ONNX models served by versa-server have only the predict signature: use :predict"
                 ),
             );
-            let answered = Answered { version: None, label: request.label().map(str::to_owned) };
-            app.serving.record(&request.name, &answered, api, "REST", e.code, started.elapsed());
+            app.serving.record(
+                &request.name,
+                &Answered::default(),
+                api,
+                "REST",
+                e.code,
+                started.elapsed(),
+            );
             error_response(&e)
         }
     };
     with_cors(response, cors)
 }
 
+/// A predict that failed: the error, and the HTTP status when it is not
+/// the one TensorFlow Serving's table gives its code.
+#[derive(Debug)]
+struct Failure {
+    error: ServingError,
+    status: Option<u16>,
+}
+
+impl From<ServingError> for Failure {
+    fn from(error: ServingError) -> Self {
+        Self { error, status: None }
+    }
+}
+
+impl From<body::BodyError> for Failure {
+    fn from(e: body::BodyError) -> Self {
+        let status = e.status();
+        let error = match e {
+            body::BodyError::Refused(error) => error,
+            other => {
+                let code = match other {
+                    body::BodyError::TooSlow { .. } => Code::DeadlineExceeded,
+                    _ => Code::InvalidArgument,
+                };
+                ServingError::new(code, other.message())
+            }
+        };
+        Self { error, status: Some(status) }
+    }
+}
+
 async fn predict(
     app: &App,
     request: ModelRequest,
-    body: Bytes,
+    headers: &HeaderMap,
+    body: axum::body::Body,
     started: std::time::Instant,
 ) -> Response {
-    let deadline = Instant::now() + app.options.timeout;
+    let deadline = crate::deadline::after(app.options.timeout);
     let mut answered = Answered::default();
-    let result = predict_json(app, &request, body, deadline, &mut answered).await;
-    let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
+    let result = predict_json(app, &request, headers, body, deadline, &mut answered).await;
+    let code = result.as_ref().map_or_else(|f| f.error.code, |_| Code::Ok);
     app.serving.record(&request.name, &answered, "predict", "REST", code, started.elapsed());
     match result {
         Ok(body) => {
@@ -203,68 +250,93 @@ async fn predict(
             }
             response
         }
-        Err(e) => error_response(&e),
+        Err(Failure { error, status }) => {
+            let mut response = error_response(&error);
+            if let Some(status) = status.and_then(|s| StatusCode::from_u16(s).ok()) {
+                *response.status_mut() = status;
+            }
+            response
+        }
     }
 }
 
 /// Bodies at least this large are decoded on a blocking thread rather than
 /// on the async worker that received them: a MobileNet-sized image (1.5 MB
 /// of JSON) takes ≈2 ms to decode, which would stall every other request on
-/// that worker.
+/// that worker. At most one such decode per core runs at once.
 const DECODE_OFF_WORKER_BYTES: usize = 256 * 1024;
 
-/// A decoded predict body: the request's format, the version that answers
-/// and its inputs.
-type Decoded = (tensors::Format, crate::serving::Resolved, Vec<versa_onnx::Tensor>);
+/// A decoded predict body: the request's format and its inputs.
+type Decoded = (tensors::Format, Vec<versa_onnx::Tensor>);
 
-/// Parses `body`, resolves the version it asks for and builds its inputs.
-/// `answered` is set as soon as the version is known, also on later errors.
+/// Parses `body` for the version `resolved` and builds its inputs, every
+/// tensor reserved with `ticket` before it is built.
 fn decode(
     serving: &Serving,
-    request: &ModelRequest,
+    resolved: &mut crate::serving::Resolved,
     body: &[u8],
-    answered: &mut Answered,
+    ticket: &Ticket,
 ) -> Result<Decoded, ServingError> {
     let text = std::str::from_utf8(body).map_err(|_| {
         ServingError::invalid_argument("JSON Parse error: Invalid encoding in string")
     })?;
-    let json = json::parse(text).map_err(|e| ServingError::invalid_argument(e.to_string()))?;
+    let limit = serving.limits.max_request_tensor_bytes;
+    let budget = json::ParseBudget::for_body(body.len(), limit, "--max_request_tensor_bytes");
+    let json = json::parse_within(text, budget)
+        .map_err(|e| ServingError::invalid_argument(e.to_string()))?;
     let parsed = tensors::predict_body(&json)?;
-    let request = ModelRequest { signature: parsed.signature_name.clone(), ..request.clone() };
-    let resolved = serving.resolve(&request)?;
-    *answered = Answered::from(&resolved);
-    let inputs = tensors::input_tensors(resolved.signature(), &parsed)?;
-    Ok((parsed.format, resolved, inputs))
+    resolved.signature_name = crate::serving::signature_name(&parsed.signature_name)?;
+    let reserve = |n: usize| ticket.reserve(n).map_err(|e| e.message);
+    let mut budget = TensorBudget::new(limit, "--max_request_tensor_bytes").reserving(&reserve);
+    let inputs = tensors::input_tensors(resolved.signature(), &parsed, &mut budget)?;
+    Ok((parsed.format, inputs))
 }
 
 async fn predict_json(
     app: &App,
     request: &ModelRequest,
-    body: Bytes,
+    headers: &HeaderMap,
+    body: axum::body::Body,
     deadline: Instant,
     answered: &mut Answered,
-) -> Result<String, ServingError> {
-    let (format, resolved, inputs) = if body.len() < DECODE_OFF_WORKER_BYTES {
-        decode(&app.serving, request, &body, answered)?
-    } else {
-        // A blocking thread of its own, not an inference slot: holding a
-        // slot would take that share of the bounded inference pool.
-        let (serving, request) = (app.serving.clone(), request.clone());
-        let (decoded, known) = tokio::task::spawn_blocking(move || {
-            let mut known = Answered::default();
-            (decode(&serving, &request, &body, &mut known), known)
-        })
-        .await
-        .map_err(|e| {
-            ServingError::new(Code::Internal, format!("decoding the request panicked: {e}"))
-        })?;
-        *answered = known;
-        decoded?
-    };
+) -> Result<String, Failure> {
+    // The version answering is known before a byte of the body is read: a
+    // request for a model that does not exist costs nothing.
+    let mut resolved = app.serving.resolve(request)?;
+    *answered = Answered::from(&resolved);
+    let ticket = Arc::new(app.serving.admission.admit("rest")?);
+    let read_timeout = app.options.read_timeout;
+    let body = body::read(body, headers, app.options.max_body_bytes, &ticket, read_timeout).await?;
+    let body_bytes = ticket.reserved();
+    let (format, inputs) =
+        if body.len() < DECODE_OFF_WORKER_BYTES {
+            decode(&app.serving, &mut resolved, &body, &ticket)?
+        } else {
+            // A blocking thread of its own, not an inference slot: holding a
+            // slot would take that share of the bounded inference pool.
+            let slot =
+                app.serving.decode_slots.clone().acquire_owned().await.map_err(|_| {
+                    ServingError::new(Code::Unavailable, "the server is shutting down")
+                })?;
+            let (serving, ticket) = (app.serving.clone(), Arc::clone(&ticket));
+            let (decoded, back) = tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                let decoded = decode(&serving, &mut resolved, &body, &ticket);
+                (decoded, resolved)
+            })
+            .await
+            .map_err(|e| {
+                ServingError::new(Code::Internal, format!("decoding the request panicked: {e}"))
+            })?;
+            resolved = back;
+            decoded?
+        };
+    // The body is decoded and dropped: only the inputs are held now.
+    ticket.release(body_bytes);
     let outputs = select_outputs(resolved.signature(), &[])?;
     let inputs: TVec<_> = inputs.into_iter().map(IntoTValue::into_tvalue).collect();
-    let produced = app.serving.run(&resolved, inputs, outputs, Some(deadline)).await?;
-    tensors::response_body(format, &produced)
+    let produced = app.serving.run(&resolved, inputs, outputs, Some(deadline), "rest").await?;
+    Ok(tensors::response_body(format, &produced)?)
 }
 
 /// A message as proto3 JSON with TensorFlow Serving's options: original field

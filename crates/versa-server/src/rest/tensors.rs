@@ -6,7 +6,7 @@ use super::json::{Json, Numbers, write_f32, write_f64, write_int, write_string};
 use crate::error::ServingError;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use versa_onnx::convert::{checked_shape, tensor_from_vec};
+use versa_onnx::convert::{TensorBudget, checked_shape, tensor_from_vec};
 use versa_onnx::{Datum, DatumType, Signature, Tensor, TensorSpec, f16};
 use versa_proto::tensorflow::DataType;
 
@@ -70,26 +70,29 @@ fn is_named_object(v: &Json<'_>) -> bool {
 }
 
 /// The request's values per signature input, each with its leading shape
-/// (the row count for the row format), in signature order.
+/// (the row count for the row format), in signature order. Each tensor is
+/// charged to `budget` before it is built.
 pub fn input_tensors(
     signature: &Signature,
     body: &PredictBody<'_>,
+    budget: &mut TensorBudget<'_>,
 ) -> Result<Vec<Tensor>, ServingError> {
     match body.format {
-        Format::Row => rows_to_tensors(signature, body.payload),
-        Format::Columnar => columns_to_tensors(signature, body.payload),
+        Format::Row => rows_to_tensors(signature, body.payload, budget),
+        Format::Columnar => columns_to_tensors(signature, body.payload, budget),
     }
 }
 
 fn rows_to_tensors(
     signature: &Signature,
     instances: &Json<'_>,
+    budget: &mut TensorBudget<'_>,
 ) -> Result<Vec<Tensor>, ServingError> {
     let rows = match instances {
         Json::Array(rows) => rows,
         // Plain rows of numbers: the whole list is the one input's tensor.
         Json::Numbers(numbers) => {
-            if numbers.shape()[0] == 0 {
+            if numbers.shape().first() == Some(&0) {
                 return Err(bad("'instances' is an empty list/array"));
             }
             if signature.inputs.len() != 1 {
@@ -97,7 +100,7 @@ fn rows_to_tensors(
                     "instances is a plain list, but expecting list of objects as multiple input tensors required as per tensorinfo_map",
                 ));
             }
-            return Ok(vec![tensor_from_json(&signature.inputs[0], &[instances], false)?]);
+            return Ok(vec![tensor_from_json(&signature.inputs[0], &[instances], false, budget)?]);
         }
         _ => return Err(bad("Expecting 'instances' to be an list/array")),
     };
@@ -112,7 +115,7 @@ fn rows_to_tensors(
             ));
         }
         let values: Vec<&Json<'_>> = rows.iter().collect();
-        return Ok(vec![tensor_from_json(&signature.inputs[0], &values, true)?]);
+        return Ok(vec![tensor_from_json(&signature.inputs[0], &values, true, budget)?]);
     }
     let first_keys: Vec<&str> = match &rows[0] {
         Json::Object(members) => members.iter().map(|(k, _)| k.as_ref()).collect(),
@@ -130,7 +133,7 @@ fn rows_to_tensors(
                 })?;
                 column.push(value);
             }
-            tensor_from_json(spec, &column, true)
+            tensor_from_json(spec, &column, true, budget)
         })
         .collect()
 }
@@ -138,18 +141,23 @@ fn rows_to_tensors(
 fn columns_to_tensors(
     signature: &Signature,
     inputs: &Json<'_>,
+    budget: &mut TensorBudget<'_>,
 ) -> Result<Vec<Tensor>, ServingError> {
     let single_named =
         signature.inputs.len() == 1 && inputs.get(&signature.inputs[0].alias).is_some();
     if is_named_object(inputs) && (signature.inputs.len() != 1 || single_named) {
-        let Json::Object(members) = inputs else { unreachable!("checked above") };
+        let Json::Object(members) = inputs else {
+            return Err(bad("Expecting 'inputs' to be an object"));
+        };
         crate::serving::check_input_names(signature, members.iter().map(|(k, _)| k.as_ref()))?;
         return signature
             .inputs
             .iter()
             .map(|spec| {
-                let value = inputs.get(&spec.alias).expect("names checked");
-                tensor_from_json(spec, &[value], false)
+                let value = inputs.get(&spec.alias).ok_or_else(|| {
+                    bad(format!("'inputs' does not have named input: {}", spec.alias))
+                })?;
+                tensor_from_json(spec, &[value], false, budget)
             })
             .collect();
     }
@@ -158,7 +166,7 @@ fn columns_to_tensors(
             "inputs is a plain value/list, but expecting an object as multiple input tensors required as per tensorinfo_map",
         ));
     }
-    Ok(vec![tensor_from_json(&signature.inputs[0], &[inputs], false)?])
+    Ok(vec![tensor_from_json(&signature.inputs[0], &[inputs], false, budget)?])
 }
 
 /// Values in row-major order: single values, or whole runs of numbers
@@ -232,6 +240,7 @@ fn tensor_from_json(
     spec: &TensorSpec,
     parts: &[&Json<'_>],
     stacked: bool,
+    budget: &mut TensorBudget<'_>,
 ) -> Result<Tensor, ServingError> {
     let mut shape = Vec::new();
     let mut leaves = Vec::new();
@@ -255,12 +264,12 @@ fn tensor_from_json(
             }
         }
         shape.extend(row_shape.unwrap_or_default());
-    } else {
-        flatten(parts[0], 0, &mut shape, &mut leaves).map_err(shape_error)?;
+    } else if let Some(whole) = parts.first() {
+        flatten(whole, 0, &mut shape, &mut leaves).map_err(shape_error)?;
     }
-    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    let dims: Vec<i64> = shape.iter().map(|&d| i64::try_from(d).unwrap_or(i64::MAX)).collect();
     let shape = checked_shape(&spec.alias, &dims, spec)?;
-    convert_leaves(spec, &shape, &leaves)
+    convert_leaves(spec, &shape, &leaves, budget)
 }
 
 fn type_error(leaf: &Json<'_>, dtype: DataType) -> ServingError {
@@ -318,6 +327,10 @@ fn for_each_value(
     Ok(())
 }
 
+fn leaf_count(shape: &[usize]) -> usize {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).unwrap_or(usize::MAX)
+}
+
 fn internal(e: impl std::fmt::Display) -> ServingError {
     ServingError::new(versa_core::Code::Internal, format!("cannot build input tensor: {e}"))
 }
@@ -361,11 +374,14 @@ fn collected_tensor<T: Datum>(
     leaves: &[Leaf<'_, '_>],
     convert: impl Fn(&Json<'_>) -> Result<T, ServingError>,
 ) -> Result<Tensor, ServingError> {
-    let mut values = Vec::with_capacity(shape.iter().product());
+    let mut values = Vec::with_capacity(leaf_count(shape));
     for_each_value(leaves, |value| {
         values.push(convert(value)?);
         Ok(())
     })?;
+    if values.len() != leaf_count(shape) {
+        return Err(internal("the values do not fill the shape"));
+    }
     Ok(tensor_from_vec(shape, values))
 }
 
@@ -373,8 +389,15 @@ fn convert_leaves(
     spec: &TensorSpec,
     shape: &[usize],
     leaves: &[Leaf<'_, '_>],
+    budget: &mut TensorBudget<'_>,
 ) -> Result<Tensor, ServingError> {
     let dt = spec.dtype;
+    match versa_onnx::dtype::from_tf(dt) {
+        // Strings: their headers now, their bytes as each is decoded.
+        Some(DatumType::String) => budget.charge_strings(&spec.alias, leaf_count(shape), 0)?,
+        Some(datum) => budget.charge_elements(&spec.alias, datum, shape)?,
+        None => {}
+    }
     match dt {
         DataType::DtFloat => {
             numeric_tensor(shape, leaves, |l| float_of(l, dt).map(|v| v as f32), Some(|v| v as f32))
@@ -398,7 +421,15 @@ fn convert_leaves(
             Json::Bool(b) => Ok(*b),
             _ => Err(type_error(l, dt)),
         }),
-        DataType::DtString => collected_tensor(shape, leaves, |l| string_of(l, dt)),
+        DataType::DtString => {
+            let alias = spec.alias.as_str();
+            let budget = std::cell::RefCell::new(budget);
+            collected_tensor(shape, leaves, |l| {
+                let s = string_of(l, dt)?;
+                budget.borrow_mut().charge(alias, Some(s.len()))?;
+                Ok(s)
+            })
+        }
         other => Err(bad(format!(
             "input '{}' has unsupported dtype {}",
             spec.alias,

@@ -3,6 +3,16 @@
 
 use super::{JsonError, MAX_DEPTH, Parser};
 
+/// Why a [`Parser::numbers`] scan stopped short.
+#[derive(Debug)]
+pub(super) enum Stop {
+    /// Not a rectangular array of numbers: where the scan stopped (the
+    /// caller parses the array as a tree instead).
+    NotNumbers(usize),
+    /// The values read would pass the parse budget.
+    OverBudget(JsonError),
+}
+
 /// A rectangular array (of arrays …) of numbers, with its source text.
 /// Every array at one nesting level has the same length and every number
 /// sits at the innermost level; anything else parses as [`Json::Array`].
@@ -86,7 +96,18 @@ impl<'a> Parser<'a> {
     /// (another kind of value, a ragged shape, a syntax error) returns where
     /// the scan stopped, and the caller parses the array as a tree, which
     /// also reports any error properly.
-    pub(super) fn numbers(&mut self, depth: usize) -> Result<Numbers<'a>, usize> {
+    pub(super) fn numbers(&mut self, depth: usize) -> Result<Numbers<'a>, Stop> {
+        let used_before = self.used;
+        let scan = self.scan_numbers(depth);
+        if let Err(Stop::NotNumbers(_)) = scan {
+            // The values read are dropped: what they were charged comes back.
+            self.used = used_before;
+        }
+        scan
+    }
+
+    fn scan_numbers(&mut self, depth: usize) -> Result<Numbers<'a>, Stop> {
+        let not_numbers = |at: usize| Err(Stop::NotNumbers(at));
         let start = self.i;
         // Per nesting level (0 = outermost): the length its arrays have.
         let mut dims: Vec<Option<usize>> = Vec::new();
@@ -103,7 +124,7 @@ impl<'a> Parser<'a> {
                     Some(b'[') => {
                         let level = open.len();
                         if number_level.is_some_and(|l| level > l) || depth + level >= MAX_DEPTH {
-                            return Err(self.i);
+                            return not_numbers(self.i);
                         }
                         if let Some(parent) = open.last_mut() {
                             *parent += 1;
@@ -123,7 +144,7 @@ impl<'a> Parser<'a> {
                         match number_level {
                             None if dims.len() == level => number_level = Some(level),
                             Some(l) if l == level => {}
-                            _ => return Err(self.i),
+                            _ => return not_numbers(self.i),
                         }
                         let value = match byte {
                             Some(b'N') if self.eat("NaN") => Some(f64::NAN),
@@ -132,16 +153,16 @@ impl<'a> Parser<'a> {
                             _ => self.number_value().ok(),
                         };
                         let Some(value) = value else {
-                            return Err(self.i);
+                            return not_numbers(self.i);
                         };
-                        values.push(value);
+                        self.push(&mut values, value).map_err(Stop::OverBudget)?;
                         if let Some(count) = open.last_mut() {
                             *count += 1;
                         }
                         expect_value = false;
                         continue;
                     }
-                    _ => return Err(self.i),
+                    _ => return not_numbers(self.i),
                 }
             }
             match byte {
@@ -151,12 +172,12 @@ impl<'a> Parser<'a> {
                 }
                 Some(b']') => {
                     let (Some(len), level) = (open.pop(), open.len()) else {
-                        return Err(self.i);
+                        return not_numbers(self.i);
                     };
                     match dims[level] {
                         None => dims[level] = Some(len),
                         Some(seen) if seen == len => {}
-                        Some(_) => return Err(self.i),
+                        Some(_) => return not_numbers(self.i),
                     }
                     self.i += 1;
                     if open.is_empty() {
@@ -164,7 +185,7 @@ impl<'a> Parser<'a> {
                         return Ok(Numbers { text: &self.s[start..self.i], values, shape });
                     }
                 }
-                _ => return Err(self.i),
+                _ => return not_numbers(self.i),
             }
         }
     }

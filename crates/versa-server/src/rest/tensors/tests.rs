@@ -19,7 +19,7 @@ fn two_inputs() -> Signature {
 fn tensors(signature: &Signature, body: &str) -> Result<Vec<Tensor>, ServingError> {
     let json = parse(body).expect("valid JSON");
     let body = predict_body(&json)?;
-    input_tensors(signature, &body)
+    input_tensors(signature, &body, &mut TensorBudget::unlimited())
 }
 
 /// Converts `body` through the [`Numbers`] fast path and through plain
@@ -27,7 +27,8 @@ fn tensors(signature: &Signature, body: &str) -> Result<Vec<Tensor>, ServingErro
 fn tensors_both_ways(signature: &Signature, body: &str) -> Result<Vec<Tensor>, ServingError> {
     let fast = tensors(signature, body);
     let json = parse_as_tree(body).expect("valid JSON");
-    let tree = predict_body(&json).and_then(|b| input_tensors(signature, &b));
+    let tree = predict_body(&json)
+        .and_then(|b| input_tensors(signature, &b, &mut TensorBudget::unlimited()));
     match (&fast, &tree) {
         (Ok(a), Ok(b)) => assert_eq!(a, b, "{body}"),
         (Err(a), Err(b)) => assert_eq!(a.message, b.message, "{body}"),

@@ -1,0 +1,171 @@
+//! The tower layer in front of every gRPC service: PredictionService calls
+//! are admitted ([`Admission`]) or shed with RESOURCE_EXHAUSTED before their
+//! body is read, their body bytes are reserved as they arrive and must
+//! arrive within `--request_read_timeout_seconds`; and a panic in any
+//! handler becomes INTERNAL for that call alone (counted), never a dropped
+//! connection.
+
+use crate::admission::{Admission, Ticket};
+use crate::metrics::Metrics;
+use futures::FutureExt as _;
+use http_body::{Body, Frame, SizeHint};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tonic::Status;
+
+/// The admitted request's ticket, for the handler to reserve its inputs' bytes.
+#[derive(Debug, Clone)]
+pub struct TicketHandle(pub Arc<Ticket>);
+
+/// Services whose calls go through admission.
+const ADMITTED_PREFIX: &str = "/tensorflow.serving.PredictionService/";
+
+#[derive(Debug, Clone)]
+pub struct GuardLayer {
+    admission: Admission,
+    metrics: Arc<Metrics>,
+    read_timeout: Option<Duration>,
+}
+
+impl GuardLayer {
+    pub fn new(
+        admission: Admission,
+        metrics: Arc<Metrics>,
+        read_timeout: Option<Duration>,
+    ) -> Self {
+        Self { admission, metrics, read_timeout }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard { inner, layer: self.clone() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Guard<S> {
+    inner: S,
+    layer: GuardLayer,
+}
+
+type Request = http::Request<tonic::body::Body>;
+type Response = http::Response<tonic::body::Body>;
+
+impl<S> tower_service::Service<Request> for Guard<S>
+where
+    S: tower_service::Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The clone that was made ready handles this call (tower's convention).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let metrics = Arc::clone(&self.layer.metrics);
+        let path = request.uri().path().to_owned();
+        let mut ticket = None;
+        let request = if path.starts_with(ADMITTED_PREFIX) {
+            let admitted = match self.layer.admission.admit("grpc") {
+                Ok(t) => Arc::new(t),
+                Err(e) => {
+                    let status: Status = e.into();
+                    return Box::pin(std::future::ready(Ok(status.into_http())));
+                }
+            };
+            let (parts, body) = request.into_parts();
+            let body = ReservedBody::new(body, Arc::clone(&admitted), self.layer.read_timeout);
+            let mut request = http::Request::from_parts(parts, tonic::body::Body::new(body));
+            request.extensions_mut().insert(TicketHandle(Arc::clone(&admitted)));
+            ticket = Some(admitted);
+            request
+        } else {
+            request
+        };
+        let call = inner.call(request);
+        Box::pin(async move {
+            let outcome = std::panic::AssertUnwindSafe(call).catch_unwind().await;
+            drop(ticket);
+            outcome.unwrap_or_else(|panic| {
+                let what = crate::panics::describe(panic.as_ref());
+                metrics.handler_panics.with_label_values(&["grpc"]).inc();
+                tracing::error!(%path, "a gRPC handler panicked: {what}");
+                Ok(Status::internal(format!("the server failed handling this request: {what}"))
+                    .into_http())
+            })
+        })
+    }
+}
+
+/// A request body whose bytes are reserved with the request's ticket as
+/// they arrive, and which must end within the read timeout.
+struct ReservedBody {
+    inner: tonic::body::Body,
+    ticket: Arc<Ticket>,
+    deadline: Option<(Pin<Box<tokio::time::Sleep>>, Duration)>,
+}
+
+impl ReservedBody {
+    fn new(inner: tonic::body::Body, ticket: Arc<Ticket>, timeout: Option<Duration>) -> Self {
+        let deadline = timeout.map(|t| (Box::pin(tokio::time::sleep(t)), t));
+        Self { inner, ticket, deadline }
+    }
+}
+
+impl Body for ReservedBody {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, Status>>> {
+        if let Some((sleep, timeout)) = &mut self.deadline
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            let message = format!(
+                "the request did not arrive within {} s (--request_read_timeout_seconds)",
+                timeout.as_secs()
+            );
+            self.deadline = None;
+            return Poll::Ready(Some(Err(Status::deadline_exceeded(message))));
+        }
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref()
+                    && let Err(e) = self.ticket.reserve(data.len())
+                {
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                self.deadline = None;
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
