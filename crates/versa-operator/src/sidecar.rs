@@ -111,8 +111,10 @@ impl Sidecar {
         Ok(out)
     }
 
-    /// Sends the whole config. A reload still waiting for a new model when
-    /// the deadline passes counts as accepted: the sidecar keeps the config.
+    /// Sends the whole config. OK means the sidecar has it in force (new
+    /// models may still be loading: it answers before the deadline either
+    /// way); any error, DEADLINE_EXCEEDED included, means it may not, and
+    /// the next pass sends it again (a reload of the same config is a no-op).
     pub async fn reload(&self, config: &ModelServerConfig) -> Result<(), SidecarError> {
         let request = self.request(ReloadConfigRequest {
             config: Some(config.clone()),
@@ -126,7 +128,6 @@ impl Sidecar {
                 }),
                 _ => Ok(()),
             },
-            Err(status) if status.code() == tonic::Code::DeadlineExceeded => Ok(()),
             Err(status) => Err(SidecarError::Call {
                 call: "HandleReloadConfigRequest",
                 address: self.address.clone(),

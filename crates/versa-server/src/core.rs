@@ -7,13 +7,30 @@ use crate::metrics::MetricsLoader;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
-use versa_core::labels::check_label_update;
 use versa_core::{
     AspiredVersionsManager, Code, FileSystemSource, ManagerOptions, PollInterval,
     ServableStateMonitor, ServableToMonitor, ServingMap, TransitionPolicy,
 };
 use versa_onnx::OnnxModel;
 use versa_proto::serving::ModelServerConfig;
+
+/// What a reload that was applied left in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The config is in force and every model it added has settled.
+    Applied,
+    /// The config is in force; these added models were still loading when
+    /// the reload had to answer (loading goes on).
+    Loading(Vec<String>),
+}
+
+/// When to answer a caller whose deadline is `deadline`: a tenth of the
+/// time left earlier (between 20 ms and 1 s), so the answer arrives in time.
+fn answer_by(deadline: Instant) -> Instant {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let margin = (left / 10).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    deadline.checked_sub(margin).unwrap_or(deadline).max(Instant::now())
+}
 
 /// How the core runs.
 #[derive(Debug, Clone)]
@@ -106,18 +123,62 @@ impl ServerCore {
     }
 
     /// Replaces the config: validated whole first (nothing changes on any
-    /// error), then applied, then waits — at most until `deadline`, and never
+    /// error), then applied whole, in a task of its own that a caller who
+    /// goes away cannot interrupt; then waits — at most until shortly before
+    /// `deadline` (so the answer reaches the caller in time), and never
     /// longer than the reload timeout — for newly added models to settle.
+    ///
+    /// `Ok` means the config is in force: [`ReloadOutcome::Applied`] with
+    /// every new model settled, or [`ReloadOutcome::Loading`] with some still
+    /// loading. An error means nothing was applied, except the load
+    /// failures of new models (TensorFlow Serving's UNKNOWN error), which
+    /// are reported once the config is in force, as upstream.
     pub async fn reload(
+        self: &Arc<Self>,
+        request: &ModelServerConfig,
+        deadline: Option<Instant>,
+    ) -> Result<ReloadOutcome, ServingError> {
+        let core = Arc::clone(self);
+        let owned = request.clone();
+        let committed = tokio::spawn(async move { core.commit(&owned, deadline).await })
+            .await
+            .map_err(|e| ServingError::new(Code::Internal, format!("the reload failed: {e}")))??;
+        let Some((added, applied_at)) = committed else {
+            return Ok(ReloadOutcome::Applied);
+        };
+        if added.is_empty() {
+            return Ok(ReloadOutcome::Applied);
+        }
+        let bound = crate::deadline::after(self.options.reload_timeout);
+        let wait_until = deadline.map_or(bound, |d| answer_by(d).min(bound));
+        match self.wait_for_models(&added, applied_at, wait_until).await {
+            Ok(()) => Ok(ReloadOutcome::Applied),
+            Err(e) if e.code == Code::DeadlineExceeded => Ok(ReloadOutcome::Loading(added)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Validates and applies a config, one reload at a time. `None` for an
+    /// empty config (nothing to do); otherwise the models it added and when.
+    async fn commit(
         &self,
         request: &ModelServerConfig,
         deadline: Option<Instant>,
-    ) -> Result<(), ServingError> {
-        let _one_reload_at_a_time = self.reload_lock.lock().await;
+    ) -> Result<Option<(Vec<String>, std::time::SystemTime)>, ServingError> {
+        let lock = self.reload_lock.lock();
+        let _one_reload_at_a_time = match deadline {
+            Some(d) => tokio::time::timeout_at(answer_by(d), lock).await.map_err(|_| {
+                ServingError::new(
+                    Code::DeadlineExceeded,
+                    "another reload was still in progress at the deadline: nothing was applied",
+                )
+            })?,
+            None => lock.await,
+        };
         let list = match config_request(request)? {
             ConfigRequest::Empty => {
                 tracing::info!("Taking no action for empty config.");
-                return Ok(());
+                return Ok(None);
             }
             ConfigRequest::List(list) => list,
         };
@@ -129,16 +190,12 @@ impl ServerCore {
                 .version_state(&versa_core::ServableId::new(model, version))
                 .is_some_and(|e| e.state.state == versa_core::ManagerState::Available)
         };
-        let current_labels = self.serving_map().labels();
-        check_label_update(
-            Some(&current_labels),
-            &next.labels(),
-            self.serving_map().label_rules(),
-            &is_available,
-        )
-        .map_err(|e| ServingError::new(e.code(), e.to_string()))?;
-
-        // Valid: apply.
+        // The one step that can still refuse comes first: labels and splits
+        // are checked and swapped in together, or not at all. Nothing below
+        // can fail.
+        self.serving_map()
+            .update_routing(next.routing(), &is_available)
+            .map_err(|e| ServingError::new(e.code(), e.to_string()))?;
         for model in &next.models {
             self.manager.set_transition_policy(&model.name, model.transition);
         }
@@ -152,20 +209,11 @@ impl ServerCore {
             })
             .collect();
         let applied_at = std::time::SystemTime::now();
-        self.source.update_config(servables).await;
-        self.serving_map()
-            .update_routing(next.routing(), &is_available)
-            .map_err(|e| ServingError::new(e.code(), e.to_string()))?;
         let added: Vec<String> = next.names().difference(&previous.names()).cloned().collect();
         *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        self.source.update_config(servables).await;
         tracing::info!(models = ?self.config().names(), "config applied");
-
-        if added.is_empty() {
-            return Ok(());
-        }
-        let bound = crate::deadline::after(self.options.reload_timeout);
-        let deadline = deadline.map_or(bound, |d| d.min(bound));
-        self.wait_for_models(&added, applied_at, deadline).await
+        Ok(Some((added, applied_at)))
     }
 
     /// Waits until each model has an AVAILABLE version or has only failed

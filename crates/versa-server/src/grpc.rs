@@ -5,6 +5,7 @@ pub mod channel_args;
 pub mod guard;
 
 use crate::admission::Ticket;
+use crate::core::ReloadOutcome;
 use crate::error::{ServingError, proto_code};
 use crate::serving::{Answered, ModelRequest, Serving, check_input_names, select_outputs};
 use std::sync::Arc;
@@ -22,6 +23,10 @@ use versa_proto::serving::{
     metric, model_service_server::ModelService, model_spec,
     prediction_service_server::PredictionService,
 };
+
+/// Response metadata of a reload that was applied: `applied` (every added
+/// model settled) or `loading` (some still loading).
+pub const RELOAD_OUTCOME_HEADER: &str = "x-versa-reload-outcome";
 
 /// The deadline a gRPC client set (`grpc-timeout` header), if any. The
 /// value has at most 8 digits (gRPC's wire spec); anything else is ignored.
@@ -215,10 +220,13 @@ impl ModelService for Serving {
             .map(|n| (n.clone(), self.metrics.value_of(&exposition_name(n))))
             .collect();
         let config = body.config.unwrap_or_default();
-        if let Err(e) = self.core.reload(&config, deadline).await {
-            tracing::warn!("reload rejected: {e}");
-            return Err(e.into());
-        }
+        let outcome = match self.core.reload(&config, deadline).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::warn!("reload rejected: {e}");
+                return Err(e.into());
+            }
+        };
         let metric = before
             .into_iter()
             .map(|(name, before)| {
@@ -234,13 +242,25 @@ impl ModelService for Serving {
                 }
             })
             .collect();
-        Ok(Response::new(ReloadConfigResponse {
+        // OK always means the config is in force; the message and the
+        // outcome header say whether added models are still loading.
+        let (outcome_name, message) = match &outcome {
+            ReloadOutcome::Applied => ("applied", String::new()),
+            ReloadOutcome::Loading(models) => {
+                ("loading", format!("config in force; still loading: {}", models.join(", ")))
+            }
+        };
+        let mut response = Response::new(ReloadConfigResponse {
             status: Some(StatusProto {
                 error_code: proto_code(Code::Ok) as i32,
-                error_message: String::new(),
+                error_message: message,
             }),
             metric,
-        }))
+        });
+        response
+            .metadata_mut()
+            .insert(RELOAD_OUTCOME_HEADER, tonic::metadata::MetadataValue::from_static(outcome_name));
+        Ok(response)
     }
 }
 

@@ -3,13 +3,13 @@
 
 use crate::Startup;
 use crate::config::read_model_server_config;
-use crate::core::{CoreOptions, ServerCore};
+use crate::core::{CoreOptions, ReloadOutcome, ServerCore};
 use crate::deadline;
 use crate::metrics::{Metrics, MetricsLoader};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use versa_core::{Code, PollInterval};
+use versa_core::PollInterval;
 use versa_onnx::{ModelOptions, OnnxLoader};
 use versa_proto::serving::{ModelServerConfig, model_server_config};
 
@@ -77,9 +77,9 @@ pub async fn start_core(
     let deadline = deadline::after(Duration::from_secs(flags.initial_load_timeout_seconds));
     let initial = core.reload(&without_labels(&startup.config), Some(deadline)).await;
     match initial {
-        Ok(()) => {}
-        Err(e) if e.code == Code::DeadlineExceeded => {
-            tracing::warn!("serving before every model is loaded: {}", e.message);
+        Ok(ReloadOutcome::Applied) => {}
+        Ok(ReloadOutcome::Loading(models)) => {
+            tracing::warn!("serving before every model is loaded: {} still loading", models.join(", "));
         }
         Err(e) => anyhow::bail!("Failed to start server. Error: {}", e.message),
     }
@@ -131,7 +131,7 @@ pub(crate) fn poll_config_file(
                 continue;
             }
             match core.reload(&config, None).await {
-                Ok(()) => failed = false,
+                Ok(_) => failed = false,
                 Err(e) => {
                     failed = true;
                     tracing::error!("PollFilesystemAndReloadConfig failed to ReloadConfig: {e}");

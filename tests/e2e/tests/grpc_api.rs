@@ -388,7 +388,7 @@ async fn invalid_reloads_are_rejected_whole() {
 }
 
 #[tokio::test]
-async fn reload_of_a_model_without_versions_is_bounded_by_the_client_deadline() {
+async fn a_reload_still_loading_at_the_deadline_answers_in_force_and_loading_in_time() {
     let f = start(&[]);
     let root = f.root.path().display().to_string();
     std::fs::create_dir_all(f.path("empty")).expect("mkdir");
@@ -400,9 +400,17 @@ async fn reload_of_a_model_without_versions_is_bounded_by_the_client_deadline() 
     let mut request = tonic::Request::new(reload(&config));
     request.set_timeout(Duration::from_millis(1500));
     let started = std::time::Instant::now();
-    let err = models.handle_reload_config_request(request).await.expect_err("times out");
-    assert!(started.elapsed() < Duration::from_secs(10), "bounded by the deadline");
-    assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
+    let response = models.handle_reload_config_request(request).await.expect("in force");
+    assert!(started.elapsed() < Duration::from_millis(1500), "answered before the deadline");
+    assert_eq!(response.metadata().get("x-versa-reload-outcome").map(|v| v.to_str().ok()), Some(Some("loading")));
+    let status = response.into_inner().status.expect("status");
+    assert_eq!(status.error_code, 0);
+    assert_eq!(status.error_message, "config in force; still loading: empty");
+    // In force: the new model is known (with no version yet).
+    let known = models
+        .get_model_status(GetModelStatusRequest { model_spec: Some(spec("empty", Choice::Latest)) })
+        .await;
+    assert_ne!(known.map_err(|e| e.code()).err(), Some(Code::Unavailable));
 }
 
 #[tokio::test]
