@@ -140,9 +140,10 @@ impl ServerCore {
     ) -> Result<ReloadOutcome, ServingError> {
         let core = Arc::clone(self);
         let owned = request.clone();
-        let committed = tokio::spawn(async move { core.commit(&owned, deadline).await })
-            .await
-            .map_err(|e| ServingError::new(Code::Internal, format!("the reload failed: {e}")))??;
+        let committed =
+            tokio::spawn(async move { core.commit(&owned, deadline).await }).await.map_err(
+                |e| ServingError::new(Code::Internal, format!("the reload failed: {e}")),
+            )??;
         let Some((added, applied_at)) = committed else {
             return Ok(ReloadOutcome::Applied);
         };

@@ -257,9 +257,10 @@ impl ModelService for Serving {
             }),
             metric,
         });
-        response
-            .metadata_mut()
-            .insert(RELOAD_OUTCOME_HEADER, tonic::metadata::MetadataValue::from_static(outcome_name));
+        response.metadata_mut().insert(
+            RELOAD_OUTCOME_HEADER,
+            tonic::metadata::MetadataValue::from_static(outcome_name),
+        );
         Ok(response)
     }
 }

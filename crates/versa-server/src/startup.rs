@@ -79,7 +79,10 @@ pub async fn start_core(
     match initial {
         Ok(ReloadOutcome::Applied) => {}
         Ok(ReloadOutcome::Loading(models)) => {
-            tracing::warn!("serving before every model is loaded: {} still loading", models.join(", "));
+            tracing::warn!(
+                "serving before every model is loaded: {} still loading",
+                models.join(", ")
+            );
         }
         Err(e) => anyhow::bail!("Failed to start server. Error: {}", e.message),
     }

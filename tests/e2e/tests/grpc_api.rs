@@ -402,7 +402,10 @@ async fn a_reload_still_loading_at_the_deadline_answers_in_force_and_loading_in_
     let started = std::time::Instant::now();
     let response = models.handle_reload_config_request(request).await.expect("in force");
     assert!(started.elapsed() < Duration::from_millis(1500), "answered before the deadline");
-    assert_eq!(response.metadata().get("x-versa-reload-outcome").map(|v| v.to_str().ok()), Some(Some("loading")));
+    assert_eq!(
+        response.metadata().get("x-versa-reload-outcome").map(|v| v.to_str().ok()),
+        Some(Some("loading"))
+    );
     let status = response.into_inner().status.expect("status");
     assert_eq!(status.error_code, 0);
     assert_eq!(status.error_message, "config in force; still loading: empty");

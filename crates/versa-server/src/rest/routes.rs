@@ -29,9 +29,14 @@ fn malformed(method: &Method, path: &str) -> ServingError {
     ServingError::invalid_argument(format!("Malformed request: {method} {path}"))
 }
 
+/// `s` without `prefix` (ASCII, any case). Byte-wise, so a path with
+/// multi-byte characters where the prefix would end never panics.
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
-        .then(|| &s[prefix.len()..])
+    let head = s.as_bytes().get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix.as_bytes()) {
+        return None;
+    }
+    s.get(prefix.len()..)
 }
 
 fn decode(segment: &str) -> String {
@@ -157,6 +162,20 @@ mod tests {
         for (method, path, expected) in cases {
             assert_eq!(parse_route(method, path).expect(path), expected, "{method} {path}");
         }
+    }
+
+    #[test]
+    fn non_ascii_paths_are_malformed_not_a_panic() {
+        for path in
+            ["/v1/modelsé", "/v1/models/m/versionsé/1", "/v1/models/é/labels/ü:predict", "/v1/é"]
+        {
+            let _ = parse_route(&Method::POST, path);
+            let _ = parse_route(&Method::GET, path);
+        }
+        assert_eq!(
+            parse_route(&Method::GET, "/v1/models/m/versionsé").expect_err("bad").message,
+            "Malformed request: GET /v1/models/m/versionsé"
+        );
     }
 
     #[test]
