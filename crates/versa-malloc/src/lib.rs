@@ -20,7 +20,10 @@
 //! stay low, at the price of slower large allocations meanwhile.
 //!
 //! The only `unsafe` in the workspace is here: calls of `malloc_trim` and
-//! `mallopt`.
+//! `mallopt`, and [`PeakCounting`], the counting allocator of tests.
+
+mod counting;
+pub use counting::PeakCounting;
 
 use std::sync::Mutex;
 

@@ -148,9 +148,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let flags = &startup.flags;
-    // Twice the tensor budget: prost's buffers may hold that much slack.
-    let decode_limit = flags.limits.max_request_tensor_bytes.saturating_mul(2);
-    versa_proto::codec::set_decode_limit(decode_limit, "twice --max_request_tensor_bytes");
+    // Decoding may peak at three times what a field holds (buffers double
+    // as they grow): four times the tensor budget lets every request the
+    // budget admits through, and nothing much larger.
+    let decode_limit = flags.limits.max_request_tensor_bytes.saturating_mul(4);
+    versa_proto::codec::set_decode_limit(decode_limit, "4 × --max_request_tensor_bytes");
     let metrics = Arc::new(Metrics::new());
     let core = crate::start_core(&startup, Arc::clone(&metrics)).await?;
     if !flags.model_config_file.is_empty() && flags.model_config_file_poll_wait_seconds > 0 {

@@ -198,11 +198,17 @@ impl<'a> Parser<'a> {
         )))
     }
 
-    /// Pushes onto `items`, charging the growth of its buffer.
+    /// Pushes onto `items`, charging the growth of its buffer: the new one
+    /// while the old one is still held, then the old one comes back.
     fn push<T>(&mut self, items: &mut Vec<T>, item: T) -> Result<(), JsonError> {
         if items.len() == items.capacity() {
-            // A full Vec at least doubles (and starts at 4 elements).
-            self.charge(items.capacity().max(4) * std::mem::size_of::<T>())?;
+            let size = std::mem::size_of::<T>();
+            let old = items.capacity();
+            // A full Vec doubles, starting at 4 elements.
+            let grown = (old * 2).max(4);
+            self.charge(grown * size)?;
+            items.reserve_exact(grown - items.len());
+            self.refund(old * size);
         }
         items.push(item);
         Ok(())
@@ -275,7 +281,12 @@ impl<'a> Parser<'a> {
                 _ => self.i += 1,
             }
         }
-        let mut owned = String::from(&self.s[start..self.i]);
+        // Unescaping only shrinks the text: the raw length up to the closing
+        // quote is room enough, charged and allocated once.
+        let raw = self.raw_string_len(start);
+        self.charge(raw)?;
+        let mut owned = String::with_capacity(raw);
+        owned.push_str(&self.s[start..self.i]);
         loop {
             let Some(&c) = self.b.get(self.i) else {
                 return Err(self.error("Missing a closing quotation mark in string"));
@@ -283,7 +294,6 @@ impl<'a> Parser<'a> {
             match c {
                 b'"' => {
                     self.i += 1;
-                    self.charge(owned.capacity())?;
                     return Ok(Cow::Owned(owned));
                 }
                 b'\\' => {
@@ -317,6 +327,19 @@ impl<'a> Parser<'a> {
                 }
             }
         }
+    }
+
+    /// Bytes from `start` to the string's closing quote (or the end).
+    fn raw_string_len(&self, start: usize) -> usize {
+        let mut i = self.i;
+        while let Some(&c) = self.b.get(i) {
+            match c {
+                b'"' => break,
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+        i.min(self.b.len()) - start
     }
 
     fn hex4(&mut self) -> Result<u32, JsonError> {
@@ -380,7 +403,7 @@ impl<'a> Parser<'a> {
                 Some(b',') => self.i += 1,
                 Some(b']') => {
                     self.i += 1;
-                    return Ok(Json::Array(self.fitted(items)));
+                    return Ok(Json::Array(self.fitted(items)?));
                 }
                 _ => return Err(self.error("Missing a comma or ']' after an array element")),
             }
@@ -414,7 +437,7 @@ impl<'a> Parser<'a> {
                 Some(b',') => self.i += 1,
                 Some(b'}') => {
                     self.i += 1;
-                    return Ok(Json::Object(self.fitted(members)));
+                    return Ok(Json::Object(self.fitted(members)?));
                 }
                 _ => return Err(self.error("Missing a comma or '}' after an object member")),
             }
@@ -425,13 +448,16 @@ impl<'a> Parser<'a> {
 impl Parser<'_> {
     /// A finished array or object's items, its spare room handed back (a
     /// one-member object would otherwise keep room for four).
-    fn fitted<T>(&mut self, mut items: Vec<T>) -> Vec<T> {
-        let spare = items.capacity() - items.len();
-        if spare > 0 {
+    fn fitted<T>(&mut self, mut items: Vec<T>) -> Result<Vec<T>, JsonError> {
+        let size = std::mem::size_of::<T>();
+        let held = items.capacity();
+        if held > items.len() {
+            // Shrinking copies into a new buffer while the old one is held.
+            self.charge(items.len() * size)?;
             items.shrink_to_fit();
-            self.refund(spare * std::mem::size_of::<T>());
+            self.refund(held * size);
         }
-        items
+        Ok(items)
     }
 }
 

@@ -164,6 +164,19 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_path_parses_or_is_malformed_never_a_panic(
+            prefix in proptest::sample::select(vec!["", "/v1", "/v1/models", "/V1/MODELS/", "/v1/models/m"]),
+            rest in "[a-zA-Z0-9/:%é\u{1F600}\u{80}-\u{ff}]{0,24}",
+        ) {
+            let path = format!("{prefix}{rest}");
+            for method in [Method::GET, Method::POST, Method::PUT] {
+                let _ = parse_route(&method, &path);
+            }
+        }
+    }
+
     #[test]
     fn non_ascii_paths_are_malformed_not_a_panic() {
         for path in
