@@ -66,6 +66,37 @@ pub fn versioned_request(name: &str, choice: Choice<'_>) -> PredictRequest {
     }
 }
 
+/// The sum of every sample of `/metrics` text whose series starts with
+/// `series` (a name, optionally with the start of its labels:
+/// `versa_shed_requests_total{reason="inference_queue"`).
+pub fn metric_sum(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.starts_with(series))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The server's `/metrics` text.
+pub async fn metrics_text(server: &ServerProcess) -> String {
+    reqwest::get(server.rest_url("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
+/// Writes `request` on a new connection to 127.0.0.1:`port` and returns what
+/// the server answers until it closes the connection or `patience` passes.
+pub async fn raw_http(port: u16, request: &[u8], patience: Duration) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(patience, stream.read_to_end(&mut answer)).await;
+    answer
+}
+
 /// Runs `check` until it returns `Some`, at most until `PATIENCE` passes,
 /// pausing `every` between tries. For state that lives in another process,
 /// where no notification reaches the test.

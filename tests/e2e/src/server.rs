@@ -69,10 +69,36 @@ impl ServerProcess {
     /// Like [`start`](Self::start), but an early exit is a result.
     pub fn try_start(args: &[String]) -> Started {
         let (grpc_port, rest_port) = (free_port(), free_port());
+        let mut all = vec![format!("--port={grpc_port}"), format!("--rest_api_port={rest_port}")];
+        all.extend_from_slice(args);
+        Self::spawn(
+            &all,
+            grpc_port,
+            rest_port,
+            &["Running gRPC ModelServer at", "Exporting HTTP/REST API at"],
+        )
+    }
+
+    /// Starts the server with exactly `args` (ports included) and waits
+    /// until it has logged every one of `ready_when`.
+    pub fn start_with_ports(
+        args: &[String],
+        grpc_port: u16,
+        rest_port: u16,
+        ready_when: &[&str],
+    ) -> Self {
+        match Self::spawn(args, grpc_port, rest_port, ready_when) {
+            Started::Serving(s) => s,
+            Started::Exited { code, log } => {
+                panic!("versa-server exited with {code:?}:\n{}", log.join("\n"))
+            }
+        }
+    }
+
+    fn spawn(args: &[String], grpc_port: u16, rest_port: u16, ready_when: &[&str]) -> Started {
+        let markers: Vec<String> = ready_when.iter().map(|m| (*m).to_owned()).collect();
         let mut child = Command::new(server_binary())
             .arg("--bind_address=127.0.0.1")
-            .arg(format!("--port={grpc_port}"))
-            .arg(format!("--rest_api_port={rest_port}"))
             .args(args)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
@@ -87,16 +113,16 @@ impl ServerProcess {
         {
             let log = Arc::clone(&log);
             std::thread::spawn(move || {
-                let mut grpc = false;
-                let mut rest = false;
+                let mut seen = vec![false; markers.len()];
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    grpc |= line.contains("Running gRPC ModelServer at");
-                    rest |= line.contains("Exporting HTTP/REST API at");
+                    for (marker, seen) in markers.iter().zip(seen.iter_mut()) {
+                        *seen |= line.contains(marker.as_str());
+                    }
                     if std::env::var_os("VERSA_E2E_ECHO").is_some() {
                         eprintln!("[versa-server] {line}");
                     }
                     log.lock().expect("log lock").push(line);
-                    if grpc && rest {
+                    if seen.iter().all(|s| *s) {
                         let _ = ready_tx.send(true);
                     }
                 }
@@ -133,6 +159,39 @@ impl ServerProcess {
 
     pub async fn model_client(&self) -> crate::ModelClient {
         crate::ModelClient::connect(self.grpc_url()).await.expect("gRPC connect")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A field of `/proc/<pid>/status` in KiB (`VmHWM`: peak resident
+    /// memory, `VmRSS`: resident now).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
+    /// CPU time the server has used so far (user + system), in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("stat");
+        // Fields after the command name (which may hold spaces) start at ')'.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        ticks as f64 / 100.0
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Everything the server logged so far.

@@ -1,5 +1,6 @@
-//! `--enable_batching` against the real binary: concurrent requests answered
-//! correctly over gRPC and REST, upstream's errors for oversized requests,
+//! `--enable_batching` against the real binary: concurrent requests merged
+//! (fewer runs than requests) and answered correctly over gRPC and REST,
+//! upstream's errors for oversized requests,
 //! bad batching files refused before any port is bound.
 
 mod common;
@@ -51,6 +52,13 @@ async fn concurrent_requests_are_batched_and_answered_each_with_its_rows() {
     for t in tasks {
         t.await.expect("task");
     }
+    // Answers alone would pass with merging broken: the runs must be fewer
+    // than the requests.
+    let metrics = versa_e2e::metrics_text(&f.server).await;
+    let requests = versa_e2e::metric_sum(&metrics, "versa_batch_requests_sum");
+    let runs = versa_e2e::metric_sum(&metrics, "versa_batch_requests_count");
+    assert_eq!(requests, 64.0, "every request ran in a batch");
+    assert!(runs < requests, "requests were merged: {runs} runs for {requests} requests");
     // REST goes through the same batcher.
     let http = reqwest::Client::new();
     let body: serde_json::Value = http

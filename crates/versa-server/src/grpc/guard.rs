@@ -99,7 +99,7 @@ where
         Box::pin(async move {
             let outcome = std::panic::AssertUnwindSafe(call).catch_unwind().await;
             drop(ticket);
-            outcome.unwrap_or_else(|panic| {
+            outcome.map(|r| r.map(too_large_is_resource_exhausted)).unwrap_or_else(|panic| {
                 let what = crate::panics::describe(panic.as_ref());
                 metrics.handler_panics.with_label_values(&["grpc"]).inc();
                 tracing::error!(%path, "a gRPC handler panicked: {what}");
@@ -107,6 +107,24 @@ where
                     .into_http())
             })
         })
+    }
+}
+
+/// tonic refuses a message over the receive limit with OUT_OF_RANGE; gRPC
+/// (and so TensorFlow Serving) says RESOURCE_EXHAUSTED, and names the setting.
+fn too_large_is_resource_exhausted(response: Response) -> Response {
+    match Status::from_header_map(response.headers()) {
+        Some(status)
+            if status.code() == tonic::Code::OutOfRange
+                && status.message().starts_with("Error, decoded message length too large") =>
+        {
+            Status::resource_exhausted(format!(
+                "{} (grpc.max_receive_message_length of --grpc_channel_arguments)",
+                status.message()
+            ))
+            .into_http()
+        }
+        _ => response,
     }
 }
 

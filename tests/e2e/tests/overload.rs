@@ -1,0 +1,200 @@
+//! Overload against the real binary: more requests than it may hold are shed
+//! at once (RESOURCE_EXHAUSTED / 429, counted), never queued without bound;
+//! connections beyond the bound are closed; clients that send too slowly are
+//! cut off; below capacity, every valid request succeeds.
+
+use std::time::Duration;
+use tonic::Code;
+use versa_e2e::{Choice, ServerProcess, f32_tensor, metric_sum, metrics_text, raw_http, spec};
+use versa_proto::serving::PredictRequest;
+
+/// A model slow enough that a burst piles up: 512 → 2048 → 2048 → 10.
+fn slow_server(extra: &[&str]) -> (tempfile::TempDir, ServerProcess) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let bytes = versa_testmodels::mlp(&[512, 2048, 2048, 10]);
+    versa_testmodels::write_version(&root.path().join("mlp"), 1, &bytes).expect("model");
+    let mut args = vec![
+        format!("--model_base_path={}/mlp", root.path().display()),
+        "--model_name=mlp".to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let server = ServerProcess::start(&args);
+    (root, server)
+}
+
+fn mlp_request(rows: usize) -> PredictRequest {
+    PredictRequest {
+        model_spec: Some(spec("mlp", Choice::Latest)),
+        inputs: [("input".to_owned(), f32_tensor(&[rows as i64, 512], vec![0.5; rows * 512]))]
+            .into(),
+        ..PredictRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn a_burst_beyond_the_bounds_is_shed_at_once_and_below_them_nothing_fails() {
+    let (_root, server) = slow_server(&[
+        "--num_inference_threads=1",
+        "--max_queued_inferences=4",
+        "--max_concurrent_requests=24",
+        "--inline_inference_max_micros=0",
+    ]);
+    let input = server.log().iter().any(|l| l.contains("loaded"));
+    assert!(input, "the model loaded");
+    // 96 at once, each 16 rows: far more than one thread and a queue of 4 hold.
+    let mut tasks = Vec::new();
+    for _ in 0..96 {
+        let mut client = server.prediction_client().await;
+        tasks.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            (client.predict(mlp_request(16)).await, started.elapsed())
+        }));
+    }
+    let (mut ok, mut shed) = (0, 0);
+    for t in tasks {
+        let (outcome, took) = t.await.expect("task");
+        match outcome {
+            Ok(answer) => {
+                assert_eq!(answer.into_inner().outputs["logits"].float_val.len(), 16 * 10);
+                ok += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                assert!(
+                    e.message().contains("--max_queued_inferences")
+                        || e.message().contains("--max_concurrent_requests"),
+                    "{}",
+                    e.message()
+                );
+                assert!(took < Duration::from_secs(5), "shed at once, not after waiting: {took:?}");
+                shed += 1;
+            }
+        }
+    }
+    assert!(ok >= 5, "the thread and the queue were served: {ok}");
+    assert!(shed > 0, "a burst beyond the bounds is shed");
+    // REST is bounded by the same queue.
+    let http = reqwest::Client::new();
+    let body = format!("{{\"inputs\": {}}}", serde_json::json!(vec![vec![0.5; 512]; 16]));
+    let mut rest = Vec::new();
+    for _ in 0..48 {
+        let (http, url, body) =
+            (http.clone(), server.rest_url("/v1/models/mlp:predict"), body.clone());
+        rest.push(tokio::spawn(async move {
+            http.post(url).body(body).send().await.expect("REST").status().as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for r in rest {
+        statuses.push(r.await.expect("task"));
+    }
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    assert!(statuses.contains(&429), "REST sheds with 429: {statuses:?}");
+    let metrics = metrics_text(&server).await;
+    assert!(metric_sum(&metrics, "versa_shed_requests_total") >= f64::from(shed));
+    assert_eq!(metric_sum(&metrics, "versa_inflight_requests"), 0.0, "every place came back");
+    assert_eq!(metric_sum(&metrics, "versa_inflight_request_bytes"), 0.0, "every byte came back");
+    // Below capacity (one at a time): nothing fails.
+    let mut client = server.prediction_client().await;
+    for _ in 0..20 {
+        client.predict(mlp_request(16)).await.expect("below capacity, every request succeeds");
+    }
+}
+
+#[tokio::test]
+async fn requests_holding_more_bytes_than_the_server_allows_are_shed() {
+    // 4 MiB in flight in all; each request holds 3 MiB at its peak: its
+    // 1.5 MiB message while its 1.5 MiB input tensor is built.
+    let (_root, server) = slow_server(&[
+        "--max_inflight_request_bytes=4194304",
+        "--num_inference_threads=1",
+        "--inline_inference_max_micros=0",
+    ]);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let mut client = server.prediction_client().await;
+        tasks.push(tokio::spawn(async move { client.predict(mlp_request(768)).await }));
+    }
+    let mut shed = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                assert!(e.message().contains("--max_inflight_request_bytes"), "{}", e.message());
+                shed += 1;
+            }
+        }
+    }
+    assert!(shed > 0, "requests beyond the byte bound are shed");
+    let metrics = metrics_text(&server).await;
+    assert!(
+        metric_sum(&metrics, "versa_shed_requests_total{api=\"grpc\",reason=\"inflight_bytes\"}")
+            > 0.0,
+        "{metrics}"
+    );
+    let mut client = server.prediction_client().await;
+    client.predict(mlp_request(768)).await.expect("alone, it fits");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_bound_are_closed_and_counted() {
+    let (_root, server) = slow_server(&["--max_connections=4"]);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", server.rest_port)).await.expect("connect"),
+        );
+    }
+    // Let the server accept the four before more arrive.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut closed = 0;
+    for _ in 0..6 {
+        let answer = raw_http(
+            server.rest_port,
+            b"GET /live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        if answer.is_empty() {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 6, "every connection beyond the bound is closed unanswered");
+    drop(held);
+    let metrics =
+        versa_e2e::eventually("a connection place to free", Duration::from_millis(50), || {
+            let url = server.rest_url("/metrics");
+            async move { reqwest::get(url).await.ok()?.text().await.ok() }
+        })
+        .await;
+    assert_eq!(metric_sum(&metrics, "versa_refused_connections_total{port=\"REST port\"}"), 6.0);
+}
+
+#[tokio::test]
+async fn clients_too_slow_to_send_their_request_are_cut_off() {
+    let (_root, server) = slow_server(&["--request_read_timeout_seconds=1"]);
+    // Headers that never end.
+    let started = std::time::Instant::now();
+    let answer = raw_http(
+        server.rest_port,
+        b"POST /v1/models/mlp:predict HTTP/1.1\r\nHost: x\r\n",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10), "held {:?}", started.elapsed());
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // A body that never arrives.
+    let started = std::time::Instant::now();
+    let answer = raw_http(
+        server.rest_port,
+        b"POST /v1/models/mlp:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{\"inputs\":",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10), "held {:?}", started.elapsed());
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("--request_read_timeout_seconds"), "{answer}");
+}
