@@ -4,6 +4,7 @@
 //! the test ends — even when the test panics.
 
 pub mod server;
+pub mod soak;
 
 pub use server::{ServerProcess, free_port, server_binary};
 

@@ -187,3 +187,75 @@ impl Body for ReservedBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::AdmissionLimits;
+    use tower_layer::Layer as _;
+    use tower_service::Service as _;
+
+    /// A service whose calls panic.
+    #[derive(Clone)]
+    struct Panics;
+
+    impl tower_service::Service<Request> for Panics {
+        type Response = Response;
+        type Error = std::convert::Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request) -> Self::Future {
+            Box::pin(async { panic!("handler bug") })
+        }
+    }
+
+    fn guard(max_requests: usize) -> (Guard<Panics>, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let admission =
+            Admission::new(AdmissionLimits { max_requests, max_bytes: 1 << 20 }, &metrics);
+        (GuardLayer::new(admission, Arc::clone(&metrics), None).layer(Panics), metrics)
+    }
+
+    fn call(path: &str) -> Request {
+        http::Request::builder().uri(path).body(tonic::body::Body::empty()).expect("request")
+    }
+
+    fn status(response: &Response) -> Option<Status> {
+        Status::from_header_map(response.headers())
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_internal_and_is_counted() {
+        let (mut guard, metrics) = guard(8);
+        for path in [
+            "/tensorflow.serving.PredictionService/Predict",
+            "/tensorflow.serving.ModelService/GetModelStatus",
+        ] {
+            let response = guard.call(call(path)).await.expect("answered");
+            let status = status(&response).expect("a gRPC status");
+            assert_eq!(status.code(), tonic::Code::Internal, "{path}");
+            assert!(status.message().contains("handler bug"), "{}", status.message());
+        }
+        assert_eq!(metrics.handler_panics.with_label_values(&["grpc"]).get(), 2);
+        assert_eq!(metrics.inflight_requests.get(), 0, "the panicked request's place came back");
+    }
+
+    #[tokio::test]
+    async fn predictions_beyond_the_bound_are_shed_before_the_handler_runs() {
+        let (mut guard, metrics) = guard(0);
+        let response = guard
+            .call(call("/tensorflow.serving.PredictionService/Predict"))
+            .await
+            .expect("answered");
+        assert_eq!(status(&response).expect("status").code(), tonic::Code::ResourceExhausted);
+        assert_eq!(metrics.handler_panics.with_label_values(&["grpc"]).get(), 0, "never ran");
+        assert_eq!(
+            metrics.shed_requests.with_label_values(&["concurrent_requests", "grpc"]).get(),
+            1
+        );
+    }
+}

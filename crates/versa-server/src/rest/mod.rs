@@ -44,15 +44,22 @@ struct App {
 /// The whole REST router.
 pub fn router(serving: Serving, options: RestOptions) -> axum::Router {
     let panics = serving.metrics.handler_panics.with_label_values(&["rest"]);
-    axum::Router::new()
+    let routes = axum::Router::new()
         .route("/live", axum::routing::get(|| async { "live\n" }))
         .route("/ready", axum::routing::get(ready))
         .route("/metrics", axum::routing::get(metrics))
-        .fallback(dispatch)
-        .layer(axum::middleware::from_fn(move |request, next| {
-            catch_panics(panics.clone(), request, next)
-        }))
-        .with_state(App { serving, options })
+        .fallback(dispatch);
+    with_panic_guard(routes, panics).with_state(App { serving, options })
+}
+
+/// `router`, each of whose requests answers 500 if its handler panics.
+fn with_panic_guard<S: Clone + Send + Sync + 'static>(
+    router: axum::Router<S>,
+    panics: prometheus::IntCounter,
+) -> axum::Router<S> {
+    router.layer(axum::middleware::from_fn(move |request, next| {
+        catch_panics(panics.clone(), request, next)
+    }))
 }
 
 /// A panic while handling one request answers that request with 500 (and
@@ -379,4 +386,37 @@ fn metadata_json(response: &versa_proto::serving::GetModelMetadataResponse) -> S
         "metadata": map,
     });
     pretty(&value)
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use super::*;
+    use tower_service::Service as _;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_the_next_request_is_served() {
+        let panics = prometheus::IntCounter::new("panics", "panics").expect("counter");
+        let routes = axum::Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    if true {
+                        panic!("handler bug")
+                    }
+                }),
+            )
+            .route("/fine", axum::routing::get(|| async { "fine" }));
+        let mut app = with_panic_guard(routes, panics.clone());
+        let get = |path: &str| {
+            axum::http::Request::builder()
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .expect("request")
+        };
+        let response = app.call(get("/boom")).await.expect("answered");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(panics.get(), 1);
+        let response = app.call(get("/fine")).await.expect("answered");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 }
