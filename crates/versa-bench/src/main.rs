@@ -10,6 +10,8 @@
 //!   the response costs (REST JSON, gRPC TensorProto), against the model.
 //! - `memory`: peak resident memory during AvailabilityPreserving and
 //!   ResourcePreserving swaps, as multiples of one loaded copy.
+//! - `cycling`: a client cycling batch sizes 1..=`--sizes` against one
+//!   sending batch 1: server CPU per request and latency.
 //! - `soak`: valid, malformed, oversized, cancelled and slow requests above
 //!   capacity for `--duration` seconds, then valid ones below capacity:
 //!   outcomes per client class and resident memory over time.
@@ -20,6 +22,7 @@
 #![allow(clippy::print_stdout)] // a report tool: the table on stdout is its output
 
 mod codec;
+mod cycling;
 mod load;
 mod raw;
 mod scenarios;
@@ -65,6 +68,9 @@ struct Args {
     /// the batch threads are busy.
     #[arg(long, default_value_t = 0)]
     batching: usize,
+    /// `cycling`: the largest batch size the client cycles through.
+    #[arg(long, default_value_t = 64)]
+    sizes: usize,
     /// More versa-server flags, e.g. `--server-flag=--inline_inference_max_micros=0`.
     #[arg(long = "server-flag", allow_hyphen_values = true)]
     server_flags: Vec<String>,
@@ -93,6 +99,9 @@ async fn main() -> anyhow::Result<()> {
         "memory" => scenarios::memory(&setup).await,
         "codec" => codec::codec(&setup.workload, setup.requests, setup.limit),
         "soak" => soak::soak(&setup).await,
-        other => anyhow::bail!("unknown scenario {other} (throughput, swap, memory, codec, soak)"),
+        "cycling" => cycling::cycling(&setup, args.sizes).await,
+        other => anyhow::bail!(
+            "unknown scenario {other} (throughput, swap, memory, codec, cycling, soak)"
+        ),
     }
 }
