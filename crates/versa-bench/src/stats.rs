@@ -26,12 +26,13 @@ impl Stats {
         Self { count: latencies.len(), failed, elapsed, sorted: latencies }
     }
 
+    /// The `p`-quantile (`p` in 0..=1).
     pub(crate) fn pct(&self, p: f64) -> Duration {
         if self.sorted.is_empty() {
             return Duration::ZERO;
         }
-        let ix = ((self.sorted.len() as f64 - 1.0) * p).round() as usize;
-        self.sorted[ix]
+        let ix = ((self.sorted.len() as f64 - 1.0) * p.clamp(0.0, 1.0)).round() as usize;
+        self.sorted[ix.min(self.sorted.len() - 1)]
     }
 
     pub(crate) fn rps(&self) -> f64 {

@@ -180,7 +180,9 @@ impl<L: Loader> AspiredVersionsManager<L> {
                 reserved_bytes: 0,
             }),
             wake: Arc::new(Notify::new()),
-            unload_slots: Semaphore::new(options.num_unload_threads.max(1)),
+            unload_slots: Semaphore::new(
+                options.num_unload_threads.clamp(1, Semaphore::MAX_PERMITS),
+            ),
             ticks: watch::channel(0).0,
             options,
         });

@@ -4,16 +4,17 @@
 //! optimising takes as long as a load. So a request never waits for one:
 //! a batch size without a cached plan runs on the symbolic plan (one plan
 //! for every batch size), and its own plan is built in the background, on
-//! a nice load thread, at most one per model per `build_interval` — a
-//! client cycling through batch sizes costs a bounded share of one
-//! low-priority core, not an optimisation per request. The symbolic plan
+//! a nice load thread, one at a time per model and at most one per
+//! `build_interval` — a client cycling through batch sizes costs a bounded
+//! share of one low-priority core, not an optimisation per request. Build
+//! jobs hold the plans weakly (an unloaded version is not kept for them)
+//! and a build that panics is logged and given up, never left pending. The symbolic plan
 //! itself is built on first need, also in the background: the request that
 //! needs it first waits for it without holding an inference thread
 //! ([`Plans::wait_ready`]).
 
 use crate::model::ModelOptions;
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
 use versa_core::{Code, ServableError};
@@ -29,8 +30,11 @@ struct PlanCache {
 /// Background builds: what is on its way, and when the last one started.
 #[derive(Debug, Default)]
 struct Builds {
-    pending: BTreeSet<usize>,
+    /// The one concrete build on its way, if any.
+    pending: Option<usize>,
     generic_pending: bool,
+    /// The symbolic plan's build panicked: waiting for it is pointless.
+    generic_failed: bool,
     last_started: Option<Instant>,
     built: u64,
 }
@@ -172,12 +176,12 @@ impl Plans {
     pub(crate) async fn wait_ready(self: &Arc<Self>, batch: usize) {
         loop {
             let notified = self.generic_built.notified();
-            if self.ready(batch) {
+            if self.ready(batch) || self.generic_failed() {
                 return;
             }
             self.build_generic_in_background();
-            // A build that fails still notifies; `ready` then stays false,
-            // and the run reports the error.
+            // A build that fails (or panics) still notifies; the run then
+            // reports the error.
             notified.await;
             if self.generic.get().is_some_and(Result::is_err) {
                 return;
@@ -185,29 +189,45 @@ impl Plans {
         }
     }
 
+    fn generic_failed(&self) -> bool {
+        self.builds.lock().unwrap_or_else(PoisonError::into_inner).generic_failed
+    }
+
     fn build_generic_in_background(self: &Arc<Self>) {
         {
             let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
-            if builds.generic_pending {
+            if builds.generic_pending || builds.generic_failed {
                 return;
             }
             builds.generic_pending = true;
         }
-        let plans = Arc::clone(self);
+        let plans = Arc::downgrade(self);
         let submitted = versa_core::run_in_background(self.options.build_niceness, move || {
-            let result = plans.generic_plan();
-            if let Err(e) = result {
-                tracing::error!("cannot optimise the model for any batch size: {e}");
+            let Some(plans) = Weak::upgrade(&plans) else { return };
+            let built =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plans.generic_plan()));
+            let mut builds = plans.builds.lock().unwrap_or_else(PoisonError::into_inner);
+            builds.generic_pending = false;
+            match built {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!("cannot optimise the model for any batch size: {e}"),
+                Err(_) => {
+                    builds.generic_failed = true;
+                    tracing::error!("optimising the model for any batch size panicked");
+                }
             }
+            drop(builds);
+            plans.generic_built.notify_waiters();
         });
         if let Err(e) = submitted {
             tracing::warn!("no thread to optimise the model on, doing it here: {e}");
             let _ = self.generic_plan();
+            self.builds.lock().unwrap_or_else(PoisonError::into_inner).generic_pending = false;
         }
     }
 
-    /// Asks for a plan for `batch` to be built in the background, unless
-    /// one is on its way or the model built one too recently.
+    /// Asks for a plan for `batch` to be built in the background, unless a
+    /// build is on its way or the model started one too recently.
     fn request_concrete(self: &Arc<Self>, batch: usize) {
         {
             let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
@@ -215,30 +235,35 @@ impl Plans {
             let too_soon = builds
                 .last_started
                 .is_some_and(|t| now.duration_since(t) < self.options.build_interval);
-            if too_soon || !builds.pending.insert(batch) {
+            if too_soon || builds.pending.is_some() {
                 return;
             }
+            builds.pending = Some(batch);
             builds.last_started = Some(now);
         }
-        let plans = Arc::clone(self);
+        let plans = Arc::downgrade(self);
         let submitted = versa_core::run_in_background(self.options.build_niceness, move || {
+            let Some(plans) = Weak::upgrade(&plans) else { return };
             let started = Instant::now();
-            match plans.concrete_plan(batch) {
-                Ok(_) => tracing::debug!(
+            let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                plans.concrete_plan(batch)
+            }));
+            match built {
+                Ok(Ok(_)) => tracing::debug!(
                     batch,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "built a plan for a new batch size"
                 ),
-                Err(e) => tracing::warn!(batch, "cannot build a plan for this batch size: {e}"),
+                Ok(Err(e)) => tracing::warn!(batch, "cannot build a plan for this batch size: {e}"),
+                Err(_) => tracing::error!(batch, "building a plan for this batch size panicked"),
             }
             let mut builds = plans.builds.lock().unwrap_or_else(PoisonError::into_inner);
-            builds.pending.remove(&batch);
+            builds.pending = None;
             builds.built += 1;
         });
         if let Err(e) = submitted {
             tracing::warn!(batch, "no thread to build a plan on: {e}");
-            let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
-            builds.pending.remove(&batch);
+            self.builds.lock().unwrap_or_else(PoisonError::into_inner).pending = None;
         }
     }
 

@@ -38,7 +38,7 @@ impl InferencePool {
         let size = if threads == 0 {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         } else {
-            threads
+            threads.min(Semaphore::MAX_PERMITS)
         };
         Self {
             slots: Arc::new(Semaphore::new(size)),

@@ -5,6 +5,9 @@
 //!
 //! The bound is process-wide ([`set_decode_limit`]); unset, messages are
 //! decoded as prost alone would (clients such as the operator leave it so).
+//! A server can also have each message's estimated size reserved for the
+//! request decoding it ([`reserving_decoded`]), so that what decoded
+//! messages hold counts against what requests in flight may hold.
 
 use crate::wire_budget::{WireError, decoded_size};
 use bytes::Buf as _;
@@ -14,6 +17,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::ProstEncoder;
+
+/// Reserves a decoded message's estimated size, or says why it cannot be.
+pub type ReserveDecoded = std::sync::Arc<dyn Fn(usize) -> Result<(), String> + Send + Sync>;
+
+tokio::task_local! {
+    static RESERVE: ReserveDecoded;
+}
+
+/// Runs `f` (a gRPC call) with every message it decodes reserved by `reserve`.
+pub async fn reserving_decoded<F: std::future::Future>(reserve: ReserveDecoded, f: F) -> F::Output {
+    RESERVE.scope(reserve, f).await
+}
 
 static DECODE_LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
 static WHAT_SETS_IT: std::sync::RwLock<String> = std::sync::RwLock::new(String::new());
@@ -75,7 +90,10 @@ fn check<U: Name>(wire: &[u8], limit: usize) -> Result<(), Status> {
         return Ok(());
     };
     match decoded_size(&descriptor, wire, limit) {
-        Ok(_) => Ok(()),
+        Ok(estimate) => match RESERVE.try_with(|reserve| reserve(estimate)) {
+            Ok(Err(reason)) => Err(Status::resource_exhausted(reason)),
+            Ok(Ok(())) | Err(_) => Ok(()),
+        },
         Err(WireError::TooLarge { limit }) => {
             let setting = WHAT_SETS_IT.read().map(|s| s.clone()).unwrap_or_default();
             Err(Status::resource_exhausted(format!(

@@ -1,8 +1,14 @@
 //! Admission control: how many prediction requests may be in flight at once
-//! and how many bytes they may hold together (bodies as they arrive, input
-//! tensors once decoded). A request beyond either bound is shed at once —
-//! RESOURCE_EXHAUSTED over gRPC, 429 over REST — never queued, so overload
-//! costs neither unbounded memory nor unbounded latency.
+//! and how many bytes they may hold together (bodies as they arrive, decoded
+//! messages and input tensors, responses until sent). A request beyond
+//! either bound is shed at once — RESOURCE_EXHAUSTED over gRPC, 429 over
+//! REST — never queued, so overload costs neither unbounded memory nor
+//! unbounded latency.
+//!
+//! A request holds bytes from its first byte ([`Admission::ticket`]) but
+//! takes its place among the requests in flight only once its body has
+//! arrived ([`Ticket::admit`]): clients that send slowly hold what they
+//! sent, not the places of requests ready to run.
 
 use crate::error::ServingError;
 use prometheus::{IntCounterVec, IntGauge};
@@ -88,20 +94,21 @@ impl Admission {
         self.inner.shed.with_label_values(&[reason.label(), api]).inc();
     }
 
-    /// Admits one request, or sheds it when the in-flight bound is reached.
-    pub fn admit(&self, api: &'static str) -> Result<Ticket, ServingError> {
-        let limit = self.inner.limits.max_requests;
-        if !try_add(&self.inner.requests, 1, limit) {
-            self.count_shed(ShedReason::Requests, api);
-            return Err(ServingError::new(
-                Code::ResourceExhausted,
-                format!(
-                    "the server is handling {limit} requests already (--max_concurrent_requests); retry later"
-                ),
-            ));
+    /// A ticket for one request's bytes; not yet admitted.
+    pub fn ticket(&self, api: &'static str) -> Ticket {
+        Ticket {
+            admission: self.clone(),
+            api,
+            bytes: AtomicUsize::new(0),
+            admitted: std::sync::atomic::AtomicBool::new(false),
         }
-        self.inner.requests_gauge.inc();
-        Ok(Ticket { admission: self.clone(), api, bytes: AtomicUsize::new(0) })
+    }
+
+    /// A ticket already admitted, or why not.
+    pub fn admit(&self, api: &'static str) -> Result<Ticket, ServingError> {
+        let ticket = self.ticket(api);
+        ticket.admit()?;
+        Ok(ticket)
     }
 
     /// Bytes held by requests in flight now.
@@ -122,9 +129,45 @@ pub struct Ticket {
     admission: Admission,
     api: &'static str,
     bytes: AtomicUsize,
+    admitted: std::sync::atomic::AtomicBool,
 }
 
 impl Ticket {
+    /// Takes this request's place among those in flight (once; again is a
+    /// no-op), or sheds it when `--max_concurrent_requests` are.
+    pub fn admit(&self) -> Result<(), ServingError> {
+        if self.admitted.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let inner = &self.admission.inner;
+        let limit = inner.limits.max_requests;
+        if !try_add(&inner.requests, 1, limit) {
+            self.admission.count_shed(ShedReason::Requests, self.api);
+            return Err(ServingError::new(
+                Code::ResourceExhausted,
+                format!(
+                    "the server is handling {limit} requests already (--max_concurrent_requests); retry later"
+                ),
+            ));
+        }
+        if self.admitted.swap(true, Ordering::AcqRel) {
+            // Admitted meanwhile by another holder: give the extra place back.
+            inner.requests.fetch_sub(1, Ordering::AcqRel);
+        } else {
+            inner.requests_gauge.inc();
+        }
+        Ok(())
+    }
+
+    /// Holds `n` more bytes whatever the bound (what is already built and
+    /// must be sent, such as a response): later requests are shed instead.
+    pub fn hold(&self, n: usize) {
+        let inner = &self.admission.inner;
+        inner.bytes.fetch_add(n, Ordering::AcqRel);
+        self.bytes.fetch_add(n, Ordering::AcqRel);
+        inner.bytes_gauge.add(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
     /// Reserves `n` more bytes for this request, or sheds it when requests
     /// in flight already hold the byte bound.
     pub fn reserve(&self, n: usize) -> Result<(), ServingError> {
@@ -171,8 +214,10 @@ impl Drop for Ticket {
         let bytes = *self.bytes.get_mut();
         inner.bytes.fetch_sub(bytes, Ordering::AcqRel);
         inner.bytes_gauge.sub(i64::try_from(bytes).unwrap_or(i64::MAX));
-        inner.requests.fetch_sub(1, Ordering::AcqRel);
-        inner.requests_gauge.dec();
+        if *self.admitted.get_mut() {
+            inner.requests.fetch_sub(1, Ordering::AcqRel);
+            inner.requests_gauge.dec();
+        }
     }
 }
 
@@ -194,6 +239,24 @@ mod tests {
         assert!(err.message.contains("--max_concurrent_requests"), "{}", err.message);
         drop(first);
         assert!(a.admit("grpc").is_ok(), "a finished request frees its place");
+    }
+
+    #[test]
+    fn a_ticket_holds_bytes_before_it_takes_a_place() {
+        let a = admission(1, 100);
+        let slow = a.ticket("rest");
+        slow.reserve(10).expect("bytes before admission");
+        let ready = a.admit("rest").expect("the slow one holds no place");
+        assert_eq!(a.requests_in_flight(), 1);
+        assert!(slow.admit().is_err(), "no place left once its body is in");
+        drop(ready);
+        slow.admit().expect("admitted");
+        slow.admit().expect("twice is once");
+        assert_eq!(a.requests_in_flight(), 1);
+        slow.hold(1000);
+        assert_eq!(a.bytes_in_flight(), 1010, "held past the bound");
+        drop(slow);
+        assert_eq!((a.requests_in_flight(), a.bytes_in_flight()), (0, 0));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! request joins a queue, and a batch whose run fails is run again one
 //! request at a time, so only the request at fault gets the error.
 
+use crate::admission::Ticket;
 use crate::error::ServingError;
 use crate::metrics::Metrics;
 use std::collections::HashMap;
@@ -123,6 +124,24 @@ struct Task {
     inputs: TVec<TValue>,
     rows: usize,
     reply: oneshot::Sender<Result<TVec<TValue>, ServableError>>,
+    /// The request's admission ticket: its inputs stay counted while queued.
+    _held: Option<Arc<Ticket>>,
+}
+
+impl Task {
+    /// Whether nobody waits for the answer any more (the caller went away).
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+/// Runs one model run, a panic becoming an INTERNAL error of that run.
+fn run_caught(
+    handle: &ServableHandle<OnnxModel>,
+    inputs: TVec<TValue>,
+) -> Result<TVec<TValue>, ServableError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle.run(inputs)))
+        .unwrap_or_else(|_| Err(ServableError::new(Code::Internal, "the model run panicked")))
 }
 
 /// Whether a model can be batched: every input and output has the batch
@@ -204,10 +223,11 @@ impl Batcher {
         &self,
         handle: ServableHandle<OnnxModel>,
         inputs: TVec<TValue>,
+        held: Option<Arc<Ticket>>,
     ) -> Result<TVec<TValue>, ServingError> {
         let rows = rows_of(&inputs)?;
         if rows == 0 {
-            return Ok(self.pool.run(move || handle.run(inputs)).await?);
+            return Ok(self.pool.run(move || run_caught(&handle, inputs)).await?);
         }
         if rows > self.options.max_batch_size {
             return Err(ServingError::new(
@@ -219,7 +239,7 @@ impl Batcher {
             ));
         }
         let (reply, answer) = oneshot::channel();
-        let task = Task { handle, inputs, rows, reply };
+        let task = Task { handle, inputs, rows, reply, _held: held };
         self.queue_for(&task.handle).try_send(task).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ServingError::new(
                 Code::Unavailable,
@@ -242,8 +262,12 @@ impl Batcher {
         if let Some(q) = queues.get(handle.id()) {
             return q.clone();
         }
-        let capacity = self.options.max_enqueued_batches * self.options.max_batch_size;
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let capacity = self
+            .options
+            .max_enqueued_batches
+            .saturating_mul(self.options.max_batch_size)
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        let (tx, rx) = mpsc::channel(capacity);
         let id = handle.id().clone();
         let worker = Worker {
             options: Arc::clone(&self.options),
@@ -290,6 +314,9 @@ impl Worker {
                     _ => return,
                 },
             };
+            if first.abandoned() {
+                continue;
+            }
             let shapes = inner_shapes(&first);
             let mut rows = first.rows;
             let mut batch = vec![first];
@@ -309,6 +336,10 @@ impl Worker {
                     break;
                 }
             }
+            // A new padded size runs on the symbolic plan, built in the
+            // background the first time one is needed: wait for it before
+            // taking a thread.
+            batch[0].handle.wait_for_plan(self.options.padded(rows)).await;
             // 2. Wait for a thread, taking what arrives meanwhile.
             let slot = loop {
                 if carried.is_some() || rows >= self.options.max_batch_size {
@@ -327,10 +358,18 @@ impl Worker {
                     },
                 }
             };
+            // Callers that went away while queued are not run for.
+            batch.retain(|t| !t.abandoned());
+            if batch.is_empty() {
+                continue;
+            }
+            let rows: usize = batch.iter().map(|t| t.rows).sum();
             let padded = self.options.padded(rows);
-            // A new padded size runs on the symbolic plan, built in the
-            // background the first time one is needed.
-            batch[0].handle.wait_for_plan(padded).await;
+            if !batch[0].handle.plan_ready(padded) {
+                // Rare: the batch grew into a size without a plan before the
+                // symbolic plan existed.
+                batch[0].handle.wait_for_plan(padded).await;
+            }
             self.metrics.batch_tasks.observe(batch.len() as f64);
             self.metrics.batch_rows.observe(padded as f64);
             if self.pool.is_short(batch[0].handle.expected_run_time(padded)) {
@@ -347,7 +386,7 @@ impl Worker {
     }
 
     fn joins(&self, batch: &[Task], shapes: &[Vec<usize>], rows: usize, task: &Task) -> bool {
-        rows + task.rows <= self.options.max_batch_size
+        rows.saturating_add(task.rows) <= self.options.max_batch_size
             && batch[0].handle.same_instance(&task.handle)
             && inner_shapes(task) == shapes
     }
@@ -382,14 +421,14 @@ fn run_batch(batch: Vec<Task>, padded: usize) {
         Ok(m) if m.is_empty() => {
             // One task, no padding: run it as it is.
             let task = batch.pop().expect("one task");
-            let outcome = task.handle.run(task.inputs);
+            let outcome = run_caught(&task.handle, task.inputs);
             let _ = task.reply.send(outcome);
             return;
         }
         Ok(m) => m,
         Err(_) => return run_one_by_one(batch),
     };
-    let outputs = match batch[0].handle.run(merged) {
+    let outputs = match run_caught(&batch[0].handle, merged) {
         Ok(o) => o,
         Err(_) => return run_one_by_one(batch),
     };
@@ -416,7 +455,7 @@ fn run_batch(batch: Vec<Task>, padded: usize) {
 /// at fault gets its own error and every other its answer.
 fn run_one_by_one(batch: Vec<Task>) {
     for task in batch {
-        let outcome = task.handle.run(task.inputs);
+        let outcome = run_caught(&task.handle, task.inputs);
         let _ = task.reply.send(outcome);
     }
 }

@@ -24,6 +24,10 @@ pub enum ReloadOutcome {
     Loading(Vec<String>),
 }
 
+/// What a reload committed: the models it added and when (`None`: an
+/// empty config, nothing to do).
+type Committed = Option<(Vec<String>, std::time::SystemTime)>;
+
 /// When to answer a caller whose deadline is `deadline`: a tenth of the
 /// time left earlier (between 20 ms and 1 s), so the answer arrives in time.
 fn answer_by(deadline: Instant) -> Instant {
@@ -140,10 +144,11 @@ impl ServerCore {
     ) -> Result<ReloadOutcome, ServingError> {
         let core = Arc::clone(self);
         let owned = request.clone();
-        let committed =
-            tokio::spawn(async move { core.commit(&owned, deadline).await }).await.map_err(
-                |e| ServingError::new(Code::Internal, format!("the reload failed: {e}")),
-            )??;
+        let (reply, committed) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move { core.commit(&owned, deadline, reply).await });
+        let committed = committed.await.map_err(|_| {
+            ServingError::new(Code::Internal, "the reload ended without an answer")
+        })??;
         let Some((added, applied_at)) = committed else {
             return Ok(ReloadOutcome::Applied);
         };
@@ -159,23 +164,59 @@ impl ServerCore {
         }
     }
 
-    /// Validates and applies a config, one reload at a time. `None` for an
-    /// empty config (nothing to do); otherwise the models it added and when.
+    /// One reload at a time: validates, commits labels, splits and the
+    /// config (the commit point: `reply` is sent right after it, or with
+    /// the reason nothing was committed), then has the source follow the
+    /// new config before the next reload may start. A caller whose deadline
+    /// comes before the commit point gets an error and nothing is applied.
     async fn commit(
         &self,
         request: &ModelServerConfig,
         deadline: Option<Instant>,
-    ) -> Result<Option<(Vec<String>, std::time::SystemTime)>, ServingError> {
+        reply: tokio::sync::oneshot::Sender<Result<Committed, ServingError>>,
+    ) {
         let lock = self.reload_lock.lock();
         let _one_reload_at_a_time = match deadline {
-            Some(d) => tokio::time::timeout_at(answer_by(d), lock).await.map_err(|_| {
-                ServingError::new(
-                    Code::DeadlineExceeded,
-                    "another reload was still in progress at the deadline: nothing was applied",
-                )
-            })?,
+            Some(d) => match tokio::time::timeout_at(answer_by(d), lock).await {
+                Ok(guard) => guard,
+                Err(_) => {
+                    let _ = reply.send(Err(ServingError::new(
+                        Code::DeadlineExceeded,
+                        "another reload was still in progress at the deadline: nothing was applied",
+                    )));
+                    return;
+                }
+            },
             None => lock.await,
         };
+        let servables = match self.apply(request, deadline) {
+            Ok(Some((servables, committed))) => {
+                let _ = reply.send(Ok(Some(committed)));
+                servables
+            }
+            Ok(None) => {
+                let _ = reply.send(Ok(None));
+                return;
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        self.source.update_config(servables).await;
+        tracing::info!(models = ?self.config().names(), "config applied");
+    }
+
+    /// Validates `request` and, unless the caller's deadline has come,
+    /// swaps in its routing and config — all or nothing, with no await in
+    /// between. Returns what the source must then monitor.
+    #[allow(clippy::type_complexity)]
+    fn apply(
+        &self,
+        request: &ModelServerConfig,
+        deadline: Option<Instant>,
+    ) -> Result<Option<(Vec<ServableToMonitor>, (Vec<String>, std::time::SystemTime))>, ServingError>
+    {
         let list = match config_request(request)? {
             ConfigRequest::Empty => {
                 tracing::info!("Taking no action for empty config.");
@@ -185,6 +226,12 @@ impl ServerCore {
         };
         let previous = self.config();
         let next = validate(list, &previous, self.options.default_transition)?;
+        if deadline.is_some_and(|d| Instant::now() >= answer_by(d)) {
+            return Err(ServingError::new(
+                Code::DeadlineExceeded,
+                "the deadline came before the new config could be applied: nothing was applied",
+            ));
+        }
         let monitor = self.monitor().clone();
         let is_available = move |model: &str, version: i64| {
             monitor
@@ -212,9 +259,7 @@ impl ServerCore {
         let applied_at = std::time::SystemTime::now();
         let added: Vec<String> = next.names().difference(&previous.names()).cloned().collect();
         *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
-        self.source.update_config(servables).await;
-        tracing::info!(models = ?self.config().names(), "config applied");
-        Ok(Some((added, applied_at)))
+        Ok(Some((servables, (added, applied_at))))
     }
 
     /// Waits until each model has an AVAILABLE version or has only failed

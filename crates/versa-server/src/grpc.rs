@@ -88,12 +88,15 @@ impl PredictionService for Serving {
         let deadline = deadline_of(&request);
         let key = route_key(&request);
         let ticket = request.extensions().get::<guard::TicketHandle>().map(|t| Arc::clone(&t.0));
+        if let Some(ticket) = &ticket {
+            // Admitted as its body ended; a request without one is admitted here.
+            ticket.admit()?;
+        }
         let body = request.into_inner();
         let Some(spec) = body.model_spec.as_ref() else { return Err(missing_spec()) };
         let model = ModelRequest::from_spec(spec).with_route_key(key);
         let mut answered = Answered::default();
-        let result =
-            self.predict_proto(&model, body, deadline, &mut answered, ticket.as_deref()).await;
+        let result = self.predict_proto(&model, body, deadline, &mut answered, ticket).await;
         let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
         self.record(&model.name, &answered, "Predict", "GRPC", code, started.elapsed());
         let mut response = Response::new(result?);
@@ -143,8 +146,9 @@ impl Serving {
         body: PredictRequest,
         deadline: Option<Instant>,
         answered: &mut Answered,
-        ticket: Option<&Ticket>,
+        held: Option<Arc<Ticket>>,
     ) -> Result<PredictResponse, ServingError> {
+        let ticket = held.as_deref();
         let resolved = self.resolve(model)?;
         *answered = Answered::from(&resolved);
         let signature = resolved.signature();
@@ -173,7 +177,7 @@ impl Serving {
         if let Some(ticket) = ticket {
             ticket.release(message_bytes);
         }
-        let produced = self.run(&resolved, inputs, outputs, deadline, "grpc").await?;
+        let produced = self.run(&resolved, inputs, outputs, deadline, "grpc", held).await?;
         let mut response =
             PredictResponse { model_spec: Some(resolved.response_spec()), ..Default::default() };
         for (alias, tensor) in produced {

@@ -12,6 +12,7 @@ pub mod deadline;
 pub mod error;
 pub mod flags;
 pub mod grpc;
+mod held_body;
 pub mod listener;
 pub mod metrics;
 mod panics;
@@ -89,7 +90,7 @@ pub fn prepare(flags: Flags) -> anyhow::Result<Startup> {
     };
     let (grpc, grpc_warnings) = channel_args::parse(
         &flags.grpc_channel_arguments,
-        GrpcSettings::defaults(flags.limits.max_request_tensor_bytes),
+        GrpcSettings::defaults(flags.limits.max_request_tensor_bytes, flags.grpc_max_threads),
     )
     .map_err(anyhow::Error::msg)?;
     for warning in grpc_warnings {

@@ -1,8 +1,12 @@
 //! Listeners that hold at most `--max_connections` open connections: a
 //! connection beyond the bound is closed as soon as it is accepted (and
-//! counted), so a flood of idle connections cannot exhaust file descriptors
-//! or memory. Accept errors (such as running out of descriptors) are logged
-//! and retried after a pause instead of ending the server.
+//! counted), so a flood of connections cannot exhaust file descriptors or
+//! memory. A connection that sends nothing within
+//! `--request_read_timeout_seconds` of being accepted, or moves no byte
+//! either way for `--connection_idle_timeout_seconds`, is closed, so idle
+//! sockets cannot hold the places of real clients. Accept errors (such as
+//! running out of descriptors) are logged and retried after a pause
+//! instead of ending the server.
 
 use prometheus::IntCounter;
 use std::net::SocketAddr;
@@ -14,6 +18,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// How long a connection may stay silent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionTimeouts {
+    /// From accept to its first byte.
+    pub first_byte: Option<Duration>,
+    /// With no byte read or written.
+    pub idle: Option<Duration>,
+}
+
 /// A TCP listener with a bound on open connections.
 #[derive(Debug)]
 pub struct LimitedListener {
@@ -24,6 +37,7 @@ pub struct LimitedListener {
     /// What this port serves, for logs.
     name: &'static str,
     last_warning: Option<Instant>,
+    timeouts: ConnectionTimeouts,
 }
 
 /// An accepted connection; its place is freed when it is dropped.
@@ -31,6 +45,62 @@ pub struct LimitedListener {
 pub struct LimitedStream {
     inner: TcpStream,
     _place: OwnedSemaphorePermit,
+    timeouts: ConnectionTimeouts,
+    accepted: tokio::time::Instant,
+    /// When the next silence limit runs out (re-armed lazily).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether the peer has sent a byte yet.
+    heard: bool,
+    /// The last byte read or written.
+    last_activity: tokio::time::Instant,
+}
+
+impl LimitedStream {
+    fn new(inner: TcpStream, place: OwnedSemaphorePermit, timeouts: ConnectionTimeouts) -> Self {
+        let accepted = tokio::time::Instant::now();
+        let timer = timeouts.first_byte.or(timeouts.idle).map(|t| Box::pin(tokio::time::sleep(t)));
+        Self {
+            inner,
+            _place: place,
+            timeouts,
+            accepted,
+            timer,
+            heard: false,
+            last_activity: accepted,
+        }
+    }
+
+    /// When the connection will have been silent too long, as things stand.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        let unheard = self.timeouts.first_byte.filter(|_| !self.heard).map(|t| self.accepted + t);
+        let idle = self.timeouts.idle.map(|t| self.last_activity + t);
+        match (unheard, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the connection has been silent too long (and if not, the
+    /// timer is armed for when it would be).
+    fn timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.deadline();
+        let Some(timer) = &mut self.timer else { return false };
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let Some(deadline) = deadline else { return false };
+        if deadline <= tokio::time::Instant::now() {
+            return true;
+        }
+        timer.as_mut().reset(deadline);
+        // Registers the waker for the new deadline.
+        let _ = timer.as_mut().poll(cx);
+        false
+    }
+}
+
+fn silent() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "the connection was silent too long")
 }
 
 impl LimitedListener {
@@ -43,7 +113,14 @@ impl LimitedListener {
             refused,
             name,
             last_warning: None,
+            timeouts: ConnectionTimeouts::default(),
         }
+    }
+
+    /// Connections accepted from now on close when silent this long.
+    pub fn with_timeouts(mut self, timeouts: ConnectionTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -64,7 +141,7 @@ impl LimitedListener {
             match Arc::clone(&self.open).try_acquire_owned() {
                 Ok(place) => {
                     let _ = stream.set_nodelay(true);
-                    return (LimitedStream { inner: stream, _place: place }, peer);
+                    return (LimitedStream::new(stream, place, self.timeouts), peer);
                 }
                 Err(_) => {
                     self.refused.inc();
@@ -108,7 +185,17 @@ impl AsyncRead for LimitedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        match polled {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.heard = true;
+                self.last_activity = tokio::time::Instant::now();
+            }
+            Poll::Pending if self.timed_out(cx) => return Poll::Ready(Err(silent())),
+            _ => {}
+        }
+        polled
     }
 }
 
@@ -118,7 +205,13 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        match polled {
+            Poll::Ready(Ok(n)) if n > 0 => self.last_activity = tokio::time::Instant::now(),
+            Poll::Pending if self.timed_out(cx) => return Poll::Ready(Err(silent())),
+            _ => {}
+        }
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -134,7 +227,13 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        match polled {
+            Poll::Ready(Ok(n)) if n > 0 => self.last_activity = tokio::time::Instant::now(),
+            Poll::Pending if self.timed_out(cx) => return Poll::Ready(Err(silent())),
+            _ => {}
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -145,7 +244,47 @@ impl AsyncWrite for LimitedStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    #[tokio::test]
+    async fn silent_connections_are_closed_and_talking_ones_kept() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = tcp.local_addr().expect("addr");
+        let refused = IntCounter::new("refused", "refused").expect("counter");
+        let timeouts = ConnectionTimeouts {
+            first_byte: Some(Duration::from_millis(100)),
+            idle: Some(Duration::from_millis(300)),
+        };
+        let mut listener = LimitedListener::new(tcp, 8, refused, "test").with_timeouts(timeouts);
+        let _silent = TcpStream::connect(addr).await.expect("connect");
+        let (mut server_side, _) = listener.accept().await;
+        let started = Instant::now();
+        let mut buf = [0u8; 8];
+        let read = server_side.read(&mut buf).await;
+        assert!(read.is_err(), "a silent connection is closed: {read:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // One that talks every 100 ms outlives the idle limit several times over.
+        let mut talker = TcpStream::connect(addr).await.expect("connect");
+        let (mut server_side, _) = listener.accept().await;
+        let echo = tokio::spawn(async move {
+            let mut buf = [0u8; 1];
+            let mut got = 0;
+            while server_side.read_exact(&mut buf).await.is_ok() {
+                got += 1;
+            }
+            got
+        });
+        for _ in 0..10 {
+            talker.write_all(b"x").await.expect("write");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Then silence: closed after the idle limit.
+        let got = tokio::time::timeout(Duration::from_secs(5), echo)
+            .await
+            .expect("closed")
+            .expect("joins");
+        assert_eq!(got, 10);
+    }
 
     #[tokio::test]
     async fn connections_beyond_the_bound_are_closed_and_counted() {

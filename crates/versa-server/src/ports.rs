@@ -6,7 +6,7 @@
 use crate::Startup;
 use crate::admission::{Admission, AdmissionLimits};
 use crate::grpc::guard::GuardLayer;
-use crate::listener::LimitedListener;
+use crate::listener::{ConnectionTimeouts, LimitedListener};
 use crate::metrics::Metrics;
 use crate::serving::{RequestLimits, Serving};
 use crate::token::BearerToken;
@@ -28,14 +28,21 @@ const TOKEN_POLL: Duration = Duration::from_secs(1);
 async fn bind(
     addr: SocketAddr,
     what: &'static str,
-    max_connections: usize,
+    startup: &Startup,
     metrics: &Metrics,
 ) -> anyhow::Result<LimitedListener> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind {what} {addr}"))?;
     let refused = metrics.refused_connections.with_label_values(&[what]);
-    Ok(LimitedListener::new(listener, max_connections, refused, what))
+    let limits = &startup.flags.limits;
+    let idle = match limits.connection_idle_timeout_seconds {
+        0 => None,
+        s => Some(Duration::from_secs(s)),
+    };
+    let timeouts = ConnectionTimeouts { first_byte: read_timeout(startup), idle };
+    Ok(LimitedListener::new(listener, limits.max_connections, refused, what)
+        .with_timeouts(timeouts))
 }
 
 /// ModelService (status, reloads) behind the bearer-token guard.
@@ -64,7 +71,10 @@ fn grpc_builder(
         .max_concurrent_streams(s.max_concurrent_streams)
         .http2_keepalive_interval(s.keepalive_time)
         .http2_keepalive_timeout(s.keepalive_timeout)
-        .http2_max_header_list_size(s.max_metadata_size);
+        .http2_max_header_list_size(s.max_metadata_size)
+        // hyper's guard against floods of streams reset by errors, which
+        // tonic turns off unless set.
+        .http2_max_local_error_reset_streams(Some(1024));
     if let Some(age) = s.max_connection_age {
         builder = builder.max_connection_age(age);
     }
@@ -176,7 +186,6 @@ pub async fn serve(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let max_connections = flags.limits.max_connections;
     let settings = &startup.grpc;
     let mut tasks = tokio::task::JoinSet::new();
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -191,7 +200,7 @@ pub async fn serve(
     }
     if flags.port != 0 {
         let addr = SocketAddr::new(flags.bind_address, flags.port);
-        let listener = bind(addr, "gRPC port", max_connections, &metrics).await?;
+        let listener = bind(addr, "gRPC port", &startup, &metrics).await?;
         tracing::info!("Running gRPC ModelServer at {}", listener.local_addr()?);
         let router = grpc_builder(&startup, &serving)
             .add_service(health.clone())
@@ -214,7 +223,7 @@ pub async fn serve(
     }
     if flags.model_service_port != 0 {
         let addr = SocketAddr::new(flags.bind_address, flags.model_service_port);
-        let listener = bind(addr, "ModelService port", max_connections, &metrics).await?;
+        let listener = bind(addr, "ModelService port", &startup, &metrics).await?;
         tracing::info!("Running gRPC ModelService at {}", listener.local_addr()?);
         let admin = grpc_builder(&startup, &serving)
             .add_service(health)
@@ -229,7 +238,7 @@ pub async fn serve(
     }
     if flags.rest_api_port != 0 {
         let addr = SocketAddr::new(flags.bind_address, flags.rest_api_port);
-        let listener = bind(addr, "REST port", max_connections, &metrics).await?;
+        let listener = bind(addr, "REST port", &startup, &metrics).await?;
         tracing::info!("Exporting HTTP/REST API at:{}", listener.local_addr()?);
         let app = rest::router(
             serving.clone(),

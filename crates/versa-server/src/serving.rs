@@ -244,6 +244,7 @@ impl Serving {
         outputs: Vec<usize>,
         deadline: Option<Instant>,
         api: &'static str,
+        held: Option<Arc<crate::admission::Ticket>>,
     ) -> Result<Vec<(String, Tensor)>, ServingError> {
         let handle = resolved.handle.clone();
         let started = std::time::Instant::now();
@@ -266,7 +267,7 @@ impl Serving {
             Some(batcher) if batcher.wants(&handle) => {
                 let batcher = batcher.clone();
                 Box::pin(async move {
-                    let produced = batcher.run(handle.clone(), inputs).await?;
+                    let produced = batcher.run(handle.clone(), inputs, held).await?;
                     choose(&handle, produced)
                 })
             }

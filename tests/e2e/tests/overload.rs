@@ -103,10 +103,12 @@ async fn a_burst_beyond_the_bounds_is_shed_at_once_and_below_them_nothing_fails(
 
 #[tokio::test]
 async fn requests_holding_more_bytes_than_the_server_allows_are_shed() {
-    // 4 MiB in flight in all; each request holds 3 MiB at its peak: its
-    // 1.5 MiB message while its 1.5 MiB input tensor is built.
+    // 16 MiB in flight in all. Each request holds 7.5 MiB at its peak: its
+    // 1.5 MiB message as it arrives, what decoding its 393,216 packed floats
+    // may take (a doubling buffer: 4.5 MiB reserved) and its 1.5 MiB input
+    // tensor while that is built.
     let (_root, server) = slow_server(&[
-        "--max_inflight_request_bytes=4194304",
+        "--max_inflight_request_bytes=16777216",
         "--num_inference_threads=1",
         "--inline_inference_max_micros=0",
     ]);
@@ -174,6 +176,17 @@ async fn connections_beyond_the_bound_are_closed_and_counted() {
 #[tokio::test]
 async fn clients_too_slow_to_send_their_request_are_cut_off() {
     let (_root, server) = slow_server(&["--request_read_timeout_seconds=1"]);
+    // Connections that never say a word, on either port (the gRPC port
+    // greets them with its HTTP/2 settings all the same).
+    for port in [server.grpc_port, server.rest_port] {
+        let started = std::time::Instant::now();
+        let _ = raw_http(port, b"", Duration::from_secs(20)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "silent socket held {:?}",
+            started.elapsed()
+        );
+    }
     // Headers that never end.
     let started = std::time::Instant::now();
     let answer = raw_http(
@@ -197,4 +210,64 @@ async fn clients_too_slow_to_send_their_request_are_cut_off() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("--request_read_timeout_seconds"), "{answer}");
+}
+
+#[tokio::test]
+async fn slow_or_absent_bodies_hold_neither_places_nor_the_byte_budget() {
+    let (_root, server) = slow_server(&[
+        "--max_concurrent_requests=2",
+        "--max_inflight_request_bytes=8388608",
+        "--rest_api_max_body_bytes=268435456",
+    ]);
+    use tokio::io::AsyncWriteExt as _;
+    let mut held = Vec::new();
+    // Four bodies that never finish, one declaring 200 MB it never sends.
+    for declared in [200_000_000u64, 1000, 1000, 1000] {
+        let mut stream =
+            tokio::net::TcpStream::connect(("127.0.0.1", server.rest_port)).await.expect("connect");
+        let head = format!(
+            "POST /v1/models/mlp:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n{{\"inputs\":"
+        );
+        stream.write_all(head.as_bytes()).await.expect("write");
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = metrics_text(&server).await;
+    assert_eq!(
+        metric_sum(&metrics, "versa_inflight_requests "),
+        0.0,
+        "no place is held by a body in transit"
+    );
+    assert!(
+        metric_sum(&metrics, "versa_inflight_request_bytes") < 1_000_000.0,
+        "only what arrived is held"
+    );
+    // Real requests go through meanwhile.
+    let mut client = server.prediction_client().await;
+    for _ in 0..4 {
+        client.predict(mlp_request(4)).await.expect("served while slow bodies dawdle");
+    }
+    drop(held);
+}
+
+#[tokio::test]
+async fn what_a_message_takes_once_decoded_counts_against_the_byte_budget() {
+    // 32 MiB in flight; a message of a million empty strings is 2 MB on the
+    // wire and 72 MB reserved for decoding.
+    let (_root, server) = slow_server(&["--max_inflight_request_bytes=33554432"]);
+    let empties = versa_proto::tensorflow::TensorProto {
+        dtype: versa_proto::tensorflow::DataType::DtString as i32,
+        string_val: vec![Vec::new(); 1_000_000],
+        ..Default::default()
+    };
+    let request = PredictRequest {
+        model_spec: Some(spec("mlp", Choice::Latest)),
+        inputs: [("input".to_owned(), empties)].into(),
+        ..PredictRequest::default()
+    };
+    let mut client = server.prediction_client().await;
+    let err = client.predict(request).await.expect_err("refused");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("--max_inflight_request_bytes"), "{}", err.message());
+    client.predict(mlp_request(4)).await.expect("still serving");
 }

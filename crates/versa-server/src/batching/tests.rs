@@ -50,7 +50,7 @@ async fn concurrent_requests_share_a_run_and_get_their_own_rows() {
         let (b, h) = (batcher.clone(), h.clone());
         let n = usize::from(i % 3) + 1;
         tasks.push(tokio::spawn(async move {
-            let out = b.run(h, rows(n, f32::from(i))).await.expect("run");
+            let out = b.run(h, rows(n, f32::from(i)), None).await.expect("run");
             (i, n, first_values(&out))
         }));
     }
@@ -74,7 +74,7 @@ async fn versions_never_share_a_batch() {
         let b = batcher.clone();
         let (h, expect) = if i % 2 == 0 { (v1.clone(), 1.0) } else { (v2.clone(), 2.0) };
         tasks.push(tokio::spawn(async move {
-            let out = b.run(h, rows(2, 0.0)).await.expect("run");
+            let out = b.run(h, rows(2, 0.0), None).await.expect("run");
             assert_eq!(first_values(&out), vec![expect; 2]);
         }));
     }
@@ -87,7 +87,7 @@ async fn versions_never_share_a_batch() {
 async fn oversized_requests_and_full_queues_are_refused_as_upstream() {
     let (_dir, h) = handle(1);
     let batcher = Batcher::new(options(4, 0), metrics());
-    let err = batcher.run(h.clone(), rows(5, 0.0)).await.expect_err("too big");
+    let err = batcher.run(h.clone(), rows(5, 0.0), None).await.expect_err("too big");
     assert_eq!(err.code, Code::InvalidArgument);
     assert_eq!(err.message, "Task size 5 is larger than maximum input batch size 4");
     // Capacity is max_enqueued_batches × max_batch_size = 16 tasks; hold the
@@ -97,7 +97,7 @@ async fn oversized_requests_and_full_queues_are_refused_as_upstream() {
     let mut refused = 0;
     for _ in 0..40 {
         let (b, h) = (batcher.clone(), h.clone());
-        waiting.push(tokio::spawn(async move { b.run(h, rows(1, 0.0)).await }));
+        waiting.push(tokio::spawn(async move { b.run(h, rows(1, 0.0), None).await }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(held);
@@ -123,7 +123,7 @@ async fn batches_are_padded_to_allowed_sizes() {
     let metrics = metrics();
     let padded = BatchOptions { allowed_batch_sizes: vec![8, 16], ..options(16, 0) };
     let batcher = Batcher::new(padded, Arc::clone(&metrics));
-    let out = batcher.run(h.clone(), rows(3, 1.0)).await.expect("run");
+    let out = batcher.run(h.clone(), rows(3, 1.0), None).await.expect("run");
     assert_eq!(first_values(&out), vec![4.0; 3], "padding rows are dropped");
     assert_eq!(metrics.batch_rows.get_sample_sum(), 8.0, "ran at the padded size");
 }
@@ -152,7 +152,7 @@ async fn a_request_whose_inputs_disagree_in_rows_fails_alone() {
     for i in 0..12 {
         let (b, h) = (batcher.clone(), h.clone());
         let inputs = if i == 5 { pair(2, 3) } else { pair(2, 2) };
-        tasks.push(tokio::spawn(async move { (i, b.run(h, inputs).await) }));
+        tasks.push(tokio::spawn(async move { (i, b.run(h, inputs, None).await) }));
     }
     for t in tasks {
         let (i, outcome) = t.await.expect("task");
@@ -189,7 +189,13 @@ async fn a_batch_that_fails_together_is_run_one_request_at_a_time() {
         .map(|(inputs, _)| {
             let (reply, answer) = oneshot::channel();
             replies.push(answer);
-            Task { handle: h.clone(), rows: rows_of(&inputs).expect("rows"), inputs, reply }
+            Task {
+                handle: h.clone(),
+                rows: rows_of(&inputs).expect("rows"),
+                inputs,
+                reply,
+                _held: None,
+            }
         })
         .collect();
     run_batch(tasks, 4);
@@ -204,7 +210,7 @@ async fn a_request_with_no_rows_gets_empty_outputs_without_joining_a_batch() {
     let (_dir, h) = handle(2);
     let metrics = metrics();
     let batcher = Batcher::new(options(8, 10), Arc::clone(&metrics));
-    let out = batcher.run(h, rows(0, 0.0)).await.expect("empty batch");
+    let out = batcher.run(h, rows(0, 0.0), None).await.expect("empty batch");
     assert_eq!(out[0].shape(), &[0, 4]);
     assert_eq!(metrics.batch_tasks.get_sample_count(), 0, "it joined no batch");
 }
@@ -229,4 +235,29 @@ fn parameters_follow_upstream_defaults_and_checks() {
 fn only_models_with_a_batch_dimension_everywhere_are_batched() {
     let (_dir, m) = model(1);
     assert!(batchable(&m));
+}
+
+#[tokio::test]
+async fn requests_whose_callers_went_away_are_not_run() {
+    let (_dir, h) = handle(1);
+    let metrics = metrics();
+    let batcher = Batcher::new(options(64, 0), Arc::clone(&metrics));
+    // Hold the only batch thread so everything queues.
+    let held = batcher.pool.slot().await;
+    let mut gone = Vec::new();
+    for _ in 0..4 {
+        let (b, h) = (batcher.clone(), h.clone());
+        gone.push(tokio::spawn(async move { b.run(h, rows(1, 0.0), None).await }));
+    }
+    let (b, h2) = (batcher.clone(), h.clone());
+    let kept = tokio::spawn(async move { b.run(h2, rows(2, 0.0), None).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for task in &gone {
+        task.abort();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(held);
+    let out = kept.await.expect("joins").expect("the caller still waiting is answered");
+    assert_eq!(first_values(&out), vec![1.0; 2]);
+    assert_eq!(metrics.batch_tasks.get_sample_sum(), 1.0, "only the request still awaited ran");
 }

@@ -70,10 +70,15 @@ pub struct LimitFlags {
     /// closed as soon as they are accepted.
     #[arg(long = "max_connections", default_value_t = 4096)]
     pub max_connections: usize,
-    /// How long a client may take to send a request: REST headers, and the
-    /// whole body of a REST or gRPC prediction. 0: no limit.
+    /// How long a client may take to send a request: a new connection's
+    /// first byte, REST headers, and the whole body of a REST or gRPC
+    /// prediction. 0: no limit.
     #[arg(long = "request_read_timeout_seconds", default_value_t = 30)]
     pub request_read_timeout_seconds: u64,
+    /// A connection that moves no byte either way this long is closed
+    /// (a request still running with no traffic counts as silence). 0: never.
+    #[arg(long = "connection_idle_timeout_seconds", default_value_t = 300)]
+    pub connection_idle_timeout_seconds: u64,
 }
 
 #[cfg(test)]

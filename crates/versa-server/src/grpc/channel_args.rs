@@ -28,14 +28,17 @@ pub struct GrpcSettings {
 impl GrpcSettings {
     /// Defaults: a received message may be as large as a request's tensors
     /// may be, plus 1 MiB for the rest of it (TensorFlow Serving: 2 GiB);
-    /// sent messages up to 2 GiB as upstream; pings every 2 hours as gRPC.
-    pub fn defaults(max_request_tensor_bytes: usize) -> Self {
+    /// sent messages up to 2 GiB as upstream; at most four streams per
+    /// connection per call it may run at once (`--grpc_max_threads`), so
+    /// streams waiting their turn stay bounded; no server pings.
+    pub fn defaults(max_request_tensor_bytes: usize, grpc_max_threads: usize) -> Self {
+        let streams = grpc_max_threads.max(1).saturating_mul(4);
         Self {
             max_receive_message_length: max_request_tensor_bytes
                 .saturating_add(1 << 20)
                 .min(i32::MAX as usize),
             max_send_message_length: i32::MAX as usize,
-            max_concurrent_streams: None,
+            max_concurrent_streams: Some(u32::try_from(streams).unwrap_or(u32::MAX)),
             keepalive_time: None,
             keepalive_timeout: None,
             max_connection_age: None,
@@ -105,7 +108,7 @@ mod tests {
     fn known_arguments_are_honoured_and_others_warned_about() {
         let (s, warnings) = parse(
             "grpc.max_receive_message_length=1048576, grpc.max_send_message_length=-1,grpc.keepalive_time_ms=10000,grpc.so_reuseport=0",
-            GrpcSettings::defaults(64 << 20),
+            GrpcSettings::defaults(64 << 20, 8),
         )
         .expect("parses");
         assert_eq!(s.max_receive_message_length, 1 << 20);
@@ -117,12 +120,12 @@ mod tests {
                 "--grpc_channel_arguments: grpc.so_reuseport has no counterpart in versa-server; ignored"
             ]
         );
-        assert_eq!(GrpcSettings::defaults(64 << 20).max_receive_message_length, 65 << 20);
+        assert_eq!(GrpcSettings::defaults(64 << 20, 8).max_receive_message_length, 65 << 20);
     }
 
     #[test]
     fn malformed_arguments_are_refused_with_the_reason() {
-        let d = || GrpcSettings::defaults(1);
+        let d = || GrpcSettings::defaults(1, 1);
         assert!(
             parse("grpc.max_receive_message_length", d()).expect_err("no =").contains("key=value")
         );

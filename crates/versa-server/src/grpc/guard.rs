@@ -1,11 +1,13 @@
-//! The tower layer in front of every gRPC service: PredictionService calls
-//! are admitted ([`Admission`]) or shed with RESOURCE_EXHAUSTED before their
-//! body is read, their body bytes are reserved as they arrive and must
-//! arrive within `--request_read_timeout_seconds`; and a panic in any
-//! handler becomes INTERNAL for that call alone (counted), never a dropped
-//! connection.
+//! The tower layer in front of every gRPC service. A PredictionService
+//! call's bytes are reserved ([`Admission`]) as they arrive, and the
+//! estimated size of the message decoded from them; its body must arrive
+//! within `--request_read_timeout_seconds`; once it has, the call takes its
+//! place among the requests in flight or is shed with RESOURCE_EXHAUSTED;
+//! its response holds the bytes until sent. A panic in any handler becomes
+//! INTERNAL for that call alone (counted), never a dropped connection.
 
 use crate::admission::{Admission, Ticket};
+use crate::held_body::HeldBody;
 use crate::metrics::Metrics;
 use futures::FutureExt as _;
 use http_body::{Body, Frame, SizeHint};
@@ -79,27 +81,39 @@ where
         let path = request.uri().path().to_owned();
         let mut ticket = None;
         let request = if path.starts_with(ADMITTED_PREFIX) {
-            let admitted = match self.layer.admission.admit("grpc") {
-                Ok(t) => Arc::new(t),
-                Err(e) => {
-                    let status: Status = e.into();
-                    return Box::pin(std::future::ready(Ok(status.into_http())));
-                }
-            };
+            let held = Arc::new(self.layer.admission.ticket("grpc"));
             let (parts, body) = request.into_parts();
-            let body = ReservedBody::new(body, Arc::clone(&admitted), self.layer.read_timeout);
+            let body = ReservedBody::new(body, Arc::clone(&held), self.layer.read_timeout);
             let mut request = http::Request::from_parts(parts, tonic::body::Body::new(body));
-            request.extensions_mut().insert(TicketHandle(Arc::clone(&admitted)));
-            ticket = Some(admitted);
+            request.extensions_mut().insert(TicketHandle(Arc::clone(&held)));
+            ticket = Some(held);
             request
         } else {
             request
         };
         let call = inner.call(request);
+        let call: Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>> = match &ticket {
+            Some(held) => {
+                let held = Arc::clone(held);
+                let reserve: versa_proto::codec::ReserveDecoded =
+                    Arc::new(move |n| held.reserve(n).map_err(|e| e.message));
+                Box::pin(versa_proto::codec::reserving_decoded(reserve, call))
+            }
+            None => Box::pin(call),
+        };
         Box::pin(async move {
             let outcome = std::panic::AssertUnwindSafe(call).catch_unwind().await;
-            drop(ticket);
-            outcome.map(|r| r.map(too_large_is_resource_exhausted)).unwrap_or_else(|panic| {
+            // The response holds the request's bytes (and place) until sent.
+            let outcome = outcome.map(|r| {
+                r.map(|response| {
+                    let response = too_large_is_resource_exhausted(response);
+                    match ticket {
+                        Some(t) => response.map(|b| tonic::body::Body::new(HeldBody::new(b, t))),
+                        None => response,
+                    }
+                })
+            });
+            outcome.unwrap_or_else(|panic| {
                 let what = crate::panics::describe(panic.as_ref());
                 metrics.handler_panics.with_label_values(&["grpc"]).inc();
                 tracing::error!(%path, "a gRPC handler panicked: {what}");
@@ -173,7 +187,11 @@ impl Body for ReservedBody {
             }
             Poll::Ready(None) => {
                 self.deadline = None;
-                Poll::Ready(None)
+                // The whole request is in: now it takes its place, or is shed.
+                match self.ticket.admit() {
+                    Ok(()) => Poll::Ready(None),
+                    Err(e) => Poll::Ready(Some(Err(e.into()))),
+                }
             }
             other => other,
         }
@@ -245,17 +263,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn predictions_beyond_the_bound_are_shed_before_the_handler_runs() {
-        let (mut guard, metrics) = guard(0);
-        let response = guard
-            .call(call("/tensorflow.serving.PredictionService/Predict"))
-            .await
-            .expect("answered");
-        assert_eq!(status(&response).expect("status").code(), tonic::Code::ResourceExhausted);
-        assert_eq!(metrics.handler_panics.with_label_values(&["grpc"]).get(), 0, "never ran");
+    async fn a_prediction_takes_its_place_once_its_body_is_in_or_is_shed() {
+        use http_body_util::BodyExt as _;
+        let metrics = Arc::new(Metrics::new());
+        let admission =
+            Admission::new(AdmissionLimits { max_requests: 0, max_bytes: 100 }, &metrics);
+        let body = |bytes: &'static [u8]| {
+            let full = http_body_util::Full::new(bytes::Bytes::from_static(bytes));
+            tonic::body::Body::new(full.map_err(|e| match e {}))
+        };
+        let ticket = Arc::new(admission.ticket("grpc"));
+        let mut reading = ReservedBody::new(body(b"0123456789"), Arc::clone(&ticket), None);
+        let first = reading.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().expect("data").len(), 10);
+        assert_eq!(ticket.reserved(), 10, "its bytes are held as they arrive");
+        let end = reading.frame().await.expect("the end is an error").expect_err("shed");
+        assert_eq!(end.code(), tonic::Code::ResourceExhausted);
         assert_eq!(
             metrics.shed_requests.with_label_values(&["concurrent_requests", "grpc"]).get(),
             1
         );
+        // Too many bytes: refused as they arrive.
+        let ticket = Arc::new(admission.ticket("grpc"));
+        let mut big = ReservedBody::new(body(&[0; 200]), ticket, None);
+        let err = big.frame().await.expect("a frame").expect_err("over the byte bound");
+        assert!(err.message().contains("--max_inflight_request_bytes"), "{}", err.message());
     }
 }

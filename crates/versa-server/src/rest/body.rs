@@ -1,8 +1,8 @@
 //! Reading a REST request body: within `--rest_api_max_body_bytes`, within
-//! `--request_read_timeout_seconds`, and with every byte reserved from the
-//! in-flight budget as it arrives (a declared `Content-Length` up front), so
-//! neither one large body nor many slow ones can take memory the server
-//! does not have.
+//! `--request_read_timeout_seconds`, and with the buffer reserved from the
+//! in-flight budget as it grows with the bytes that arrive, so neither one
+//! large body, nor many slow ones, nor a declared length nobody sends can
+//! take memory the server does not have.
 
 use crate::admission::Ticket;
 use crate::error::ServingError;
@@ -76,12 +76,10 @@ async fn read_unbounded_in_time(
     if declared.is_some_and(|n| n > max) {
         return Err(BodyError::TooLarge { limit: max });
     }
-    // A declared length is reserved (and the buffer sized) before reading.
-    if let Some(n) = declared {
-        ticket.reserve(n).map_err(BodyError::Refused)?;
-    }
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut total = 0usize;
+    // One buffer, grown as bytes arrive and reserved as it grows (a declared
+    // length is believed only as far as it has arrived): neither a length
+    // nobody sends nor a flood of tiny chunks holds more than it reserved.
+    let mut buffer = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             BodyError::Refused(ServingError::invalid_argument(format!(
@@ -89,24 +87,26 @@ async fn read_unbounded_in_time(
             )))
         })?;
         let Ok(data) = frame.into_data() else { continue };
-        total = total.saturating_add(data.len());
-        if total > max {
+        let needed = buffer.len().saturating_add(data.len());
+        if needed > max {
             return Err(BodyError::TooLarge { limit: max });
         }
-        if declared.is_none_or(|n| total > n) {
-            ticket.reserve(data.len()).map_err(BodyError::Refused)?;
+        if needed > buffer.capacity() {
+            let old = buffer.capacity();
+            let grown = needed
+                .max(old.saturating_mul(2))
+                .max(INITIAL)
+                .min(declared.unwrap_or(max).max(needed))
+                .min(max);
+            // Both buffers are held while the bytes move over.
+            ticket.reserve(grown).map_err(BodyError::Refused)?;
+            buffer.reserve_exact(grown - buffer.len());
+            ticket.release(old);
         }
-        chunks.push(data);
+        buffer.extend_from_slice(&data);
     }
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut whole = Vec::with_capacity(total);
-            for chunk in chunks {
-                whole.extend_from_slice(&chunk);
-            }
-            Bytes::from(whole)
-        }
-    })
+    Ok(Bytes::from(buffer))
 }
+
+/// The first allocation of a body buffer.
+const INITIAL: usize = 16 << 10;

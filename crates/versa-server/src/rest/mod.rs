@@ -243,8 +243,16 @@ async fn predict(
     let code = result.as_ref().map_or_else(|f| f.error.code, |_| Code::Ok);
     app.serving.record(&request.name, &answered, "predict", "REST", code, started.elapsed());
     match result {
-        Ok(body) => {
-            let mut response = json_response(200, body);
+        Ok((body, ticket)) => {
+            // The answer holds the request's bytes until it is sent.
+            let body = axum::body::Body::new(crate::held_body::HeldBody::new(
+                http_body_util::Full::new(axum::body::Bytes::from(body)),
+                ticket,
+            ));
+            let mut response = Response::new(body);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             if let Some(version) = answered.version
                 && let Ok(v) = HeaderValue::from_str(&version.to_string())
             {
@@ -306,14 +314,16 @@ async fn predict_json(
     body: axum::body::Body,
     deadline: Instant,
     answered: &mut Answered,
-) -> Result<String, Failure> {
+) -> Result<(String, Arc<Ticket>), Failure> {
     // The version answering is known before a byte of the body is read: a
     // request for a model that does not exist costs nothing.
     let mut resolved = app.serving.resolve(request)?;
     *answered = Answered::from(&resolved);
-    let ticket = Arc::new(app.serving.admission.admit("rest")?);
+    let ticket = Arc::new(app.serving.admission.ticket("rest"));
     let read_timeout = app.options.read_timeout;
     let body = body::read(body, headers, app.options.max_body_bytes, &ticket, read_timeout).await?;
+    // The body is in: only now does the request take a place among those in flight.
+    ticket.admit()?;
     let body_bytes = ticket.reserved();
     let (format, inputs) =
         if body.len() < DECODE_OFF_WORKER_BYTES {
@@ -342,8 +352,11 @@ async fn predict_json(
     ticket.release(body_bytes);
     let outputs = select_outputs(resolved.signature(), &[])?;
     let inputs: TVec<_> = inputs.into_iter().map(IntoTValue::into_tvalue).collect();
-    let produced = app.serving.run(&resolved, inputs, outputs, Some(deadline), "rest").await?;
-    Ok(tensors::response_body(format, &produced)?)
+    let produced = app
+        .serving
+        .run(&resolved, inputs, outputs, Some(deadline), "rest", Some(Arc::clone(&ticket)))
+        .await?;
+    Ok((tensors::response_body(format, &produced)?, ticket))
 }
 
 /// A message as proto3 JSON with TensorFlow Serving's options: original field
