@@ -2,6 +2,7 @@
 
 use super::*;
 use versa_onnx::{ModelOptions, tvec};
+use versa_proto::serving::BatchingParameters;
 
 fn model(version: i64) -> (tempfile::TempDir, OnnxModel) {
     let dir = tempfile::tempdir().expect("tempdir");

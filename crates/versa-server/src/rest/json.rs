@@ -13,8 +13,12 @@
 
 use std::borrow::Cow;
 
+mod budget;
 mod numbers;
+mod write;
+pub use budget::{ParseBudget, TREE_BYTES_PER_BODY_BYTE};
 pub use numbers::{NumberTokens, Numbers};
+pub use write::{write_f32, write_f64, write_int, write_string, write_value};
 
 /// A parsed JSON value borrowing from the input.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,33 +84,6 @@ pub struct JsonError {
     pub reason: String,
     pub at: Option<usize>,
 }
-
-/// The memory a parse may take: what a document's values hold on the heap
-/// (the value tree, the numbers read, unescaped strings), counted as it
-/// grows. A parse that would pass it stops with an error naming `setting`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParseBudget {
-    pub bytes: usize,
-    pub setting: &'static str,
-}
-
-impl ParseBudget {
-    /// No bound (tests, tools).
-    pub const UNLIMITED: ParseBudget = ParseBudget { bytes: usize::MAX, setting: "" };
-
-    /// A request body's budget: [`TREE_BYTES_PER_BODY_BYTE`] times the body
-    /// (plus a little for tiny bodies), never more than `cap`.
-    pub fn for_body(body_len: usize, cap: usize, setting: &'static str) -> Self {
-        let proportional =
-            body_len.saturating_mul(TREE_BYTES_PER_BODY_BYTE).saturating_add(64 << 10);
-        Self { bytes: proportional.min(cap), setting }
-    }
-}
-
-/// How many bytes of parsed values one byte of body may become. Real
-/// predict bodies stay well below: numbers take at most 4× (`1,` → an f64),
-/// rows of named inputs about 10×; only floods of empty values come near.
-pub const TREE_BYTES_PER_BODY_BYTE: usize = 16;
 
 /// Parses a whole document.
 pub fn parse(input: &str) -> Result<Json<'_>, JsonError> {
@@ -179,44 +156,6 @@ impl<'a> Parser<'a> {
 
     fn error(&self, reason: &str) -> JsonError {
         JsonError { reason: reason.to_owned(), at: Some(self.i) }
-    }
-
-    /// Counts `bytes` more of parsed values, or fails once past the budget.
-    fn charge(&mut self, bytes: usize) -> Result<(), JsonError> {
-        self.used = self.used.saturating_add(bytes);
-        if self.used <= self.budget.bytes {
-            return Ok(());
-        }
-        let setting = if self.budget.setting.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", self.budget.setting)
-        };
-        Err(self.error(&format!(
-            "the document needs more than {} bytes of memory to parse{setting}",
-            self.budget.bytes
-        )))
-    }
-
-    /// Pushes onto `items`, charging the growth of its buffer: the new one
-    /// while the old one is still held, then the old one comes back.
-    fn push<T>(&mut self, items: &mut Vec<T>, item: T) -> Result<(), JsonError> {
-        if items.len() == items.capacity() {
-            let size = std::mem::size_of::<T>();
-            let old = items.capacity();
-            // A full Vec doubles, starting at 4 elements.
-            let grown = (old * 2).max(4);
-            self.charge(grown * size)?;
-            items.reserve_exact(grown - items.len());
-            self.refund(old * size);
-        }
-        items.push(item);
-        Ok(())
-    }
-
-    /// Gives back what a dropped value of `bytes` was charged.
-    fn refund(&mut self, bytes: usize) {
-        self.used = self.used.saturating_sub(bytes);
     }
 
     fn skip_ws(&mut self) {
@@ -441,107 +380,6 @@ impl<'a> Parser<'a> {
                 }
                 _ => return Err(self.error("Missing a comma or '}' after an object member")),
             }
-        }
-    }
-}
-
-impl Parser<'_> {
-    /// A finished array or object's items, its spare room handed back (a
-    /// one-member object would otherwise keep room for four).
-    fn fitted<T>(&mut self, mut items: Vec<T>) -> Result<Vec<T>, JsonError> {
-        let size = std::mem::size_of::<T>();
-        let held = items.capacity();
-        if held > items.len() {
-            // Shrinking copies into a new buffer while the old one is held.
-            self.charge(items.len() * size)?;
-            items.shrink_to_fit();
-            self.refund(held * size);
-        }
-        Ok(items)
-    }
-}
-
-/// Appends `s` as a JSON string literal.
-pub fn write_string(out: &mut String, s: &str) {
-    out.push('"');
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let escape = match c {
-            '"' => Some("\\\""),
-            '\\' => Some("\\\\"),
-            '\n' => Some("\\n"),
-            '\r' => Some("\\r"),
-            '\t' => Some("\\t"),
-            c if (c as u32) < 0x20 => None,
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        match escape {
-            Some(e) => out.push_str(e),
-            None => out.push_str(&format!("\\u{:04x}", c as u32)),
-        }
-        start = i + c.len_utf8();
-    }
-    out.push_str(&s[start..]);
-    out.push('"');
-}
-
-/// Appends a float as TensorFlow Serving prints it: shortest round-trip
-/// digits, `NaN`/`Infinity`/`-Infinity` as bare tokens.
-pub fn write_f64(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
-    } else {
-        out.push_str(ryu::Buffer::new().format_finite(v));
-    }
-}
-
-/// Like [`write_f64`] for single precision (shortest digits of the f32).
-pub fn write_f32(out: &mut String, v: f32) {
-    if v.is_finite() {
-        out.push_str(ryu::Buffer::new().format_finite(v));
-    } else {
-        write_f64(out, f64::from(v));
-    }
-}
-
-pub fn write_int<I: itoa::Integer>(out: &mut String, v: I) {
-    out.push_str(itoa::Buffer::new().format(v));
-}
-
-/// Appends any parsed value back as JSON.
-pub fn write_value(out: &mut String, v: &Json<'_>) {
-    match v {
-        Json::Null => out.push_str("null"),
-        Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Json::Number(n) => out.push_str(n),
-        Json::Numbers(numbers) => {
-            out.extend(numbers.text().chars().filter(|c| !matches!(c, ' ' | '\t' | '\n' | '\r')));
-        }
-        Json::String(s) => write_string(out, s),
-        Json::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_value(out, item);
-            }
-            out.push(']');
-        }
-        Json::Object(members) => {
-            out.push('{');
-            for (i, (k, item)) in members.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, k);
-                out.push(':');
-                write_value(out, item);
-            }
-            out.push('}');
         }
     }
 }

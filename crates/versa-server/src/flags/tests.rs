@@ -1,0 +1,94 @@
+use super::*;
+
+fn parse(args: &[&str]) -> Result<Flags, clap::Error> {
+    Flags::try_parse_from(std::iter::once("versa-server").chain(args.iter().copied()))
+}
+
+#[test]
+fn defaults_match_tensorflow_serving() {
+    let f = parse(&["--model_base_path=/models/m"]).expect("parses");
+    assert_eq!(f.port, 8500);
+    assert_eq!(f.rest_api_port, 0);
+    assert_eq!(f.rest_api_timeout_in_ms, 30_000);
+    assert_eq!(f.model_name, "default");
+    assert_eq!(f.file_system_poll_wait_seconds, 1);
+    assert_eq!(f.model_config_file_poll_wait_seconds, 0);
+    assert_eq!(f.max_num_load_retries, 5);
+    assert_eq!(f.load_retry_interval_micros, 60_000_000);
+    assert!(f.enable_model_warmup);
+    assert!(!f.allow_version_labels_for_unavailable_models);
+    assert_eq!(f.validate(), Ok(vec![]));
+}
+
+#[test]
+fn booleans_take_all_three_forms() {
+    for (arg, expected) in [
+        ("--allow_version_labels_for_unavailable_models", true),
+        ("--allow_version_labels_for_unavailable_models=true", true),
+        ("--allow_version_labels_for_unavailable_models=false", false),
+    ] {
+        let f = parse(&["--model_base_path=/m", arg]).expect("parses");
+        assert_eq!(f.allow_version_labels_for_unavailable_models, expected, "{arg}");
+    }
+    assert!(
+        !parse(&["--model_base_path=/m", "--enable_model_warmup=false"])
+            .expect("parses")
+            .enable_model_warmup
+    );
+    assert!(parse(&["--model_base_path=/m", "--enable_model_warmup=maybe"]).is_err());
+}
+
+#[test]
+fn negative_poll_means_never() {
+    let f = parse(&["--model_base_path=/m", "--file_system_poll_wait_seconds=-1"]).expect("parses");
+    assert_eq!(f.file_system_poll_wait_seconds, -1);
+}
+
+#[test]
+fn tensorflow_only_flags_are_accepted_with_a_warning() {
+    let f = parse(&[
+        "--model_base_path=/m",
+        "--saved_model_tags=serve,gpu",
+        "--per_process_gpu_memory_fraction=0.5",
+    ])
+    .expect("parses");
+    let warnings = f.validate().expect("valid");
+    assert_eq!(
+        warnings,
+        vec![
+            "--saved_model_tags only applies to TensorFlow runtimes; ignored".to_owned(),
+            "--per_process_gpu_memory_fraction only applies to TensorFlow runtimes; ignored"
+                .to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn bad_combinations_are_refused() {
+    let cases: [(&[&str], &str); 6] = [
+        (&[], "set either --model_config_file"),
+        (
+            &["--model_base_path=/m", "--port=9000", "--rest_api_port=9000"],
+            "--rest_api_port must differ",
+        ),
+        (
+            &["--model_base_path=/m", "--batching_parameters_file=/b"],
+            "server_options.batching_parameters_file is set",
+        ),
+        (
+            &["--model_base_path=/m", "--ssl_config_file=/s"],
+            "--ssl_config_file/--use_alts_credentials are not supported",
+        ),
+        (
+            &["--model_base_path=/m", "--grpc_socket_path=/tmp/s"],
+            "--grpc_socket_path is not supported",
+        ),
+        (&["--model_base_path=/m", "--transition_policy=fast"], "--transition_policy=fast"),
+    ];
+    for (args, start) in cases {
+        let err = parse(args).expect("parses").validate().expect_err(start);
+        assert!(err.0.starts_with(start), "{args:?}: {}", err.0);
+    }
+    assert!(parse(&["--model_base_path=/m", "--port=notaport"]).is_err());
+    assert!(parse(&["--model_base_path=/m", "--no_such_flag=1"]).is_err());
+}
