@@ -12,6 +12,8 @@
 //!   ResourcePreserving swaps, as multiples of one loaded copy.
 //! - `cycling`: a client cycling batch sizes 1..=`--sizes` against one
 //!   sending batch 1: server CPU per request and latency.
+//! - `hostile`: one request of each hostile class (broadcast bombs, decode
+//!   floods, oversized bodies, raw bytes in paths): answer, time, peak memory.
 //! - `soak`: valid, malformed, oversized, cancelled and slow requests above
 //!   capacity for `--duration` seconds, then valid ones below capacity:
 //!   outcomes per client class and resident memory over time.
@@ -23,6 +25,7 @@
 
 mod codec;
 mod cycling;
+mod hostile;
 mod load;
 mod raw;
 mod scenarios;
@@ -100,8 +103,9 @@ async fn main() -> anyhow::Result<()> {
         "codec" => codec::codec(&setup.workload, setup.requests, setup.limit),
         "soak" => soak::soak(&setup).await,
         "cycling" => cycling::cycling(&setup, args.sizes).await,
+        "hostile" => hostile::hostile(&setup).await,
         other => anyhow::bail!(
-            "unknown scenario {other} (throughput, swap, memory, codec, cycling, soak)"
+            "unknown scenario {other} (throughput, swap, memory, codec, cycling, hostile, soak)"
         ),
     }
 }

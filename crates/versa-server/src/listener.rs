@@ -49,6 +49,8 @@ pub struct LimitedStream {
     accepted: tokio::time::Instant,
     /// When the next silence limit runs out (re-armed lazily).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether the timer holds this connection's waker for its deadline.
+    armed: bool,
     /// Whether the peer has sent a byte yet.
     heard: bool,
     /// The last byte read or written.
@@ -65,6 +67,7 @@ impl LimitedStream {
             timeouts,
             accepted,
             timer,
+            armed: false,
             heard: false,
             last_activity: accepted,
         }
@@ -81,21 +84,44 @@ impl LimitedStream {
     }
 
     /// Whether the connection has been silent too long (and if not, the
-    /// timer is armed for when it would be).
+    /// timer is armed for when it would be). Cheap while the timer has not
+    /// gone off: it is polled (to hold this task's waker) only when armed
+    /// anew, not on every read that has to wait.
     fn timed_out(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = self.deadline();
         let Some(timer) = &mut self.timer else { return false };
-        if timer.as_mut().poll(cx).is_pending() {
-            return false;
+        if !timer.is_elapsed() {
+            if !self.armed {
+                self.armed = timer.as_mut().poll(cx).is_pending();
+            }
+            if self.armed {
+                return false;
+            }
         }
-        let Some(deadline) = deadline else { return false };
+        let Some(deadline) = self.deadline() else { return false };
         if deadline <= tokio::time::Instant::now() {
             return true;
         }
+        let Some(timer) = &mut self.timer else { return false };
         timer.as_mut().reset(deadline);
-        // Registers the waker for the new deadline.
-        let _ = timer.as_mut().poll(cx);
+        self.armed = timer.as_mut().poll(cx).is_pending();
         false
+    }
+}
+
+impl LimitedStream {
+    /// A write's outcome: bytes written are activity; a write that cannot
+    /// proceed on a connection silent too long fails.
+    fn after_write(
+        &mut self,
+        polled: Poll<std::io::Result<usize>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<usize>> {
+        match polled {
+            Poll::Ready(Ok(n)) if n > 0 => self.last_activity = tokio::time::Instant::now(),
+            Poll::Pending if self.timed_out(cx) => return Poll::Ready(Err(silent())),
+            _ => {}
+        }
+        polled
     }
 }
 
@@ -206,12 +232,7 @@ impl AsyncWrite for LimitedStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        match polled {
-            Poll::Ready(Ok(n)) if n > 0 => self.last_activity = tokio::time::Instant::now(),
-            Poll::Pending if self.timed_out(cx) => return Poll::Ready(Err(silent())),
-            _ => {}
-        }
-        polled
+        self.after_write(polled, cx)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -228,12 +249,7 @@ impl AsyncWrite for LimitedStream {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        match polled {
-            Poll::Ready(Ok(n)) if n > 0 => self.last_activity = tokio::time::Instant::now(),
-            Poll::Pending if self.timed_out(cx) => return Poll::Ready(Err(silent())),
-            _ => {}
-        }
-        polled
+        self.after_write(polled, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
