@@ -49,6 +49,11 @@ run() {
     run --scenario swap --model mlp --concurrency 16 --steady 5 --duration 60
     run --scenario swap --model mobilenet --concurrency 4 --steady 8 --duration 60
     run --scenario memory --model mobilenet --duration 120
+    echo
+    echo "## Hostile input, batch-size cycling, soak"
+    run --scenario hostile
+    run --scenario cycling --model mlp --concurrency 4 --requests 30000 --duration 15 --sizes 64
+    run --scenario soak --duration 180 --concurrency 8
 } | tee "$report"
 echo
 echo "report written to $report"
