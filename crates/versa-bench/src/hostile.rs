@@ -22,17 +22,17 @@ fn shape(dims: &[i64]) -> Option<TensorShapeProto> {
     })
 }
 
-fn predict(model: &str, input: &str, tensor: TensorProto) -> PredictRequest {
-    PredictRequest {
+fn predict(model: &str, input: &str, tensor: TensorProto) -> Box<PredictRequest> {
+    Box::new(PredictRequest {
         model_spec: Some(ModelSpec { name: model.into(), ..ModelSpec::default() }),
         inputs: [(input.to_owned(), tensor)].into(),
         ..PredictRequest::default()
-    }
+    })
 }
 
 /// A class of hostile request.
 enum Attack {
-    Grpc(&'static str, PredictRequest),
+    Grpc(&'static str, Box<PredictRequest>),
     Rest(&'static str, String),
     Raw(&'static str, Vec<u8>),
 }
@@ -56,11 +56,11 @@ fn attacks() -> Vec<Attack> {
         string_val: vec![Vec::new(); 4_000_000],
         ..TensorProto::default()
     };
-    let map_flood = PredictRequest {
+    let map_flood = Box::new(PredictRequest {
         model_spec: Some(ModelSpec { name: "versioned".into(), ..ModelSpec::default() }),
         inputs: (0..300_000).map(|i| (format!("k{i}"), TensorProto::default())).collect(),
         ..PredictRequest::default()
-    };
+    });
     vec![
         Attack::Grpc("gRPC: one float broadcast to [2^26, 4] (1 GiB), 40 B", predict("versioned", "x", floats)),
         Attack::Grpc("gRPC: one string broadcast to 2^28 strings", predict("strings", "text", strings)),
@@ -95,7 +95,7 @@ async fn attack(server: &Server, attack: Attack) -> anyhow::Result<(&'static str
                 .await?
                 .max_encoding_message_size(usize::MAX)
                 .max_decoding_message_size(usize::MAX);
-            let answer = match client.predict(request).await {
+            let answer = match client.predict(*request).await {
                 Ok(_) => "OK".to_owned(),
                 Err(e) => format!("{:?}: {}", e.code(), head(e.message())),
             };

@@ -213,6 +213,8 @@ impl Plans {
                 Ok(Err(e)) => tracing::error!("cannot optimise the model for any batch size: {e}"),
                 Err(_) => {
                     builds.generic_failed = true;
+                    // Never again, on any thread: every run reports it.
+                    let _ = plans.generic.set(Err("optimising the model panicked".to_owned()));
                     tracing::error!("optimising the model for any batch size panicked");
                 }
             }
@@ -221,8 +223,13 @@ impl Plans {
         });
         if let Err(e) = submitted {
             tracing::warn!("no thread to optimise the model on, doing it here: {e}");
-            let _ = self.generic_plan();
+            let built =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.generic_plan()));
+            if built.is_err() {
+                let _ = self.generic.set(Err("optimising the model panicked".to_owned()));
+            }
             self.builds.lock().unwrap_or_else(PoisonError::into_inner).generic_pending = false;
+            self.generic_built.notify_waiters();
         }
     }
 

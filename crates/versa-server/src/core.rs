@@ -33,7 +33,7 @@ type Committed = Option<(Vec<String>, std::time::SystemTime)>;
 fn answer_by(deadline: Instant) -> Instant {
     let left = deadline.saturating_duration_since(Instant::now());
     let margin = (left / 10).clamp(Duration::from_millis(20), Duration::from_secs(1));
-    deadline.checked_sub(margin).unwrap_or(deadline).max(Instant::now())
+    deadline.checked_sub(margin).unwrap_or(deadline)
 }
 
 /// How the core runs.
@@ -142,10 +142,13 @@ impl ServerCore {
         request: &ModelServerConfig,
         deadline: Option<Instant>,
     ) -> Result<ReloadOutcome, ServingError> {
+        // One cut-off for the whole reload: the commit must happen before
+        // it, and the answer is sent by then.
+        let cutoff = deadline.map(answer_by);
         let core = Arc::clone(self);
         let owned = request.clone();
         let (reply, committed) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move { core.commit(&owned, deadline, reply).await });
+        tokio::spawn(async move { core.commit(&owned, cutoff, reply).await });
         let committed = committed.await.map_err(|_| {
             ServingError::new(Code::Internal, "the reload ended without an answer")
         })??;
@@ -156,7 +159,7 @@ impl ServerCore {
             return Ok(ReloadOutcome::Applied);
         }
         let bound = crate::deadline::after(self.options.reload_timeout);
-        let wait_until = deadline.map_or(bound, |d| answer_by(d).min(bound));
+        let wait_until = cutoff.map_or(bound, |c| c.min(bound));
         match self.wait_for_models(&added, applied_at, wait_until).await {
             Ok(()) => Ok(ReloadOutcome::Applied),
             Err(e) if e.code == Code::DeadlineExceeded => Ok(ReloadOutcome::Loading(added)),
@@ -167,17 +170,17 @@ impl ServerCore {
     /// One reload at a time: validates, commits labels, splits and the
     /// config (the commit point: `reply` is sent right after it, or with
     /// the reason nothing was committed), then has the source follow the
-    /// new config before the next reload may start. A caller whose deadline
+    /// new config before the next reload may start. A caller whose cut-off
     /// comes before the commit point gets an error and nothing is applied.
     async fn commit(
         &self,
         request: &ModelServerConfig,
-        deadline: Option<Instant>,
+        cutoff: Option<Instant>,
         reply: tokio::sync::oneshot::Sender<Result<Committed, ServingError>>,
     ) {
         let lock = self.reload_lock.lock();
-        let _one_reload_at_a_time = match deadline {
-            Some(d) => match tokio::time::timeout_at(answer_by(d), lock).await {
+        let _one_reload_at_a_time = match cutoff {
+            Some(c) => match tokio::time::timeout_at(c, lock).await {
                 Ok(guard) => guard,
                 Err(_) => {
                     let _ = reply.send(Err(ServingError::new(
@@ -189,7 +192,7 @@ impl ServerCore {
             },
             None => lock.await,
         };
-        let servables = match self.apply(request, deadline) {
+        let servables = match self.apply(request, cutoff) {
             Ok(Some((servables, committed))) => {
                 let _ = reply.send(Ok(Some(committed)));
                 servables
@@ -207,14 +210,14 @@ impl ServerCore {
         tracing::info!(models = ?self.config().names(), "config applied");
     }
 
-    /// Validates `request` and, unless the caller's deadline has come,
-    /// swaps in its routing and config — all or nothing, with no await in
+    /// Validates `request` and, unless the caller's cut-off has come, swaps
+    /// in its routing and config — all or nothing, with no await in
     /// between. Returns what the source must then monitor.
     #[allow(clippy::type_complexity)]
     fn apply(
         &self,
         request: &ModelServerConfig,
-        deadline: Option<Instant>,
+        cutoff: Option<Instant>,
     ) -> Result<Option<(Vec<ServableToMonitor>, (Vec<String>, std::time::SystemTime))>, ServingError>
     {
         let list = match config_request(request)? {
@@ -226,7 +229,7 @@ impl ServerCore {
         };
         let previous = self.config();
         let next = validate(list, &previous, self.options.default_transition)?;
-        if deadline.is_some_and(|d| Instant::now() >= answer_by(d)) {
+        if cutoff.is_some_and(|c| Instant::now() >= c) {
             return Err(ServingError::new(
                 Code::DeadlineExceeded,
                 "the deadline came before the new config could be applied: nothing was applied",

@@ -60,7 +60,10 @@ pub struct LimitedStream {
 impl LimitedStream {
     fn new(inner: TcpStream, place: OwnedSemaphorePermit, timeouts: ConnectionTimeouts) -> Self {
         let accepted = tokio::time::Instant::now();
-        let timer = timeouts.first_byte.or(timeouts.idle).map(|t| Box::pin(tokio::time::sleep(t)));
+        let timer = timeouts
+            .first_byte
+            .or(timeouts.idle)
+            .map(|t| Box::pin(tokio::time::sleep_until(later(accepted, t))));
         Self {
             inner,
             _place: place,
@@ -75,8 +78,9 @@ impl LimitedStream {
 
     /// When the connection will have been silent too long, as things stand.
     fn deadline(&self) -> Option<tokio::time::Instant> {
-        let unheard = self.timeouts.first_byte.filter(|_| !self.heard).map(|t| self.accepted + t);
-        let idle = self.timeouts.idle.map(|t| self.last_activity + t);
+        let unheard =
+            self.timeouts.first_byte.filter(|_| !self.heard).map(|t| later(self.accepted, t));
+        let idle = self.timeouts.idle.map(|t| later(self.last_activity, t));
         match (unheard, idle) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -123,6 +127,11 @@ impl LimitedStream {
         }
         polled
     }
+}
+
+/// `at + after`, or about a century ahead of `at` if that overflows.
+fn later(at: tokio::time::Instant, after: Duration) -> tokio::time::Instant {
+    at.checked_add(after).unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 fn silent() -> std::io::Error {

@@ -24,7 +24,9 @@ use versa_proto::serving::prediction_service_server::PredictionServiceServer;
 /// How often the token file is read again for a rotated token.
 const TOKEN_POLL: Duration = Duration::from_secs(1);
 
-/// Binds one of the server's ports, saying which on failure.
+/// Binds one of the server's ports, saying which on failure. A port that
+/// serves ModelService never drops a connection as idle while a reload may
+/// still be waiting for its models (`--reload_timeout_seconds`).
 async fn bind(
     addr: SocketAddr,
     what: &'static str,
@@ -36,8 +38,13 @@ async fn bind(
         .with_context(|| format!("cannot bind {what} {addr}"))?;
     let refused = metrics.refused_connections.with_label_values(&[what]);
     let limits = &startup.flags.limits;
+    let serves_model_service = what == "ModelService port"
+        || (what == "gRPC port" && startup.flags.model_service_port == 0);
     let idle = match limits.connection_idle_timeout_seconds {
         0 => None,
+        s if serves_model_service => Some(Duration::from_secs(
+            s.max(startup.flags.reload_timeout_seconds.saturating_add(60)),
+        )),
         s => Some(Duration::from_secs(s)),
     };
     let timeouts = ConnectionTimeouts { first_byte: read_timeout(startup), idle };

@@ -104,7 +104,9 @@ pub async fn start_core(
     if settled.is_err() {
         tracing::warn!("some versions are still loading at the start-up deadline");
     }
-    if let Err(e) = core.reload(&startup.config, Some(deadline)).await {
+    // No deadline: the labels must be applied even after a slow start (the
+    // config file's poll would not apply them again, the config being the same).
+    if let Err(e) = core.reload(&startup.config, None).await {
         tracing::warn!("version labels not applied yet: {}", e.message);
     }
     core.manager().set_load_threads(steady_load_threads);

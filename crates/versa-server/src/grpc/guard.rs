@@ -183,6 +183,13 @@ impl Body for ReservedBody {
                 {
                     return Poll::Ready(Some(Err(e.into())));
                 }
+                // The last of the request (its last data, or trailers): it
+                // takes its place now, before the message is decoded.
+                if (frame.is_trailers() || self.inner.is_end_stream())
+                    && let Err(e) = self.ticket.admit()
+                {
+                    return Poll::Ready(Some(Err(e.into())));
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {
@@ -274,11 +281,10 @@ mod tests {
         };
         let ticket = Arc::new(admission.ticket("grpc"));
         let mut reading = ReservedBody::new(body(b"0123456789"), Arc::clone(&ticket), None);
-        let first = reading.frame().await.expect("a frame").expect("data");
-        assert_eq!(first.into_data().expect("data").len(), 10);
-        assert_eq!(ticket.reserved(), 10, "its bytes are held as they arrive");
-        let end = reading.frame().await.expect("the end is an error").expect_err("shed");
-        assert_eq!(end.code(), tonic::Code::ResourceExhausted);
+        // Its last data: held, then shed before it could be decoded.
+        let last = reading.frame().await.expect("a frame").expect_err("shed");
+        assert_eq!(last.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(ticket.reserved(), 10, "its bytes were held as they arrived");
         assert_eq!(
             metrics.shed_requests.with_label_values(&["concurrent_requests", "grpc"]).get(),
             1

@@ -321,7 +321,8 @@ async fn predict_json(
     *answered = Answered::from(&resolved);
     let ticket = Arc::new(app.serving.admission.ticket("rest"));
     let read_timeout = app.options.read_timeout;
-    let body = body::read(body, headers, app.options.max_body_bytes, &ticket, read_timeout).await?;
+    let mut body =
+        body::read(body, headers, app.options.max_body_bytes, &ticket, read_timeout).await?;
     // The body is in: only now does the request take a place among those in flight.
     ticket.admit()?;
     let body_bytes = ticket.reserved();
@@ -336,6 +337,7 @@ async fn predict_json(
                     ServingError::new(Code::Unavailable, "the server is shutting down")
                 })?;
             let (serving, ticket) = (app.serving.clone(), Arc::clone(&ticket));
+            let body = std::mem::take(&mut body);
             let (decoded, back) = tokio::task::spawn_blocking(move || {
                 let _slot = slot;
                 let decoded = decode(&serving, &mut resolved, &body, &ticket);
@@ -349,6 +351,7 @@ async fn predict_json(
             decoded?
         };
     // The body is decoded and dropped: only the inputs are held now.
+    drop(body);
     ticket.release(body_bytes);
     let outputs = select_outputs(resolved.signature(), &[])?;
     let inputs: TVec<_> = inputs.into_iter().map(IntoTValue::into_tvalue).collect();
