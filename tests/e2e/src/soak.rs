@@ -200,13 +200,14 @@ pub async fn run(target: Target, options: &Options) -> Report {
         })
     };
     let mut tasks = Vec::new();
+    let mut valid = Vec::new();
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     // Valid clients: only during overload (then one below capacity).
     for i in 0..options.valid_clients {
         let (t, over) = (Arc::clone(&tally), Arc::clone(&overload_over));
-        tasks.push(tokio::spawn(valid_grpc(target, t, over, i)));
+        valid.push(tokio::spawn(valid_grpc(target, t, over, i)));
         let (t, over) = (Arc::clone(&tally), Arc::clone(&overload_over));
-        tasks.push(tokio::spawn(valid_rest(target, t, over, i)));
+        valid.push(tokio::spawn(valid_rest(target, t, over, i)));
     }
     // Hostile clients: until the end, at full speed during overload and at
     // a tenth of it below capacity.
@@ -220,6 +221,10 @@ pub async fn run(target: Target, options: &Options) -> Report {
     }
     tokio::time::sleep(options.overload).await;
     overload_over.store(true, Ordering::Relaxed);
+    // The overload's last requests finish before the load drops below capacity.
+    for t in valid {
+        let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+    }
     // Below capacity: one valid client at a time, every request must succeed.
     let below_until = Instant::now() + options.below_capacity;
     let (mut sent, mut failed) = (0u64, 0u64);
