@@ -19,7 +19,7 @@ venv="${VERSA_VENV:-$HOME/.cache/versa/venv}"
 work="$(mktemp -d -t versa-demo-XXXXXX)"
 echo "==> rendering charts/versa-operator"
 "$venv/bin/python" tests/chart/chart.py render --skip-crds \
-  --set-json '{"rollout": {"progressRequeueMs": 250}}' "$work/chart.yaml"
+  --set-json '{"rollout": {"progressRequeueMs": 250}, "specPolicy": {"allowedVolumeSources": ["hostPath", "persistentVolumeClaim", "emptyDir"]}}' "$work/chart.yaml"
 exec "$target_dir/debug/versa-demo" \
   --chart="$work/chart.yaml" \
   --crd=charts/versa-operator/crds/modeldeployments.serving.versa.dev.yaml \

@@ -71,6 +71,7 @@ class ChartTest(unittest.TestCase):
                 ("serving.versa.dev", "modeldeployments"): ["get", "list", "watch"],
                 ("serving.versa.dev", "modeldeployments/status"): ["get", "patch"],
                 ("apps", "deployments"): ["create", "get", "list", "patch", "watch"],
+                ("apps", "replicasets"): ["list"],
                 ("", "services"): ["create", "get", "patch"],
                 ("", "configmaps"): ["create", "get", "patch"],
                 ("", "secrets"): ["create", "get", "patch"],

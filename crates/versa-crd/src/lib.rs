@@ -15,6 +15,35 @@ use std::collections::BTreeMap;
 /// API group.
 pub const GROUP: &str = "serving.versa.dev";
 
+/// versa-server flags the operator sets on every serving Pod (ports, where
+/// the config and the reload token are, what the server binds): refused in
+/// `spec.server.args`, where a second value would crash-loop the Pods.
+pub const OPERATOR_OWNED_FLAGS: &[&str] = &[
+    "port",
+    "rest_api_port",
+    "model_service_port",
+    "model_config_file",
+    "model_config_file_poll_wait_seconds",
+    "model_service_token_file",
+    "model_name",
+    "model_base_path",
+    "bind_address",
+    "grpc_socket_path",
+];
+
+/// The CEL rule refusing [`OPERATOR_OWNED_FLAGS`] in `server.args`.
+fn owned_flags_rule() -> kube::core::Rule {
+    let list: Vec<String> = OPERATOR_OWNED_FLAGS.iter().map(|f| format!("'{f}'")).collect();
+    kube::core::Rule::new(format!(
+        "self.all(a, ![{}].exists(f, a == '--' + f || a.startsWith('--' + f + '=') || a == '-' + f || a.startsWith('-' + f + '=')))",
+        list.join(", ")
+    ))
+    .message(kube::core::Message::Message(format!(
+        "args must not set the flags the operator sets: {}",
+        OPERATOR_OWNED_FLAGS.iter().map(|f| format!("--{f}")).collect::<Vec<_>>().join(", ")
+    )))
+}
+
 /// A set of identical serving Pods and the models they serve. Changing
 /// versions, labels or traffic weights is done by config reloads of the
 /// running Pods, in safe phases; Pods restart only when `server` or
@@ -27,6 +56,7 @@ pub const GROUP: &str = "serving.versa.dev";
     namespaced,
     shortname = "md",
     shortname = "mdep",
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("the name must be a DNS label of at most 63 characters starting with a letter: it names the Service and labels the Pods"),
     status = "ModelDeploymentStatus",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.readySummary"}"#,
     printcolumn = r#"{"name":"Model","type":"string","jsonPath":".status.models[0].name"}"#,
@@ -72,14 +102,20 @@ pub struct ServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Extra versa-server flags (e.g. `--num_load_threads=2`). Ports, the
-    /// model config and the reload token are set by the operator.
+    /// bind address, the model config and the reload token are set by the
+    /// operator and refused here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = owned_flags_rule())]
     pub args: Vec<String>,
-    /// Extra environment variables.
+    /// Extra environment variables. Reading a Secret (`valueFrom.secretKeyRef`)
+    /// needs the operator's `--allow_secret_env`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
-    /// The volume holding the model repository: any Kubernetes volume source
-    /// (its `name` is ignored). Mounted read-only at `modelMountPath`.
+    /// The volume holding the model repository: a Kubernetes volume source
+    /// (its `name` is ignored), mounted read-only at `modelMountPath`. The
+    /// operator allows persistentVolumeClaim, emptyDir, configMap, csi,
+    /// ephemeral and nfs unless configured otherwise; hostPath and secret
+    /// only when its `--allowed_volume_sources` lists them.
     pub model_volume: Volume,
     /// Where the model volume is mounted in the container; models'
     /// `basePath`s usually start with it.
@@ -241,7 +277,8 @@ pub struct ModelStatus {
     /// Traffic weights in force on every Ready Pod.
     #[serde(default)]
     pub traffic: BTreeMap<String, u32>,
-    /// Every version seen on the Pods.
+    /// Versions wanted by the spec or still present on a Pod; versions
+    /// that ended and are no longer wanted drop out.
     #[serde(default)]
     pub versions: Vec<VersionStatus>,
     /// Why the rollout stopped, if it did.
@@ -286,6 +323,8 @@ mod tests {
             "traffic weights must sum to 100",
             "labels must point at versions the version policy serves",
             "model names must be unique",
+            "args must not set the flags the operator sets: --port,",
+            "size(self.metadata.name) <= 63",
             "status: {}",
             "jsonPath: .status.phase",
         ] {

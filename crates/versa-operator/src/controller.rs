@@ -1,46 +1,66 @@
-//! The reconcile loop: dereference (the ModelDeployment, its Pods, what
-//! their sidecars serve) → validate → plan (pure) → apply (owned objects,
-//! per-Pod config reloads) → status. Level-triggered: every pass recomputes
-//! from the spec, the cluster and the sidecars; nothing remembered between
-//! passes is trusted, and a periodic requeue catches what watches miss.
+//! The reconcile loop: dereference (the ModelDeployment, its children, its
+//! Pods, what their sidecars serve) → validate → plan (pure) → apply (owned
+//! objects, per-Pod config reloads) → status. Level-triggered: every pass
+//! recomputes from the spec, the cluster and the sidecars; nothing
+//! remembered between passes is trusted (the retry count only paces
+//! retries), and a periodic requeue catches what watches miss.
+//!
+//! A pass never touches an object it does not own, writes nothing unless
+//! this replica leads, and reports every failure in status, as an Event and
+//! in the failure metric before retrying with exponential back-off.
 
+use crate::children::{self, Existing};
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::plan::{self, Phase, Plan, PodView, Routing};
+use crate::report;
 use crate::resources::{self, FIELD_MANAGER, Names};
 use crate::sidecar::{Sidecar, SidecarError, SidecarOptions};
 use crate::status::{self, PodCounts};
-use crate::validate;
+use crate::validate::{self, SpecPolicy};
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::ResourceExt as _;
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Resource as _, ResourceExt as _};
-use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tracing::Instrument as _;
-use versa_crd::{ModelDeployment, ModelDeploymentStatus};
+use versa_crd::ModelDeployment;
 use versa_proto::text_format;
 
 /// What can go wrong in a pass.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API: {0}")]
+    #[error("Kubernetes API: {}", api_message(.0))]
     Kube(#[from] kube::Error),
+    #[error("cannot apply {object}: {}", api_message(.source))]
+    Apply { object: String, source: kube::Error },
+    #[error("{}", .0.join("; "))]
+    Conflict(Vec<String>),
     #[error("cannot create a reload token: {0}")]
     Token(#[from] getrandom::Error),
-    #[error("secret {0} holds no token")]
-    EmptyToken(String),
     #[error("the ModelDeployment has no namespace")]
     NoNamespace,
+    #[error("this replica does not hold the lease now: nothing written")]
+    NotLeading,
+}
+
+/// The API server's own message where there is one.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => {
+            format!("{} ({} {})", status.message, status.code, status.reason)
+        }
+        other => other.to_string(),
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -50,8 +70,23 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
-            Error::Token(_) | Error::EmptyToken(_) => "token",
+            Error::Apply { .. } => "apply",
+            Error::Conflict(_) => "conflict",
+            Error::Token(_) => "token",
             Error::NoNamespace => "no_namespace",
+            Error::NotLeading => "not_leading",
+        }
+    }
+
+    /// The `Degraded` reason this failure is reported under, or `None`
+    /// when it must not be written (a replica that does not lead).
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Error::Kube(_) => Some("ApiError"),
+            Error::Apply { .. } => Some("ApplyFailed"),
+            Error::Conflict(_) => Some("ResourceConflict"),
+            Error::Token(_) => Some("TokenError"),
+            Error::NoNamespace | Error::NotLeading => None,
         }
     }
 }
@@ -64,6 +99,8 @@ pub struct Options {
     pub progress_requeue: Duration,
     /// Requeue when all is settled: the backstop for missed events and drift.
     pub steady_requeue: Duration,
+    /// Cap of the exponential back-off of a failing ModelDeployment.
+    pub max_retry_backoff: Duration,
     /// Watch one namespace only; all when `None`.
     pub namespace: Option<String>,
     /// Names this instance in Events.
@@ -71,6 +108,10 @@ pub struct Options {
     /// Give each ModelDeployment a NetworkPolicy opening the ModelService
     /// port to these Pods only.
     pub network_policy: Option<resources::OperatorPods>,
+    /// What ModelDeployments may put into serving Pods.
+    pub policy: SpecPolicy,
+    /// Whether this replica may act (leader election); `None`: always.
+    pub leadership: Option<Leadership>,
 }
 
 impl Default for Options {
@@ -79,9 +120,12 @@ impl Default for Options {
             sidecar: SidecarOptions::default(),
             progress_requeue: Duration::from_secs(1),
             steady_requeue: Duration::from_secs(30),
+            max_retry_backoff: Duration::from_secs(300),
             namespace: None,
             instance: None,
             network_policy: None,
+            policy: SpecPolicy::default(),
+            leadership: None,
         }
     }
 }
@@ -92,6 +136,8 @@ pub struct Context {
     pub metrics: Metrics,
     pub options: Options,
     recorder: Recorder,
+    /// Consecutive failures per ModelDeployment, for the back-off.
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -105,8 +151,37 @@ impl Context {
         let reporter =
             Reporter { controller: FIELD_MANAGER.into(), instance: options.instance.clone() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, metrics, options, recorder }
+        Self { client, metrics, options, recorder, failures: Mutex::new(HashMap::new()) }
     }
+
+    pub(crate) fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+
+    /// Fails unless this replica may write now.
+    fn acting(&self) -> Result<()> {
+        match &self.options.leadership {
+            Some(l) if !l.acting() => Err(Error::NotLeading),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failure of `key`; returns the wait before its retry.
+    fn back_off(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = failures.entry(key.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        retry_delay(*n, self.options.max_retry_backoff)
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+    }
+}
+
+/// Wait before retry `n` (1-based): 1 s, 2 s, 4 s, … up to `cap`.
+pub fn retry_delay(n: u32, cap: Duration) -> Duration {
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(20)).min(cap)
 }
 
 /// Runs the controller until the stream of ModelDeployments ends.
@@ -137,10 +212,18 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
+fn key(md: &ModelDeployment) -> String {
+    format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any())
+}
+
 fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failures.with_label_values(&[error.metric_label()]).inc();
-    tracing::warn!(resource = %md.name_any(), error = %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(2))
+    if matches!(error, Error::NotLeading) {
+        return Action::requeue(Duration::from_secs(1));
+    }
+    let delay = ctx.back_off(&key(&md));
+    tracing::warn!(resource = %md.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
 }
 
 /// One pass for one ModelDeployment.
@@ -152,7 +235,18 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         generation = md.metadata.generation.unwrap_or_default()
     );
     let _timer = ctx.metrics.pass();
-    reconcile_in(&md, &ctx, &namespace).instrument(span).await
+    async {
+        ctx.acting()?;
+        let result = reconcile_in(&md, &ctx, &namespace).await;
+        match &result {
+            Ok(_) => ctx.succeeded(&key(&md)),
+            Err(e) if ctx.acting().is_ok() => report::failure(&ctx, &md, &namespace, e).await,
+            Err(_) => {}
+        }
+        result
+    }
+    .instrument(span)
+    .await
 }
 
 async fn reconcile_in(md: &ModelDeployment, ctx: &Context, namespace: &str) -> Result<Action> {
@@ -161,60 +255,57 @@ async fn reconcile_in(md: &ModelDeployment, ctx: &Context, namespace: &str) -> R
     let generation = md.metadata.generation;
     let previous = md.status.as_ref();
     let now = Timestamp::now();
+    let uid = md.metadata.uid.clone().unwrap_or_default();
 
     // Validate: a spec the operator refuses changes nothing but the status.
-    let problems = validate::problems(&md.spec);
+    let problems = validate::problems(&name, &md.spec, &ctx.options.policy);
     if !problems.is_empty() {
         let status = status::invalid(previous, generation, &problems, now);
-        if !status::is_true(previous, status::DEGRADED)
-            || previous.and_then(|s| s.observed_generation) != generation
-        {
+        if status::condition_changed(previous, &status, status::DEGRADED) {
             let note = problems.join("; ");
             tracing::warn!(problems = %note, "spec refused");
-            publish(ctx, md, EventType::Warning, "InvalidSpec", "Validate", note).await;
+            report::publish(ctx, md, EventType::Warning, "InvalidSpec", "Validate", note).await;
         }
-        write_status(client, namespace, &name, &status).await?;
+        ctx.acting()?;
+        report::write_status(client, namespace, &name, &status).await?;
         return Ok(Action::await_change());
     }
 
-    // Owned objects.
+    // Owned objects: read them all, touch none that is somebody else's.
     let names = Names::of(&name);
-    let token = ensure_token(client, md, namespace, &names).await?;
-    let ssa = PatchParams::apply(FIELD_MANAGER).force();
+    let policy_name =
+        ctx.options.network_policy.as_ref().map(|_| resources::network_policy_name(&name));
+    let existing = children::observe(client, namespace, &names, policy_name.as_deref()).await?;
+    let conflicts = children::conflicts(&existing, &uid);
+    if !conflicts.is_empty() {
+        return Err(Error::Conflict(conflicts));
+    }
+    ctx.acting()?;
+    let token = ensure_token(ctx, md, namespace, &existing).await?;
 
-    // Observe the Pods and their sidecars.
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default().labels(&resources::pod_selector(&name)))
-        .await?
-        .items;
-    let pods: Vec<Pod> =
-        pods.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+    // Plan from the Pods of our Deployment (none before it exists) and what
+    // their sidecars serve.
+    let pods = match existing.uid_of("Deployment") {
+        Some(deployment_uid) => children::pods_of(client, namespace, &name, deployment_uid).await?,
+        None => Vec::new(),
+    };
     let model_names: Vec<String> = md.spec.models.iter().map(|m| m.name.clone()).collect();
     let observed = observe(ctx, &pods, &token, &model_names).await;
-
-    // Plan.
     let views: Vec<PodView> = observed.iter().map(|o| o.view.clone()).collect();
-    let plan = plan::plan(&md.spec, &views, &status::previous_models(previous), now);
+    let plan = plan::plan(&md.spec, &views, &status::previous_models(previous, generation), now);
 
-    // Apply: the boot config first, so a Pod (re)starting now gets this phase.
+    // Apply: the boot config first, so a Pod (re)starting now gets this
+    // phase; the Pods need the ConfigMap and the Secret, so the Deployment
+    // comes after them.
+    ctx.acting()?;
     let boot = text_format::to_text("tensorflow.serving.ModelServerConfig", &plan.boot_config);
-    Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .patch(&names.config_map, &ssa, &Patch::Apply(with_kind(resources::config_map(md, &boot))))
-        .await?;
-    // The Pods need the ConfigMap and the Secret, so the Deployment comes after them.
-    Api::<Deployment>::namespaced(client.clone(), namespace)
-        .patch(&names.deployment, &ssa, &Patch::Apply(with_kind(resources::deployment(md))))
-        .await?;
-    Api::<Service>::namespaced(client.clone(), namespace)
-        .patch(&names.service, &ssa, &Patch::Apply(with_kind(resources::service(md))))
-        .await?;
+    children::apply(client, namespace, resources::config_map(md, &boot)).await?;
+    children::apply(client, namespace, resources::deployment(md)).await?;
+    children::apply(client, namespace, resources::service(md)).await?;
     if let Some(operator) = &ctx.options.network_policy {
-        let policy = resources::network_policy(md, operator);
-        let name = policy.metadata.name.clone().unwrap_or_default();
-        Api::<NetworkPolicy>::namespaced(client.clone(), namespace)
-            .patch(&name, &ssa, &Patch::Apply(with_kind(policy)))
-            .await?;
+        children::apply(client, namespace, resources::network_policy(md, operator)).await?;
     }
+    ctx.acting()?;
     let pushed = push(ctx, &observed, &plan).await;
     let mut pod_errors: Vec<String> = observed.iter().filter_map(|o| o.error.clone()).collect();
     pod_errors.extend(pushed.values().filter_map(|r| r.as_ref().err().map(ToString::to_string)));
@@ -246,9 +337,10 @@ async fn reconcile_in(md: &ModelDeployment, ctx: &Context, namespace: &str) -> R
     };
     let new_status =
         status::after_pass(previous, generation, &plan, &in_force, counts, &pod_errors, now);
-    announce(ctx, md, previous, &plan).await;
+    report::announce(ctx, md, previous, &plan).await;
     if previous != Some(&new_status) {
-        write_status(client, namespace, &name, &new_status).await?;
+        ctx.acting()?;
+        report::write_status(client, namespace, &name, &new_status).await?;
     }
 
     let settled = plan.models.iter().all(|m| m.phase == Phase::Ready)
@@ -260,6 +352,34 @@ async fn reconcile_in(md: &ModelDeployment, ctx: &Context, namespace: &str) -> R
     } else {
         ctx.options.progress_requeue
     }))
+}
+
+/// The reload token from the Secret the operator owns; a missing, emptied
+/// or garbled one is (re)created with a fresh token. Pods pick the new one
+/// up when their Secret volume updates (the sidecar re-reads the file), so
+/// rollouts go on without restarting a Pod.
+async fn ensure_token(
+    ctx: &Context,
+    md: &ModelDeployment,
+    namespace: &str,
+    existing: &Existing,
+) -> Result<String> {
+    if let Some(token) = children::token_in(existing.secret.as_ref()) {
+        return Ok(token);
+    }
+    let token = resources::new_token()?;
+    children::apply(&ctx.client, namespace, resources::secret(md, &token)).await?;
+    let name = Names::of(&md.name_any()).secret;
+    // A ModelDeployment that has a status had a token before.
+    if md.status.is_some() {
+        let what = if existing.secret.is_some() { "held no usable token" } else { "was missing" };
+        let note = format!(
+            "Secret {name} {what}: created a new reload token; Pods use it once their Secret volume updates"
+        );
+        tracing::warn!(secret = %name, "{note}");
+        report::publish(ctx, md, EventType::Warning, "ReloadTokenRecreated", "Token", note).await;
+    }
+    Ok(token)
 }
 
 /// A Pod as seen this pass.
@@ -352,103 +472,15 @@ async fn push(
         .await
 }
 
-/// The reload token from the Secret the operator owns, created on first use.
-async fn ensure_token(
-    client: &kube::Client,
-    md: &ModelDeployment,
-    namespace: &str,
-    names: &Names,
-) -> Result<String> {
-    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
-    if let Some(secret) = secrets.get_opt(&names.secret).await? {
-        let token = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(resources::TOKEN_KEY))
-            .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| Error::EmptyToken(names.secret.clone()))?;
-        return Ok(token);
-    }
-    let token = resources::new_token()?;
-    let ssa = PatchParams::apply(FIELD_MANAGER).force();
-    secrets
-        .patch(&names.secret, &ssa, &Patch::Apply(with_kind(resources::secret(md, &token))))
-        .await?;
-    Ok(token)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Server-side apply needs `apiVersion` and `kind`, which typed objects
-/// leave out when serialised.
-fn with_kind<K>(object: K) -> serde_json::Value
-where
-    K: kube::Resource<DynamicType = ()> + serde::Serialize,
-{
-    let mut value = serde_json::to_value(&object).unwrap_or_default();
-    value["apiVersion"] = K::api_version(&()).into();
-    value["kind"] = K::kind(&()).into();
-    value
-}
-
-async fn write_status(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    status: &ModelDeploymentStatus,
-) -> Result<()> {
-    let patch = json!({
-        "apiVersion": ModelDeployment::api_version(&()),
-        "kind": ModelDeployment::kind(&()),
-        "status": status,
-    });
-    Api::<ModelDeployment>::namespaced(client.clone(), namespace)
-        .patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
-        .await?;
-    Ok(())
-}
-
-/// Events for every model whose phase changed this pass.
-async fn announce(
-    ctx: &Context,
-    md: &ModelDeployment,
-    previous: Option<&ModelDeploymentStatus>,
-    plan: &Plan,
-) {
-    let before = status::previous_models(previous);
-    for m in &plan.models {
-        if before.get(&m.name).and_then(|p| p.phase) == Some(m.phase) {
-            continue;
-        }
-        tracing::info!(model = %m.name, phase = m.phase.as_str(), "phase");
-        match &m.stop {
-            Some(stop) => {
-                let note = format!("model {}: {}", m.name, stop.message);
-                publish(ctx, md, EventType::Warning, stop.reason, "Rollout", note).await;
-            }
-            None => {
-                let note = format!("model {}: {}", m.name, m.phase.as_str());
-                publish(ctx, md, EventType::Normal, m.phase.as_str(), "Rollout", note).await;
-            }
-        }
-    }
-}
-
-async fn publish(
-    ctx: &Context,
-    md: &ModelDeployment,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
-        tracing::warn!(error = %e, "event not recorded");
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_cap() {
+        let cap = Duration::from_secs(300);
+        let waits: Vec<u64> = (1..=11).map(|n| retry_delay(n, cap).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(retry_delay(u32::MAX, cap), cap);
     }
 }

@@ -2,45 +2,84 @@
 //! replicas can run and only one acts. Updates use the Lease's
 //! `resourceVersion`, so two candidates can never both win a round.
 //!
-//! The decision — may this candidate hold the Lease now? — is a pure
-//! function; the loop around it only reads and writes the Lease.
+//! Time is measured as client-go does, never by comparing clocks of two
+//! machines: a candidate times a held Lease on its own monotonic clock from
+//! the moment it last saw the Lease record change, and takes it only when
+//! the record has stood still for a whole lease duration. The leader stops
+//! acting when it has not renewed within the renew deadline (shorter than
+//! the lease), measured from the start of its last successful renewal; so it
+//! stops before any standby may start, whatever the wall clocks say, and a
+//! renewal that hangs cannot keep it acting.
+//!
+//! The decisions are pure functions; the loop around them only reads and
+//! writes the Lease.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// Where the Lease is and who we are.
+/// Where the Lease is, who we are, and the three durations of client-go.
 #[derive(Debug, Clone)]
 pub struct LeaseOptions {
     pub namespace: String,
     pub name: String,
     pub identity: String,
-    /// How long a Lease holds without renewal.
+    /// How long a standby waits, after the record last changed, before it
+    /// takes the Lease.
     pub duration: Duration,
-    /// How often the holder renews (well under `duration`).
-    pub renew_every: Duration,
+    /// How long the leader keeps acting without a successful renewal
+    /// (shorter than `duration`).
+    pub renew_deadline: Duration,
+    /// How often the Lease is tried (well under `renew_deadline`).
+    pub retry_period: Duration,
 }
 
-/// Whether `identity` may take or keep the Lease at `now`.
-pub fn may_hold(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> bool {
-    let Some(spec) = spec else { return true };
-    match spec.holder_identity.as_deref() {
-        None | Some("") => true,
-        Some(holder) if holder == identity => true,
-        Some(_) => {
-            let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
-                return true;
-            };
-            let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-            renewed.0 + SignedDuration::from_secs(duration) < now
+/// What a candidate has seen of the Lease record, on its own clock.
+#[derive(Debug, Clone, Default)]
+pub struct Observation {
+    record: Option<LeaseSpec>,
+    seen_at: Option<Instant>,
+}
+
+impl Observation {
+    /// Records what was read at `now`; the clock restarts only when the
+    /// record changed.
+    pub fn observe(&mut self, spec: Option<&LeaseSpec>, now: Instant) {
+        if self.seen_at.is_none() || self.record.as_ref() != spec {
+            self.record = spec.cloned();
+            self.seen_at = Some(now);
         }
     }
 }
 
-/// The Lease spec after `identity` takes or renews it.
+/// Whether `identity` may take or keep the Lease at `now`, given what it has
+/// observed. `default_duration` applies when the record states none.
+pub fn may_hold(
+    observation: &Observation,
+    identity: &str,
+    now: Instant,
+    default_duration: Duration,
+) -> bool {
+    let Some(spec) = &observation.record else { return true };
+    match spec.holder_identity.as_deref() {
+        None | Some("") => true,
+        Some(holder) if holder == identity => true,
+        Some(_) => {
+            let duration = spec
+                .lease_duration_seconds
+                .and_then(|s| u64::try_from(s).ok())
+                .map_or(default_duration, Duration::from_secs);
+            observation.seen_at.is_some_and(|seen| now.saturating_duration_since(seen) >= duration)
+        }
+    }
+}
+
+/// The Lease spec after `identity` takes or renews it. The times written are
+/// wall-clock times for people and other tools; no decision here reads them.
 pub fn held_by(previous: Option<&LeaseSpec>, options: &LeaseOptions, now: Timestamp) -> LeaseSpec {
     let ours = previous.and_then(|s| s.holder_identity.as_deref()) == Some(&options.identity);
     let transitions = previous.and_then(|s| s.lease_transitions).unwrap_or(0);
@@ -63,13 +102,16 @@ pub fn held_by(previous: Option<&LeaseSpec>, options: &LeaseOptions, now: Timest
 }
 
 /// One attempt to take or renew the Lease: `Ok(true)` when we hold it.
-pub async fn try_hold(api: &Api<Lease>, options: &LeaseOptions) -> Result<bool, kube::Error> {
-    let now = Timestamp::now();
+pub async fn try_hold(
+    api: &Api<Lease>,
+    options: &LeaseOptions,
+    observation: &mut Observation,
+) -> Result<bool, kube::Error> {
     match api.get_opt(&options.name).await? {
         None => {
             let lease = Lease {
                 metadata: ObjectMeta { name: Some(options.name.clone()), ..ObjectMeta::default() },
-                spec: Some(held_by(None, options, now)),
+                spec: Some(held_by(None, options, Timestamp::now())),
             };
             match api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
@@ -78,10 +120,11 @@ pub async fn try_hold(api: &Api<Lease>, options: &LeaseOptions) -> Result<bool, 
             }
         }
         Some(mut lease) => {
-            if !may_hold(lease.spec.as_ref(), &options.identity, now) {
+            observation.observe(lease.spec.as_ref(), Instant::now());
+            if !may_hold(observation, &options.identity, Instant::now(), options.duration) {
                 return Ok(false);
             }
-            lease.spec = Some(held_by(lease.spec.as_ref(), options, now));
+            lease.spec = Some(held_by(lease.spec.as_ref(), options, Timestamp::now()));
             // `replace` carries the resourceVersion we read: a concurrent
             // writer makes this fail with 409 instead of both winning.
             match api.replace(&options.name, &PostParams::default(), &lease).await {
@@ -93,28 +136,89 @@ pub async fn try_hold(api: &Api<Lease>, options: &LeaseOptions) -> Result<bool, 
     }
 }
 
+/// Whether this replica may act now: true only within the renew deadline
+/// of the start of its last successful renewal. Checked before every pass
+/// and every write, so a leader that was frozen (SIGSTOP, a long GC-like
+/// stall, a hung call) does nothing when it wakes after its deadline.
+#[derive(Debug, Clone)]
+pub struct Leadership {
+    renewed: Arc<Mutex<Option<Instant>>>,
+    renew_deadline: Duration,
+}
+
+impl Leadership {
+    fn new(renew_deadline: Duration) -> Self {
+        Self { renewed: Arc::new(Mutex::new(None)), renew_deadline }
+    }
+
+    fn renewed_at(&self, started: Instant) {
+        *self.renewed.lock().unwrap_or_else(PoisonError::into_inner) = Some(started);
+    }
+
+    fn last_renewal(&self) -> Option<Instant> {
+        *self.renewed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// True while the last renewal is younger than the renew deadline.
+    pub fn acting(&self) -> bool {
+        self.last_renewal().is_some_and(|t| t.elapsed() < self.renew_deadline)
+    }
+}
+
+/// One attempt, bounded by `limit`: a hung call counts as a failure.
+async fn attempt(
+    api: &Api<Lease>,
+    options: &LeaseOptions,
+    observation: &mut Observation,
+    limit: Duration,
+) -> Result<bool, String> {
+    match tokio::time::timeout(limit, try_hold(api, options, observation)).await {
+        Ok(Ok(held)) => Ok(held),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {limit:?}")),
+    }
+}
+
 /// Waits until this candidate leads, then keeps renewing in the background.
-/// The returned receiver turns `false` if leadership is lost (a renewal
-/// could not be confirmed within the Lease duration); the caller must stop
-/// acting then.
-pub async fn lead(client: kube::Client, options: LeaseOptions) -> watch::Receiver<bool> {
+/// The returned [`Leadership`] says whether to act at each moment; the
+/// receiver turns `false` once leadership is lost (taken by another, or not
+/// renewed within the renew deadline), and the caller must stop then.
+pub async fn lead(
+    client: kube::Client,
+    options: LeaseOptions,
+) -> (Leadership, watch::Receiver<bool>) {
     let api: Api<Lease> = Api::namespaced(client, &options.namespace);
+    let leadership = Leadership::new(options.renew_deadline);
+    let mut observation = Observation::default();
     loop {
-        match try_hold(&api, &options).await {
-            Ok(true) => break,
+        let started = Instant::now();
+        match attempt(&api, &options, &mut observation, options.renew_deadline).await {
+            Ok(true) => {
+                leadership.renewed_at(started);
+                break;
+            }
             Ok(false) => tracing::debug!(lease = %options.name, "another replica leads"),
             Err(e) => tracing::warn!(lease = %options.name, error = %e, "lease not reachable"),
         }
-        tokio::time::sleep(options.renew_every).await;
+        tokio::time::sleep(options.retry_period).await;
     }
     tracing::info!(lease = %options.name, identity = %options.identity, "leading");
     let (tx, rx) = watch::channel(true);
+    let handle = leadership.clone();
     tokio::spawn(async move {
-        let mut last_renewal = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(options.renew_every).await;
-            match try_hold(&api, &options).await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
+            tokio::time::sleep(options.retry_period).await;
+            if !handle.acting() {
+                tracing::error!(lease = %options.name, "lease not renewed within the renew deadline; stopping");
+                let _ = tx.send(false);
+                return;
+            }
+            let left = handle
+                .last_renewal()
+                .map_or(Duration::ZERO, |t| options.renew_deadline.saturating_sub(t.elapsed()));
+            let started = Instant::now();
+            match attempt(&api, &options, &mut observation, left).await {
+                Ok(true) => handle.renewed_at(started),
                 Ok(false) => {
                     tracing::error!(lease = %options.name, "leadership taken by another replica");
                     let _ = tx.send(false);
@@ -122,14 +226,9 @@ pub async fn lead(client: kube::Client, options: LeaseOptions) -> watch::Receive
                 }
                 Err(e) => tracing::warn!(lease = %options.name, error = %e, "lease renewal failed"),
             }
-            if last_renewal.elapsed() >= options.duration {
-                tracing::error!(lease = %options.name, "lease not renewed in time");
-                let _ = tx.send(false);
-                return;
-            }
         }
     });
-    rx
+    (leadership, rx)
 }
 
 #[cfg(test)]
@@ -142,7 +241,8 @@ mod tests {
             name: "versa-operator".into(),
             identity: identity.into(),
             duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
         }
     }
 
@@ -151,19 +251,65 @@ mod tests {
     }
 
     #[test]
-    fn a_held_lease_is_taken_only_after_it_expires() {
+    fn a_held_lease_is_taken_only_after_its_record_stood_still_for_a_lease_duration() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
         let a = held_by(None, &options("a"), t("2026-11-25T10:00:00Z"));
         assert_eq!(a.lease_transitions, Some(0));
-        assert!(may_hold(Some(&a), "a", t("2026-11-25T10:00:01Z")));
-        assert!(!may_hold(Some(&a), "b", t("2026-11-25T10:00:14Z")));
-        assert!(may_hold(Some(&a), "b", t("2026-11-25T10:00:16Z")));
-        let b = held_by(Some(&a), &options("b"), t("2026-11-25T10:00:16Z"));
+        let mut seen = Observation::default();
+        seen.observe(Some(&a), at(0));
+        assert!(may_hold(&seen, "a", at(1), Duration::from_secs(15)));
+        assert!(!may_hold(&seen, "b", at(14), Duration::from_secs(15)));
+        // The holder renews at 10 s: the clock starts again.
+        let renewed = held_by(Some(&a), &options("a"), t("2026-11-25T10:00:10Z"));
+        seen.observe(Some(&renewed), at(10));
+        assert!(!may_hold(&seen, "b", at(16), Duration::from_secs(15)));
+        // Reading the same record again does not restart it.
+        seen.observe(Some(&renewed), at(20));
+        assert!(may_hold(&seen, "b", at(25), Duration::from_secs(15)));
+        let b = held_by(Some(&renewed), &options("b"), t("2026-11-25T10:00:25Z"));
         assert_eq!(b.holder_identity.as_deref(), Some("b"));
         assert_eq!(b.lease_transitions, Some(1));
-        assert_eq!(b.acquire_time, Some(MicroTime(t("2026-11-25T10:00:16Z"))));
-        let renewed = held_by(Some(&b), &options("b"), t("2026-11-25T10:00:20Z"));
-        assert_eq!(renewed.acquire_time, b.acquire_time, "renewal keeps the acquire time");
-        assert_eq!(renewed.lease_transitions, Some(1));
-        assert!(may_hold(None, "anyone", t("2026-11-25T10:00:00Z")));
+        let again = held_by(Some(&b), &options("b"), t("2026-11-25T10:00:30Z"));
+        assert_eq!(again.acquire_time, b.acquire_time, "renewal keeps the acquire time");
+        assert!(may_hold(&Observation::default(), "anyone", at(0), Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn wall_clock_skew_never_lets_a_standby_take_a_renewed_lease() {
+        // The holder's clock is an hour behind: its renew times look long
+        // expired to the standby, which must still wait for the record to
+        // stop changing.
+        let start = Instant::now();
+        let mut seen = Observation::default();
+        for i in 0..10u64 {
+            let skewed = held_by(
+                None,
+                &options("a"),
+                t("2026-11-25T09:00:00Z") + Duration::from_secs(i * 5),
+            );
+            let mut spec = skewed;
+            spec.lease_transitions = Some(0);
+            seen.observe(Some(&spec), start + Duration::from_secs(i * 5));
+            assert!(
+                !may_hold(
+                    &seen,
+                    "b",
+                    start + Duration::from_secs(i * 5 + 4),
+                    Duration::from_secs(15)
+                ),
+                "round {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_leader_stops_acting_at_its_renew_deadline() {
+        let l = Leadership::new(Duration::from_millis(50));
+        assert!(!l.acting(), "not before the first renewal");
+        l.renewed_at(Instant::now());
+        assert!(l.acting());
+        l.renewed_at(Instant::now() - Duration::from_millis(60));
+        assert!(!l.acting());
     }
 }

@@ -2,10 +2,13 @@
 //! validate → plan (pure) → apply (owned resources, per-Pod config reloads) →
 //! status.
 
+pub mod children;
 pub mod controller;
 pub mod leader;
 pub mod metrics;
+pub mod ownership;
 pub mod plan;
+pub mod report;
 pub mod resources;
 pub mod sidecar;
 pub mod status;

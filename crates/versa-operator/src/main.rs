@@ -10,6 +10,7 @@ use versa_operator::leader::{self, LeaseOptions};
 use versa_operator::metrics::{self, Metrics};
 use versa_operator::resources::OperatorPods;
 use versa_operator::sidecar::SidecarOptions;
+use versa_operator::validate::SpecPolicy;
 
 /// The ModelDeployment operator. Talks to the cluster of `KUBECONFIG`, or
 /// the one it runs in.
@@ -30,9 +31,17 @@ struct Flags {
     lease_namespace: Option<String>,
     #[arg(long = "lease_name", default_value = "versa-operator")]
     lease_name: String,
-    /// Seconds a Lease holds without renewal.
+    /// Seconds a standby waits, after the Lease record last changed, before
+    /// it takes the Lease.
     #[arg(long = "lease_duration_seconds", default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// Seconds the leader keeps acting without a successful renewal; must
+    /// be shorter than the lease duration (default: two thirds of it).
+    #[arg(long = "lease_renew_deadline_seconds")]
+    lease_renew_deadline_seconds: Option<f64>,
+    /// How often the Lease is tried, in ms (default: a fifth of the renew deadline).
+    #[arg(long = "lease_retry_period_ms")]
+    lease_retry_period_ms: Option<u64>,
     /// This replica's name (default: $POD_NAME, else host name and process id).
     #[arg(long)]
     identity: Option<String>,
@@ -55,6 +64,26 @@ struct Flags {
     /// Requeue interval when settled (backstop for missed events and drift).
     #[arg(long = "resync_seconds", default_value_t = 30)]
     resync_seconds: u64,
+    /// Longest wait between retries of a failing ModelDeployment (retries
+    /// back off exponentially from 1 s up to this).
+    #[arg(long = "max_retry_backoff_seconds", default_value_t = 300)]
+    max_retry_backoff_seconds: u64,
+    /// Volume sources a ModelDeployment's model volume may use
+    /// (comma-separated Kubernetes field names). hostPath (the node's files)
+    /// and secret (any Secret of the namespace) are off unless listed here.
+    #[arg(
+        long = "allowed_volume_sources",
+        value_delimiter = ',',
+        default_values_t = versa_operator::validate::DEFAULT_VOLUME_SOURCES.iter().map(|s| (*s).to_owned())
+    )]
+    allowed_volume_sources: Vec<String>,
+    /// Let `spec.server.env` read Secrets (`valueFrom.secretKeyRef`).
+    #[arg(long = "allow_secret_env", default_value_t = false, action = clap::ArgAction::Set)]
+    allow_secret_env: bool,
+    /// Image prefixes serving images must start with (comma-separated;
+    /// empty: any image).
+    #[arg(long = "allowed_image_prefixes", value_delimiter = ',')]
+    allowed_image_prefixes: Vec<String>,
 }
 
 #[tokio::main]
@@ -80,22 +109,39 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "metrics and health");
     tokio::spawn(metrics::serve(listener, metrics.clone()));
 
-    let mut lost = if flags.leader_elect {
+    let (leadership, mut lost) = if flags.leader_elect {
         let namespace = flags
             .lease_namespace
             .clone()
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
             .unwrap_or_else(|| "default".into());
+        let duration = Duration::from_secs(flags.lease_duration_seconds.max(1));
+        let renew_deadline =
+            flags.lease_renew_deadline_seconds.map_or(duration * 2 / 3, Duration::from_secs_f64);
+        anyhow::ensure!(
+            renew_deadline < duration && !renew_deadline.is_zero(),
+            "--lease_renew_deadline_seconds must be above 0 and below --lease_duration_seconds"
+        );
+        let retry_period = flags
+            .lease_retry_period_ms
+            .map_or(renew_deadline / 5, Duration::from_millis)
+            .max(Duration::from_millis(50));
+        anyhow::ensure!(
+            retry_period < renew_deadline,
+            "--lease_retry_period_ms must be below the renew deadline"
+        );
         let options = LeaseOptions {
             namespace,
             name: flags.lease_name.clone(),
             identity: identity.clone(),
-            duration: Duration::from_secs(flags.lease_duration_seconds),
-            renew_every: Duration::from_secs((flags.lease_duration_seconds / 3).max(1)),
+            duration,
+            renew_deadline,
+            retry_period,
         };
-        Some(leader::lead(client.clone(), options).await)
+        let (leadership, lost) = leader::lead(client.clone(), options).await;
+        (Some(leadership), Some(lost))
     } else {
-        None
+        (None, None)
     };
 
     let options = Options {
@@ -105,6 +151,23 @@ async fn main() -> anyhow::Result<()> {
             ..SidecarOptions::default()
         },
         progress_requeue: Duration::from_millis(flags.progress_requeue_ms),
+        max_retry_backoff: Duration::from_secs(flags.max_retry_backoff_seconds.max(1)),
+        policy: SpecPolicy {
+            volume_sources: flags
+                .allowed_volume_sources
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            secret_env: flags.allow_secret_env,
+            image_prefixes: flags
+                .allowed_image_prefixes
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        },
+        leadership,
         steady_requeue: Duration::from_secs(flags.resync_seconds),
         namespace: flags.namespace.clone(),
         instance: Some(identity),

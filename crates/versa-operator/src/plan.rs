@@ -68,6 +68,10 @@ pub struct PreviousModel {
     pub phase: Option<Phase>,
     pub phase_since: Option<Timestamp>,
     pub in_force: Routing,
+    /// The spec changed since that status was written (another
+    /// generation): the phase clock starts again, so a new rollout is never
+    /// timed from an old one's start.
+    pub rollout_changed: bool,
 }
 
 /// A model's rollout phase.
@@ -246,6 +250,28 @@ fn summarize(model: &str, ready: &[&PodView]) -> BTreeMap<i64, VersionSummary> {
     out
 }
 
+/// The versions worth showing in status: wanted by the spec (its labels or
+/// specific list), or still present on a Pod. A version that ended and is
+/// no longer wanted drops out, so status stays bounded; a failure stays
+/// while the version is wanted (under `latest`/`all`, where the spec names
+/// no versions, while some Pod reports it).
+fn still_relevant(
+    versions: BTreeMap<i64, VersionSummary>,
+    model: &ModelSpec,
+) -> BTreeMap<i64, VersionSummary> {
+    let wanted = |v: i64| {
+        model.labels.values().any(|l| *l == v)
+            || matches!(spec_versions(model), Versions::Specific(ref s) if s.contains(&v))
+    };
+    let names_versions = matches!(spec_versions(model), Versions::Specific(_));
+    versions
+        .into_iter()
+        .filter(|(v, s)| {
+            s.available > 0 || s.loading > 0 || wanted(*v) || (s.failed > 0 && !names_versions)
+        })
+        .collect()
+}
+
 fn decide(
     model: &ModelSpec,
     previous: &PreviousModel,
@@ -320,7 +346,7 @@ fn decide(
     let waiting_for_pods = ready.is_empty();
     if !missing.is_empty() || (waiting_for_pods && !required.is_empty()) {
         let since = match previous.phase {
-            Some(Phase::LoadingVersions) | Some(Phase::Stopped) => {
+            Some(Phase::LoadingVersions) | Some(Phase::Stopped) if !previous.rollout_changed => {
                 previous.phase_since.unwrap_or(now)
             }
             _ => now,
@@ -407,7 +433,7 @@ pub fn plan(
         let prev = previous.get(&model.name).cloned().unwrap_or_default();
         let decision = decide(model, &prev, &ready, spec.rollout.version_load_timeout_seconds, now);
         let phase_since = match (prev.phase, prev.phase_since) {
-            (Some(p), Some(t)) if p == decision.phase => t,
+            (Some(p), Some(t)) if p == decision.phase && !prev.rollout_changed => t,
             _ => now,
         };
         models.push(ModelPlan {
@@ -417,7 +443,7 @@ pub fn plan(
             in_force_if_accepted: decision.routing.clone(),
             in_force: prev.in_force.clone(),
             routing: decision.routing.clone(),
-            versions: summarize(&model.name, &ready),
+            versions: still_relevant(summarize(&model.name, &ready), model),
             stop: decision.stop.clone(),
         });
         decided.push((model, decision));

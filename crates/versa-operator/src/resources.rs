@@ -232,6 +232,11 @@ pub fn service(md: &ModelDeployment) -> Service {
     }
 }
 
+/// Name of a ModelDeployment's NetworkPolicy.
+pub fn network_policy_name(md: &str) -> String {
+    format!("{md}-sidecars")
+}
+
 /// Who may reach the sidecars' ModelService port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorPods {
@@ -250,7 +255,7 @@ pub fn network_policy(md: &ModelDeployment, operator: &OperatorPods) -> NetworkP
     let namespace_label: BTreeMap<String, String> =
         [("kubernetes.io/metadata.name".to_owned(), operator.namespace.clone())].into();
     NetworkPolicy {
-        metadata: meta(md, format!("{}-sidecars", name_of(md))),
+        metadata: meta(md, network_policy_name(&name_of(md))),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
                 match_labels: Some([(DEPLOYMENT_LABEL.to_owned(), name_of(md))].into()),

@@ -23,6 +23,8 @@ pub enum SidecarError {
     Call { call: &'static str, address: String, status: Box<tonic::Status> },
     #[error("reload on {address} refused: {message}")]
     Refused { address: String, message: String },
+    #[error("reload on {address} answered OK without saying it applied ({outcome:?})")]
+    NotConfirmed { address: String, outcome: String },
     #[error("the reload token is not valid metadata")]
     Token,
 }
@@ -46,6 +48,9 @@ impl Default for SidecarOptions {
         }
     }
 }
+
+/// The response header in which a sidecar says what became of a reload.
+pub const RELOAD_OUTCOME_HEADER: &str = "x-versa-reload-outcome";
 
 /// One sidecar.
 #[derive(Debug, Clone)]
@@ -113,21 +118,36 @@ impl Sidecar {
 
     /// Sends the whole config. OK means the sidecar has it in force (new
     /// models may still be loading: it answers before the deadline either
-    /// way); any error, DEADLINE_EXCEEDED included, means it may not, and
-    /// the next pass sends it again (a reload of the same config is a no-op).
+    /// way, and says which in the `x-versa-reload-outcome` header); any
+    /// error, DEADLINE_EXCEEDED included, means it may not, and the next
+    /// pass sends it again (a reload of the same config is a no-op). An OK
+    /// whose outcome header names anything but `applied` or `loading` is not
+    /// a confirmation either.
     pub async fn reload(&self, config: &ModelServerConfig) -> Result<(), SidecarError> {
         let request = self.request(ReloadConfigRequest {
             config: Some(config.clone()),
             ..ReloadConfigRequest::default()
         });
         match self.client.clone().handle_reload_config_request(request).await {
-            Ok(response) => match response.into_inner().status {
-                Some(s) if s.error_code != 0 => Err(SidecarError::Refused {
-                    address: self.address.clone(),
-                    message: s.error_message,
-                }),
-                _ => Ok(()),
-            },
+            Ok(response) => {
+                let outcome = response
+                    .metadata()
+                    .get(RELOAD_OUTCOME_HEADER)
+                    .map(|v| v.to_str().unwrap_or("?").to_owned());
+                if let Some(outcome) = outcome.filter(|o| o != "applied" && o != "loading") {
+                    return Err(SidecarError::NotConfirmed {
+                        address: self.address.clone(),
+                        outcome,
+                    });
+                }
+                match response.into_inner().status {
+                    Some(s) if s.error_code != 0 => Err(SidecarError::Refused {
+                        address: self.address.clone(),
+                        message: s.error_message,
+                    }),
+                    _ => Ok(()),
+                }
+            }
             Err(status) => Err(SidecarError::Call {
                 call: "HandleReloadConfigRequest",
                 address: self.address.clone(),
@@ -158,7 +178,77 @@ pub fn versions(statuses: &[ModelVersionStatus]) -> BTreeMap<i64, VersionState> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use versa_proto::serving::StatusProto;
+    use versa_proto::serving::model_service_server::{ModelService, ModelServiceServer};
+    use versa_proto::serving::{GetModelStatusResponse, ReloadConfigResponse, StatusProto};
+
+    /// A ModelService that answers reloads after `delay` with `outcome`.
+    struct FakeSidecar {
+        delay: Duration,
+        outcome: Option<&'static str>,
+    }
+
+    #[tonic::async_trait]
+    impl ModelService for FakeSidecar {
+        async fn get_model_status(
+            &self,
+            _: tonic::Request<GetModelStatusRequest>,
+        ) -> Result<tonic::Response<GetModelStatusResponse>, tonic::Status> {
+            Err(tonic::Status::not_found("no models"))
+        }
+
+        async fn handle_reload_config_request(
+            &self,
+            _: tonic::Request<ReloadConfigRequest>,
+        ) -> Result<tonic::Response<ReloadConfigResponse>, tonic::Status> {
+            tokio::time::sleep(self.delay).await;
+            let mut response = tonic::Response::new(ReloadConfigResponse::default());
+            if let Some(outcome) = self.outcome {
+                response
+                    .metadata_mut()
+                    .insert(RELOAD_OUTCOME_HEADER, outcome.parse().expect("ascii"));
+            }
+            Ok(response)
+        }
+    }
+
+    async fn fake(delay: Duration, outcome: Option<&'static str>) -> Sidecar {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let incoming = futures::stream::unfold(listener, |l| async move {
+            Some((l.accept().await.map(|(s, _)| s), l))
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ModelServiceServer::new(FakeSidecar { delay, outcome }))
+                .serve_with_incoming(incoming),
+        );
+        let options = SidecarOptions {
+            port,
+            call_timeout: Duration::from_millis(300),
+            ..SidecarOptions::default()
+        };
+        Sidecar::connect("127.0.0.1".parse().expect("ip"), "t", &options).await.expect("connect")
+    }
+
+    #[tokio::test]
+    async fn a_reload_is_confirmed_only_by_an_answer_in_time_that_says_it_applied() {
+        let config = ModelServerConfig::default();
+        assert!(fake(Duration::ZERO, Some("applied")).await.reload(&config).await.is_ok());
+        assert!(fake(Duration::ZERO, Some("loading")).await.reload(&config).await.is_ok());
+        assert!(fake(Duration::ZERO, None).await.reload(&config).await.is_ok(), "older sidecars");
+        let late = fake(Duration::from_secs(2), Some("applied")).await.reload(&config).await;
+        match late {
+            Err(SidecarError::Call { status, .. }) => {
+                assert!(
+                    matches!(status.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
+                    "{status:?}"
+                );
+            }
+            other => panic!("a reload past its deadline counted as {other:?}"),
+        }
+        let odd = fake(Duration::ZERO, Some("rejected")).await.reload(&config).await;
+        assert!(matches!(odd, Err(SidecarError::NotConfirmed { .. })), "{odd:?}");
+    }
 
     #[test]
     fn sidecar_states_map_onto_the_planners() {

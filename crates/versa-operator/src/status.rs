@@ -46,10 +46,15 @@ pub fn is_true(status: Option<&ModelDeploymentStatus>, type_: &str) -> bool {
     status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_ && c.status == "True"))
 }
 
-/// What the previous status says about each model, for the planner.
-pub fn previous_models(status: Option<&ModelDeploymentStatus>) -> BTreeMap<String, PreviousModel> {
+/// What the previous status says about each model, for the planner, when
+/// the spec is now at `generation`.
+pub fn previous_models(
+    status: Option<&ModelDeploymentStatus>,
+    generation: Option<i64>,
+) -> BTreeMap<String, PreviousModel> {
     status
         .map(|s| {
+            let rollout_changed = s.observed_generation != generation;
             s.models
                 .iter()
                 .map(|m| {
@@ -57,6 +62,7 @@ pub fn previous_models(status: Option<&ModelDeploymentStatus>) -> BTreeMap<Strin
                         phase: Phase::parse(&m.phase),
                         phase_since: m.phase_since.as_ref().map(|t| t.0),
                         in_force: Routing { labels: m.labels.clone(), traffic: m.traffic.clone() },
+                        rollout_changed,
                     };
                     (m.name.clone(), previous)
                 })
@@ -89,6 +95,44 @@ pub fn invalid(
     set_condition(c, PROGRESSING, false, "InvalidSpec", message.clone(), generation, now);
     set_condition(c, DEGRADED, true, "InvalidSpec", message, generation, now);
     status
+}
+
+/// Status of a pass that failed before it could finish (an object it may
+/// not touch, an API error): `Degraded` with the reason and the message;
+/// `Progressing` False, since nothing moves until it is resolved; `Ready`
+/// as it was (the Pods may well serve on), False if never set.
+pub fn failed(
+    previous: Option<&ModelDeploymentStatus>,
+    generation: Option<i64>,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> ModelDeploymentStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    let c = &mut status.conditions;
+    if !c.iter().any(|c| c.type_ == READY) {
+        set_condition(c, READY, false, reason, message.to_owned(), generation, now);
+    }
+    set_condition(c, PROGRESSING, false, reason, message.to_owned(), generation, now);
+    set_condition(c, DEGRADED, true, reason, message.to_owned(), generation, now);
+    status
+}
+
+/// Whether condition `type_` differs (status, reason or message) between
+/// two statuses: the moment to tell the user again.
+pub fn condition_changed(
+    before: Option<&ModelDeploymentStatus>,
+    after: &ModelDeploymentStatus,
+    type_: &str,
+) -> bool {
+    let key = |s: &ModelDeploymentStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    before.map(key) != Some(key(after))
 }
 
 /// Status after a pass: `in_force` is what every Ready Pod confirmed,
@@ -341,7 +385,20 @@ mod tests {
         assert!(condition(&bad, DEGRADED).message.contains("traffic weights sum to 90"));
         assert_eq!(bad.models, s.models, "models' status untouched");
         assert_eq!(bad.observed_generation, Some(2));
-        let prev = previous_models(Some(&s));
+        let failed = failed(
+            Some(&s),
+            Some(1),
+            "ResourceConflict",
+            "Service x exists",
+            t("2026-11-25T10:02:00Z"),
+        );
+        assert_eq!(condition(&failed, DEGRADED).reason, "ResourceConflict");
+        assert_eq!(condition(&failed, READY).reason, "PodsNotReady", "Ready kept as it was");
+        assert!(condition_changed(Some(&s), &failed, DEGRADED));
+        assert!(!condition_changed(Some(&failed), &failed, DEGRADED));
+        let prev = previous_models(Some(&s), Some(1));
         assert_eq!(prev["fraud"].phase, Some(Phase::Ready));
+        assert!(!prev["fraud"].rollout_changed);
+        assert!(previous_models(Some(&s), Some(2))["fraud"].rollout_changed);
     }
 }

@@ -1,24 +1,178 @@
-//! Checks a ModelDeployment spec the way the CRD's CEL rules do, for
-//! clusters that do not enforce them (before 1.25, or with CEL off).
+//! Checks a ModelDeployment before anything is built from it: the rules the
+//! CRD's CEL carries (for clusters that do not enforce them: before 1.25, or
+//! with CEL off), the names of the objects derived from it, and what the
+//! cluster's operator allows a ModelDeployment to put into serving Pods
+//! ([`SpecPolicy`]). Pure: a spec in, every problem out.
 
 use std::collections::BTreeSet;
-use versa_crd::ModelDeploymentSpec;
+use versa_crd::{ModelDeploymentSpec, OPERATOR_OWNED_FLAGS};
 
-/// Every problem of a spec, in words a user can act on (empty: valid).
-pub fn problems(spec: &ModelDeploymentSpec) -> Vec<String> {
+#[cfg(test)]
+mod tests;
+
+/// Volume sources a model volume may use unless the operator is told
+/// otherwise: storage a namespace already controls. Left out: `hostPath`
+/// (the node's files), `secret` (any Secret of the namespace), and every
+/// source not listed.
+pub const DEFAULT_VOLUME_SOURCES: &[&str] =
+    &["persistentVolumeClaim", "emptyDir", "configMap", "csi", "ephemeral", "nfs"];
+
+/// What serving Pods may be given, as the cluster's operator decides
+/// (operator flags, chart values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecPolicy {
+    /// Volume source kinds (`persistentVolumeClaim`, `hostPath`, …) allowed
+    /// for `spec.server.modelVolume`.
+    pub volume_sources: BTreeSet<String>,
+    /// Whether `spec.server.env` may read Secrets (`valueFrom.secretKeyRef`).
+    pub secret_env: bool,
+    /// Image prefixes `spec.server.image` must start with; empty: any image.
+    pub image_prefixes: Vec<String>,
+}
+
+impl Default for SpecPolicy {
+    fn default() -> Self {
+        Self {
+            volume_sources: DEFAULT_VOLUME_SOURCES.iter().map(|s| (*s).to_owned()).collect(),
+            secret_env: false,
+            image_prefixes: Vec::new(),
+        }
+    }
+}
+
+/// Longest ModelDeployment name: it becomes a label value (63 characters)
+/// and the Service's name (a DNS-1035 label, 63 characters).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Every problem of a ModelDeployment named `name`, in words a user can act
+/// on (empty: valid).
+pub fn problems(name: &str, spec: &ModelDeploymentSpec, policy: &SpecPolicy) -> Vec<String> {
     let mut out = Vec::new();
+    name_problems(name, &mut out);
+    server_problems(spec, policy, &mut out);
     if spec.replicas < 0 {
         out.push(format!("replicas must be >= 0, got {}", spec.replicas));
     }
-    if spec.server.image.is_empty() {
-        out.push("server.image must be set".into());
-    }
-    if !spec.server.model_mount_path.starts_with('/') {
+    model_problems(spec, &mut out);
+    out
+}
+
+/// The name is used as a label value (`versa.dev/model-deployment`) and as
+/// the Service's name: both must accept it.
+fn name_problems(name: &str, out: &mut Vec<String>) {
+    if name.len() > MAX_NAME_LEN {
         out.push(format!(
-            "server.modelMountPath must be absolute, got {:?}",
-            spec.server.model_mount_path
+            "metadata.name is {} characters; at most {MAX_NAME_LEN} fit the Pods' label value and the Service name",
+            name.len()
         ));
     }
+    if !is_dns_1035_label(name) {
+        out.push(format!(
+            "metadata.name {name:?} must be a DNS label starting with a letter (a-z, 0-9, '-'): it names the Service"
+        ));
+    }
+}
+
+fn is_dns_1035_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes[0].is_ascii_lowercase()
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.last() != Some(&b'-')
+}
+
+fn server_problems(spec: &ModelDeploymentSpec, policy: &SpecPolicy, out: &mut Vec<String>) {
+    let server = &spec.server;
+    if server.image.trim().is_empty() {
+        out.push("server.image must be set".into());
+    } else if server.image.chars().any(char::is_whitespace) {
+        out.push(format!("server.image {:?} contains whitespace", server.image));
+    } else if !policy.image_prefixes.is_empty()
+        && !policy.image_prefixes.iter().any(|p| server.image.starts_with(p.as_str()))
+    {
+        out.push(format!(
+            "server.image {:?} is not allowed here: images must start with one of {:?} (operator flag --allowed_image_prefixes)",
+            server.image, policy.image_prefixes
+        ));
+    }
+    if let Some(policy) = &server.image_pull_policy
+        && !["Always", "IfNotPresent", "Never"].contains(&policy.as_str())
+    {
+        out.push(format!(
+            "server.imagePullPolicy must be Always, IfNotPresent or Never, got {policy:?}"
+        ));
+    }
+    if !server.model_mount_path.starts_with('/') {
+        out.push(format!(
+            "server.modelMountPath must be absolute, got {:?}",
+            server.model_mount_path
+        ));
+    }
+    let sources = volume_sources(&server.model_volume);
+    match sources.as_slice() {
+        [] => out.push("server.modelVolume needs a volume source".into()),
+        [one] if !policy.volume_sources.contains(one) => out.push(format!(
+            "server.modelVolume uses {one}, which this operator does not allow (allowed: {}; operator flag --allowed_volume_sources)",
+            policy.volume_sources.iter().cloned().collect::<Vec<_>>().join(", ")
+        )),
+        [_] => {}
+        many => out.push(format!(
+            "server.modelVolume must have one volume source, has {}",
+            many.join(", ")
+        )),
+    }
+    let owned: Vec<&str> = server.args.iter().filter_map(|a| owned_flag(a)).collect();
+    if !owned.is_empty() {
+        out.push(format!(
+            "server.args must not set {}: the operator sets {} itself",
+            owned.iter().map(|f| format!("--{f}")).collect::<Vec<_>>().join(", "),
+            if owned.len() == 1 { "it" } else { "them" }
+        ));
+    }
+    for arg in &server.args {
+        if !arg.starts_with("--") {
+            out.push(format!(
+                "server.args: {arg:?} is not a flag (versa-server takes only --name=value)"
+            ));
+        }
+    }
+    for env in &server.env {
+        let secret = env.value_from.as_ref().is_some_and(|v| v.secret_key_ref.is_some());
+        if secret && !policy.secret_env {
+            out.push(format!(
+                "server.env {} reads a Secret, which this operator does not allow (operator flag --allow_secret_env)",
+                env.name
+            ));
+        }
+    }
+}
+
+/// The volume source kinds a volume sets (exactly one when valid).
+fn volume_sources(volume: &k8s_openapi::api::core::v1::Volume) -> Vec<String> {
+    let value = serde_json::to_value(volume).unwrap_or_default();
+    value
+        .as_object()
+        .map(|o| {
+            o.iter().filter(|(k, v)| *k != "name" && !v.is_null()).map(|(k, _)| k.clone()).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The operator-owned flag an argument sets, if any: `--port=1`, `--port`,
+/// `-port=1` (one dash: how TF Serving's own flags are often written).
+pub fn owned_flag(arg: &str) -> Option<&'static str> {
+    let name = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'))?;
+    let name = name.split_once('=').map_or(name, |(n, _)| n);
+    OPERATOR_OWNED_FLAGS.iter().copied().find(|f| *f == name)
+}
+
+/// Characters a model or label name may not hold: they split REST paths
+/// (`/v1/models/<name>/labels/<label>:predict`) or cannot be typed.
+fn bad_name_char(c: char) -> bool {
+    c == '/' || c == ':' || c.is_whitespace() || c.is_control()
+}
+
+fn model_problems(spec: &ModelDeploymentSpec, out: &mut Vec<String>) {
     let mut names = BTreeSet::new();
     for model in &spec.models {
         let m = &model.name;
@@ -27,8 +181,25 @@ pub fn problems(spec: &ModelDeploymentSpec) -> Vec<String> {
         } else if !names.insert(m.as_str()) {
             out.push(format!("model {m} is listed more than once"));
         }
+        if m.chars().any(bad_name_char) {
+            out.push(format!(
+                "model name {m:?} must not contain '/', ':', spaces or control characters"
+            ));
+        }
         if !model.base_path.starts_with('/') {
             out.push(format!("model {m}: basePath must be absolute, got {:?}", model.base_path));
+        }
+        for (label, version) in &model.labels {
+            if label.is_empty() || label.chars().any(bad_name_char) {
+                out.push(format!(
+                    "model {m}: label {label:?} must be non-empty without '/', ':', spaces or control characters"
+                ));
+            }
+            if *version < 0 {
+                out.push(format!(
+                    "model {m}: label {label} points at version {version}; versions are >= 0"
+                ));
+            }
         }
         if let Some(policy) = &model.version_policy {
             let set = [policy.latest.is_some(), policy.all.is_some(), policy.specific.is_some()];
@@ -40,6 +211,11 @@ pub fn problems(spec: &ModelDeploymentSpec) -> Vec<String> {
             if let Some(specific) = &policy.specific {
                 if specific.versions.is_empty() {
                     out.push(format!("model {m}: versionPolicy.specific.versions is empty"));
+                }
+                if let Some(v) = specific.versions.iter().find(|v| **v < 0) {
+                    out.push(format!(
+                        "model {m}: versionPolicy.specific lists version {v}; versions are >= 0"
+                    ));
                 }
                 for (label, version) in &model.labels {
                     if !specific.versions.contains(version) {
@@ -63,61 +239,6 @@ pub fn problems(spec: &ModelDeploymentSpec) -> Vec<String> {
         let total: u64 = model.traffic.values().map(|w| u64::from(*w)).sum();
         if !model.traffic.is_empty() && total != 100 {
             out.push(format!("model {m}: traffic weights sum to {total}, they must sum to 100"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(models: &str) -> ModelDeploymentSpec {
-        serde_yaml::from_str(&format!(
-            "server: {{image: x, modelVolume: {{name: m, emptyDir: {{}}}}}}\nmodels: {models}"
-        ))
-        .expect("parses")
-    }
-
-    #[test]
-    fn valid_specs_have_no_problems() {
-        let s = spec(
-            "[{name: a, basePath: /m/a, versionPolicy: {specific: {versions: [1, 2]}}, labels: {stable: 1, canary: 2}, traffic: {stable: 90, canary: 10}}]",
-        );
-        assert!(problems(&s).is_empty(), "{:?}", problems(&s));
-    }
-
-    #[test]
-    fn each_rule_is_reported() {
-        let cases = [
-            (
-                "[{name: a, basePath: /m}, {name: a, basePath: /n}]",
-                "model a is listed more than once",
-            ),
-            (
-                "[{name: a, basePath: relative}]",
-                "model a: basePath must be absolute, got \"relative\"",
-            ),
-            (
-                "[{name: a, basePath: /m, labels: {s: 1}, traffic: {s: 90}}]",
-                "model a: traffic weights sum to 90, they must sum to 100",
-            ),
-            (
-                "[{name: a, basePath: /m, labels: {s: 1}, traffic: {s: 50, c: 50}}]",
-                "model a: traffic names c, which is not one of its labels",
-            ),
-            (
-                "[{name: a, basePath: /m, versionPolicy: {specific: {versions: [1]}}, labels: {c: 2}}]",
-                "model a: label c points at version 2, which versionPolicy.specific does not serve",
-            ),
-            (
-                "[{name: a, basePath: /m, versionPolicy: {all: {}, latest: {numVersions: 1}}}]",
-                "model a: set only one of versionPolicy.latest, .all, .specific",
-            ),
-        ];
-        for (models, problem) in cases {
-            let found = problems(&spec(models));
-            assert!(found.iter().any(|p| p == problem), "{models}: {found:?}");
         }
     }
 }

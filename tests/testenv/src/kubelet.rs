@@ -24,7 +24,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 mod files;
-use files::{rewrite, service_account_kubeconfig, volumes};
+use files::{refresh_volumes, rewrite, service_account_kubeconfig, volumes};
+
+/// How often a running Pod's configMap and secret volumes are brought up to
+/// date with their objects (a real kubelet: its sync period, about a minute).
+const VOLUME_REFRESH: Duration = Duration::from_secs(1);
 
 /// An image this kubelet can "run": the binary that stands for it.
 #[derive(Debug, Clone)]
@@ -78,6 +82,8 @@ struct Running {
     terminating: bool,
     next_restart: Option<Instant>,
     finished: Option<i32>,
+    /// When its configMap and secret volumes were last brought up to date.
+    volumes_refreshed: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -348,6 +354,7 @@ async fn reconcile(
                     terminating: false,
                     next_restart: Some(Instant::now()),
                     finished: None,
+                    volumes_refreshed: Instant::now(),
                 },
             );
         }
@@ -393,6 +400,18 @@ async fn reconcile(
         let r = s.running.get(uid).expect("present");
         (r.ip, r.process.is_some(), r.restarts, r.started_at.clone(), r.finished)
     };
+    let refresh_due = {
+        let mut s = lock(state);
+        let r = s.running.get_mut(uid).expect("present");
+        let due = alive && r.volumes_refreshed.elapsed() >= VOLUME_REFRESH;
+        if due {
+            r.volumes_refreshed = Instant::now();
+        }
+        due
+    };
+    if refresh_due {
+        refresh_volumes(client, options, pod, &namespace).await.context("volume refresh")?;
+    }
     let ready = alive && probe(&container, ip).await;
     let status = pod_status(&container, ip, alive, ready, restarts, &started_at, finished);
     let changed = {

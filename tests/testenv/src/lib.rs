@@ -9,7 +9,8 @@
 //! Pods to its Node, starts the real process an image maps to on a loopback
 //! address of the Pod's own (127.a.b.2, 127.a.b.3, … in a /24 per kubelet), reports the Pod's
 //! status (Running, podIP, readiness from the readiness probe, restarts),
-//! restarts crashed processes and stops them gracefully when Pods go.
+//! restarts crashed processes, keeps configMap and secret volumes of running
+//! Pods up to date in place, and stops processes gracefully when Pods go.
 //! Nothing here ever dials a Service ClusterIP or a non-loopback address.
 
 mod certs;

@@ -127,6 +127,9 @@ impl VersaEnv {
                 format!("--identity={}", options.identity),
                 "--progress_requeue_ms=200".to_owned(),
                 "--sidecar_timeout_ms=2000".to_owned(),
+                // The model repository is a host directory here.
+                "--allowed_volume_sources=hostPath,persistentVolumeClaim,emptyDir".to_owned(),
+                "--max_retry_backoff_seconds=4".to_owned(),
             ])
             .args(&options.extra_args);
         let log = self.operator_log(&options.identity);

@@ -60,7 +60,7 @@ async fn the_installed_chart_runs_the_operator_with_its_own_rbac() {
     let env = VersaEnv::start_bare(false).await.expect("env");
     let rendered = env.cluster.dir().join("chart.yaml");
     render(
-        r#"{"replicas": 2, "networkPolicy": {"enabled": true}, "leaderElection": {"leaseDurationSeconds": 5}, "rollout": {"progressRequeueMs": 200}}"#,
+        r#"{"replicas": 2, "networkPolicy": {"enabled": true}, "leaderElection": {"leaseDurationSeconds": 5}, "rollout": {"progressRequeueMs": 200}, "specPolicy": {"allowedVolumeSources": ["hostPath"]}}"#,
         &rendered,
     );
     let file = rendered.display().to_string();

@@ -11,7 +11,7 @@ fn the_demo_walks_through_every_gitops_step() {
     let chart = dir.path().join("chart.yaml");
     let rendered = std::process::Command::new(versa_testenv::versa::venv_python())
         .arg(root.join("tests/chart/chart.py"))
-        .args(["render", "--skip-crds", "--set-json", r#"{"rollout": {"progressRequeueMs": 250}}"#])
+        .args(["render", "--skip-crds", "--set-json", r#"{"rollout": {"progressRequeueMs": 250}, "specPolicy": {"allowedVolumeSources": ["hostPath", "persistentVolumeClaim", "emptyDir"]}}"#])
         .arg(&chart)
         .status()
         .expect("chart.py (run `make pyenv`)");

@@ -66,9 +66,17 @@ fn routing(labels: &[(&str, i64)], traffic: &[(&str, u32)]) -> Routing {
 }
 
 fn previous(phase: Phase, since: Timestamp, in_force: Routing) -> BTreeMap<String, PreviousModel> {
-    [("fraud".to_owned(), PreviousModel { phase: Some(phase), phase_since: Some(since), in_force })]
-        .into_iter()
-        .collect()
+    [(
+        "fraud".to_owned(),
+        PreviousModel {
+            phase: Some(phase),
+            phase_since: Some(since),
+            in_force,
+            rollout_changed: false,
+        },
+    )]
+    .into_iter()
+    .collect()
 }
 
 fn now() -> Timestamp {
@@ -377,4 +385,40 @@ fn resource_preserving_never_holds_old_and_new_together() {
     let p = plan(&spec, &new, &previous(Phase::LoadingVersions, now(), Routing::default()), now());
     assert_eq!(p.models[0].phase, Phase::MovingLabels);
     assert_eq!(model_config_of(&p.pod_configs["p1"]).version_labels["stable"], 42);
+}
+
+#[test]
+fn a_new_spec_restarts_the_load_clock() {
+    // v2 timed out long ago and the rollout stopped; now the spec asks for v3.
+    let stable = routing(&[("stable", 41)], &[]);
+    let to_43 = "[{name: fraud, basePath: /models/fraud, versionPolicy: {specific: {versions: [41, 43]}}, labels: {stable: 41, canary: 43}}]";
+    let loading =
+        pods("[{name: p1, models: {fraud: {41: Available, 42: 'Failed: bad', 43: Loading}}}]");
+    let stopped_at: Timestamp = "2026-11-25T11:48:20Z".parse().expect("time"); // 700 s ago
+    let mut previous = previous(Phase::Stopped, stopped_at, stable);
+    let same_spec = plan(&spec(to_43), &loading, &previous, now());
+    assert_eq!(same_spec.models[0].phase, Phase::Stopped, "the same rollout is still timed out");
+    previous.get_mut("fraud").expect("fraud").rollout_changed = true;
+    let p = plan(&spec(to_43), &loading, &previous, now());
+    assert_eq!(p.models[0].phase, Phase::LoadingVersions, "{:?}", p.models[0].stop);
+    assert_eq!(p.models[0].phase_since, now());
+}
+
+#[test]
+fn versions_that_ended_and_are_not_wanted_leave_the_status() {
+    let stable = routing(&[("stable", 42)], &[]);
+    let after = pods(
+        "[{name: p1, models: {fraud: {40: 'Failed: old', 41: Ended, 42: Available}}}, {name: p2, models: {fraud: {41: Unloading, 42: Available}}}]",
+    );
+    let p = plan(&spec(PROMOTED), &after, &previous(Phase::Ready, now(), stable), now());
+    assert_eq!(p.models[0].versions.keys().copied().collect::<Vec<_>>(), [42]);
+    // A wanted version that failed stays visible.
+    let failing = pods("[{name: p1, models: {fraud: {41: Available, 42: 'Failed: bad'}}}]");
+    let p = plan(
+        &spec(CANARY_10),
+        &failing,
+        &previous(Phase::Ready, now(), routing(&[("stable", 41)], &[])),
+        now(),
+    );
+    assert_eq!(p.models[0].versions[&42].failed, 1);
 }

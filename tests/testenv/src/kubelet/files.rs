@@ -7,7 +7,8 @@ use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 /// Replaces a container path prefix with a host path in a string.
 pub(super) fn rewrite(value: &str, mounts: &[(String, PathBuf)]) -> String {
@@ -48,20 +49,9 @@ pub(super) async fn volumes(
         let local = options.workdir.join("pods").join(&uid).join(&volume.name);
         let host = if let Some(host_path) = &volume.host_path {
             PathBuf::from(&host_path.path)
-        } else if let Some(cm) = &volume.config_map {
-            let map: ConfigMap = Api::namespaced(client.clone(), namespace).get(&cm.name).await?;
-            std::fs::create_dir_all(&local)?;
-            for (key, value) in map.data.unwrap_or_default() {
-                std::fs::write(local.join(key), value)?;
-            }
-            local
-        } else if let Some(secret) = &volume.secret {
-            let name = secret.secret_name.clone().unwrap_or_default();
-            let s: Secret = Api::namespaced(client.clone(), namespace).get(&name).await?;
-            std::fs::create_dir_all(&local)?;
-            for (key, value) in s.data.unwrap_or_default() {
-                std::fs::write(local.join(key), value.0)?;
-            }
+        } else if volume.config_map.is_some() || volume.secret.is_some() {
+            let files = projected(client, volume, namespace).await?.unwrap_or_default();
+            write_files(&local, &files)?;
             local
         } else {
             std::fs::create_dir_all(&local)?;
@@ -76,6 +66,78 @@ pub(super) async fn volumes(
     // Longest mount paths first so nested mounts win.
     mounts.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
     Ok(mounts)
+}
+
+/// The files a configMap or secret volume holds: `None` when the object is
+/// gone (a real kubelet then keeps what it last wrote), or the volume is of
+/// another kind.
+async fn projected(
+    client: &kube::Client,
+    volume: &k8s_openapi::api::core::v1::Volume,
+    namespace: &str,
+) -> anyhow::Result<Option<BTreeMap<String, Vec<u8>>>> {
+    if let Some(cm) = &volume.config_map {
+        let map: Option<ConfigMap> =
+            Api::namespaced(client.clone(), namespace).get_opt(&cm.name).await?;
+        return Ok(map.map(|m| {
+            m.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
+        }));
+    }
+    if let Some(secret) = &volume.secret {
+        let name = secret.secret_name.clone().unwrap_or_default();
+        let s: Option<Secret> = Api::namespaced(client.clone(), namespace).get_opt(&name).await?;
+        return Ok(
+            s.map(|s| s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect())
+        );
+    }
+    Ok(None)
+}
+
+/// Writes a volume's files, each replaced atomically (written aside, then
+/// renamed), and removes files whose keys are gone, as a real kubelet's
+/// atomic writer does. Unchanged files are not touched.
+fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (key, value) in files {
+        if key.contains('/') || key.starts_with('.') {
+            continue;
+        }
+        let path = dir.join(key);
+        if std::fs::read(&path).ok().as_deref() == Some(value.as_slice()) {
+            continue;
+        }
+        let aside = dir.join(format!(".{key}.tmp"));
+        std::fs::write(&aside, value)?;
+        std::fs::rename(&aside, &path)?;
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') && !files.contains_key(&name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// Brings a running Pod's configMap and secret volumes up to date with
+/// their objects, in place: what a real kubelet does on its sync period
+/// (here on every refresh the caller asks for). An object that is gone
+/// leaves its files as they were.
+pub(super) async fn refresh_volumes(
+    client: &kube::Client,
+    options: &KubeletOptions,
+    pod: &Pod,
+    namespace: &str,
+) -> anyhow::Result<()> {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        if let Some(files) = projected(client, volume, namespace).await? {
+            let local = options.workdir.join("pods").join(&uid).join(&volume.name);
+            write_files(&local, &files)?;
+        }
+    }
+    Ok(())
 }
 
 /// A kubeconfig holding a fresh token of the Pod's ServiceAccount (one
@@ -139,5 +201,18 @@ mod tests {
         assert_eq!(rewrite("/models", &mounts), "/tmp/x/models");
         assert_eq!(rewrite("/models2/a", &mounts), "/models2/a");
         assert_eq!(rewrite("--port=8500", &mounts), "--port=8500");
+    }
+
+    #[test]
+    fn volume_files_are_replaced_and_removed_in_place() {
+        let dir = tempfile::tempdir().expect("dir");
+        let files = |pairs: &[(&str, &str)]| -> BTreeMap<String, Vec<u8>> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect()
+        };
+        write_files(dir.path(), &files(&[("token", "a"), ("other", "x")])).expect("write");
+        write_files(dir.path(), &files(&[("token", "b")])).expect("update");
+        assert_eq!(std::fs::read_to_string(dir.path().join("token")).expect("token"), "b");
+        assert!(!dir.path().join("other").exists(), "a removed key's file goes");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1, "nothing left aside");
     }
 }

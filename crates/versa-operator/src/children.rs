@@ -1,0 +1,171 @@
+//! The objects a ModelDeployment owns, on the API server: reading them
+//! (to check whose they are before touching them), applying them, the
+//! reload token from its Secret, and the Pods that really belong to the
+//! ModelDeployment's Deployment.
+
+use crate::controller::Error;
+use crate::ownership;
+use crate::resources::{self, FIELD_MANAGER, Names};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+
+/// The children as they are now (metadata only, plus the Secret's data).
+#[derive(Debug, Default)]
+pub struct Existing {
+    /// (kind, name, metadata if it exists), in apply order.
+    pub objects: Vec<(&'static str, String, Option<ObjectMeta>)>,
+    pub secret: Option<Secret>,
+}
+
+async fn meta_of<K>(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<K>, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    Api::<K>::namespaced(client.clone(), namespace).get_opt(name).await
+}
+
+impl Existing {
+    /// The uid of the child of `kind`, if it exists.
+    pub fn uid_of(&self, kind: &str) -> Option<&str> {
+        self.objects
+            .iter()
+            .find(|(k, _, _)| *k == kind)
+            .and_then(|(_, _, meta)| meta.as_ref())
+            .and_then(|m| m.uid.as_deref())
+    }
+}
+
+/// Reads every child by its derived name.
+pub async fn observe(
+    client: &kube::Client,
+    namespace: &str,
+    names: &Names,
+    network_policy: Option<&str>,
+) -> Result<Existing, kube::Error> {
+    let secret: Option<Secret> = meta_of(client, namespace, &names.secret).await?;
+    let config_map: Option<ConfigMap> = meta_of(client, namespace, &names.config_map).await?;
+    let deployment: Option<Deployment> = meta_of(client, namespace, &names.deployment).await?;
+    let service: Option<Service> = meta_of(client, namespace, &names.service).await?;
+    let mut objects = vec![
+        ("Secret", names.secret.clone(), secret.as_ref().map(|o| o.metadata.clone())),
+        ("ConfigMap", names.config_map.clone(), config_map.map(|o| o.metadata)),
+        ("Deployment", names.deployment.clone(), deployment.map(|o| o.metadata)),
+        ("Service", names.service.clone(), service.map(|o| o.metadata)),
+    ];
+    if let Some(name) = network_policy {
+        let policy: Option<NetworkPolicy> = meta_of(client, namespace, name).await?;
+        objects.push(("NetworkPolicy", name.to_owned(), policy.map(|o| o.metadata)));
+    }
+    Ok(Existing { objects, secret })
+}
+
+/// Every child that exists and is not this ModelDeployment's (`uid`).
+pub fn conflicts(existing: &Existing, uid: &str) -> Vec<String> {
+    existing
+        .objects
+        .iter()
+        .filter_map(|(kind, name, meta)| ownership::conflict(kind, name, meta.as_ref(), uid))
+        .collect()
+}
+
+/// The token in the Secret, if it holds a usable one.
+pub fn token_in(secret: Option<&Secret>) -> Option<String> {
+    secret
+        .and_then(|s| s.data.as_ref())
+        .and_then(|d| d.get(resources::TOKEN_KEY))
+        .and_then(|b| std::str::from_utf8(&b.0).ok())
+        .map(|t| t.trim().to_owned())
+        .filter(|t| t.len() >= 32 && t.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// Server-side apply of one child the ownership check allowed.
+pub async fn apply<K>(client: &kube::Client, namespace: &str, object: K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let kind = K::kind(&()).into_owned();
+    let mut value = serde_json::to_value(&object).unwrap_or_default();
+    // Server-side apply needs `apiVersion` and `kind`, which typed objects
+    // leave out when serialised.
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = kind.clone().into();
+    Api::<K>::namespaced(client.clone(), namespace)
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(value))
+        .await
+        .map_err(|source| Error::Apply { object: format!("{kind} {name}"), source })
+}
+
+/// The Pods the Deployment (`deployment_uid`) runs: labelled for this
+/// ModelDeployment *and* controlled by one of the Deployment's ReplicaSets.
+/// A Pod that only carries the label is not sent the reload token.
+pub async fn pods_of(
+    client: &kube::Client,
+    namespace: &str,
+    md_name: &str,
+    deployment_uid: &str,
+) -> Result<Vec<Pod>, kube::Error> {
+    let selector = ListParams::default().labels(&resources::pod_selector(md_name));
+    let sets = Api::<ReplicaSet>::namespaced(client.clone(), namespace).list(&selector).await?;
+    let owners: BTreeSet<String> = sets
+        .items
+        .iter()
+        .filter(|rs| controller_uid(&rs.metadata) == Some(deployment_uid))
+        .filter_map(|rs| rs.metadata.uid.clone())
+        .collect();
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace).list(&selector).await?;
+    Ok(pods
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| controller_uid(&p.metadata).is_some_and(|uid| owners.contains(uid)))
+        .collect())
+}
+
+fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    #[test]
+    fn only_a_real_token_is_used() {
+        let with = |data: &[u8]| Secret {
+            data: Some([(resources::TOKEN_KEY.to_owned(), ByteString(data.to_vec()))].into()),
+            ..Secret::default()
+        };
+        let token = "a".repeat(64);
+        assert_eq!(token_in(Some(&with(format!("{token}\n").as_bytes()))), Some(token));
+        assert_eq!(token_in(Some(&with(b""))), None, "emptied");
+        assert_eq!(token_in(Some(&with(b"short"))), None);
+        assert_eq!(token_in(Some(&with(&[0xff; 40]))), None, "not text");
+        assert_eq!(token_in(Some(&Secret::default())), None, "no data");
+        assert_eq!(token_in(None), None, "deleted");
+    }
+}

@@ -1,0 +1,99 @@
+//! What a pass tells the user: the status subresource and Events. Every
+//! failure lands in both (and in the failure metric, counted by the error
+//! policy); a status write that itself fails still leaves an Event and a log.
+
+use crate::controller::{Context, Error};
+use crate::plan::Plan;
+use crate::resources::FIELD_MANAGER;
+use crate::status;
+use k8s_openapi::jiff::Timestamp;
+use kube::Resource as _;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use serde_json::json;
+use versa_crd::{ModelDeployment, ModelDeploymentStatus};
+
+/// Writes the status subresource (server-side apply, one field manager).
+pub async fn write_status(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    status: &ModelDeploymentStatus,
+) -> Result<(), kube::Error> {
+    let patch = json!({
+        "apiVersion": ModelDeployment::api_version(&()),
+        "kind": ModelDeployment::kind(&()),
+        "status": status,
+    });
+    Api::<ModelDeployment>::namespaced(client.clone(), namespace)
+        .patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
+        .await?;
+    Ok(())
+}
+
+/// Records an Event on the ModelDeployment (failures to record are logged).
+pub async fn publish(
+    ctx: &Context,
+    md: &ModelDeployment,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder().publish(&event, &md.object_ref(&())).await {
+        tracing::warn!(error = %e, "event not recorded");
+    }
+}
+
+/// Events for every model whose phase changed this pass.
+pub async fn announce(
+    ctx: &Context,
+    md: &ModelDeployment,
+    previous: Option<&ModelDeploymentStatus>,
+    plan: &Plan,
+) {
+    let before = status::previous_models(previous, md.metadata.generation);
+    for m in &plan.models {
+        if before.get(&m.name).and_then(|p| p.phase) == Some(m.phase) {
+            continue;
+        }
+        tracing::info!(model = %m.name, phase = m.phase.as_str(), "phase");
+        match &m.stop {
+            Some(stop) => {
+                let note = format!("model {}: {}", m.name, stop.message);
+                publish(ctx, md, EventType::Warning, stop.reason, "Rollout", note).await;
+            }
+            None => {
+                let note = format!("model {}: {}", m.name, m.phase.as_str());
+                publish(ctx, md, EventType::Normal, m.phase.as_str(), "Rollout", note).await;
+            }
+        }
+    }
+}
+
+/// Puts a failed pass into status (`Degraded` with the error's reason and
+/// message) and, when that condition changes, a Warning Event.
+pub async fn failure(ctx: &Context, md: &ModelDeployment, namespace: &str, error: &Error) {
+    let Some(reason) = error.reason() else { return };
+    let message = error.to_string();
+    let previous = md.status.as_ref();
+    let generation = md.metadata.generation;
+    let status = status::failed(previous, generation, reason, &message, Timestamp::now());
+    tracing::warn!(reason, error = %message, "pass failed");
+    if status::condition_changed(previous, &status, status::DEGRADED) {
+        publish(ctx, md, EventType::Warning, reason, "Reconcile", message.clone()).await;
+    }
+    if previous != Some(&status) {
+        let name = md.metadata.name.as_deref().unwrap_or_default();
+        if let Err(e) = write_status(&ctx.client, namespace, name, &status).await {
+            tracing::warn!(error = %e, "the failure could not be written to status");
+        }
+    }
+}

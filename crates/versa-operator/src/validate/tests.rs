@@ -1,0 +1,146 @@
+use super::*;
+
+fn spec_with(server: &str, models: &str) -> ModelDeploymentSpec {
+    serde_yaml::from_str(&format!("server: {server}\nmodels: {models}")).expect("parses")
+}
+
+fn spec(models: &str) -> ModelDeploymentSpec {
+    spec_with("{image: x, modelVolume: {name: m, emptyDir: {}}}", models)
+}
+
+fn check(spec: &ModelDeploymentSpec) -> Vec<String> {
+    problems("fraud", spec, &SpecPolicy::default())
+}
+
+#[test]
+fn valid_specs_have_no_problems() {
+    let s = spec(
+        "[{name: a, basePath: /m/a, versionPolicy: {specific: {versions: [1, 2]}}, labels: {stable: 1, canary: 2}, traffic: {stable: 90, canary: 10}}]",
+    );
+    assert!(check(&s).is_empty(), "{:?}", check(&s));
+}
+
+#[test]
+fn each_rule_is_reported() {
+    let cases = [
+        ("[{name: a, basePath: /m}, {name: a, basePath: /n}]", "model a is listed more than once"),
+        ("[{name: a, basePath: relative}]", "model a: basePath must be absolute, got \"relative\""),
+        (
+            "[{name: a, basePath: /m, labels: {s: 1}, traffic: {s: 90}}]",
+            "model a: traffic weights sum to 90, they must sum to 100",
+        ),
+        (
+            "[{name: a, basePath: /m, labels: {s: 1}, traffic: {s: 50, c: 50}}]",
+            "model a: traffic names c, which is not one of its labels",
+        ),
+        (
+            "[{name: a, basePath: /m, versionPolicy: {specific: {versions: [1]}}, labels: {c: 2}}]",
+            "model a: label c points at version 2, which versionPolicy.specific does not serve",
+        ),
+        (
+            "[{name: a, basePath: /m, versionPolicy: {all: {}, latest: {numVersions: 1}}}]",
+            "model a: set only one of versionPolicy.latest, .all, .specific",
+        ),
+        (
+            "[{name: 'a/b', basePath: /m}]",
+            "model name \"a/b\" must not contain '/', ':', spaces or control characters",
+        ),
+        (
+            "[{name: a, basePath: /m, labels: {s: -1}}]",
+            "model a: label s points at version -1; versions are >= 0",
+        ),
+    ];
+    for (models, problem) in cases {
+        let found = check(&spec(models));
+        assert!(found.iter().any(|p| p == problem), "{models}: {found:?}");
+    }
+}
+
+#[test]
+fn names_that_do_not_fit_a_label_value_or_a_service_name_are_refused() {
+    let s = spec("[{name: a, basePath: /m}]");
+    let long = "a".repeat(66);
+    let found = problems(&long, &s, &SpecPolicy::default());
+    assert!(found[0].contains("metadata.name is 66 characters; at most 63"), "{found:?}");
+    assert!(problems(&"a".repeat(63), &s, &SpecPolicy::default()).is_empty());
+    for bad in ["fraud.v2", "1fraud", "fraud-", "Fraud"] {
+        let found = problems(bad, &s, &SpecPolicy::default());
+        assert!(found.iter().any(|p| p.contains("must be a DNS label")), "{bad}: {found:?}");
+    }
+}
+
+#[test]
+fn host_paths_and_secrets_need_the_operator_to_allow_them() {
+    let models = "[{name: a, basePath: /m}]";
+    let host = spec_with("{image: x, modelVolume: {name: m, hostPath: {path: /}}}", models);
+    let found = check(&host);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0]
+            .starts_with("server.modelVolume uses hostPath, which this operator does not allow")
+    );
+    assert!(found[0].contains("--allowed_volume_sources"), "{}", found[0]);
+    let mut allowing = SpecPolicy::default();
+    allowing.volume_sources.insert("hostPath".into());
+    assert!(problems("fraud", &host, &allowing).is_empty());
+
+    let secret = spec_with("{image: x, modelVolume: {name: m, secret: {secretName: db}}}", models);
+    assert!(check(&secret)[0].contains("uses secret"), "{:?}", check(&secret));
+    let none = spec_with("{image: x, modelVolume: {name: m}}", models);
+    assert_eq!(check(&none), ["server.modelVolume needs a volume source"]);
+
+    let env = spec_with(
+        "{image: x, modelVolume: {name: m, emptyDir: {}}, env: [{name: PASSWORD, valueFrom: {secretKeyRef: {name: db, key: password}}}, {name: PLAIN, value: v}]}",
+        models,
+    );
+    let found = check(&env);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("server.env PASSWORD reads a Secret"), "{found:?}");
+    let policy = SpecPolicy { secret_env: true, ..SpecPolicy::default() };
+    assert!(problems("fraud", &env, &policy).is_empty());
+}
+
+#[test]
+fn operator_owned_flags_are_refused_by_name() {
+    let s = spec_with(
+        "{image: x, modelVolume: {name: m, emptyDir: {}}, args: ['--port=9000', '--num_load_threads=2', '--model_config_file', '/x', '-rest_api_port=1']}",
+        "[{name: a, basePath: /m}]",
+    );
+    let found = check(&s);
+    assert!(
+        found.contains(
+            &"server.args must not set --port, --model_config_file, --rest_api_port: the operator sets them itself"
+                .to_owned()
+        ),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(
+            &"server.args: \"/x\" is not a flag (versa-server takes only --name=value)".to_owned()
+        ),
+        "{found:?}"
+    );
+    assert_eq!(owned_flag("--portx=1"), None);
+    assert_eq!(owned_flag("--model_service_token_file=/t"), Some("model_service_token_file"));
+}
+
+#[test]
+fn images_can_be_limited_to_prefixes() {
+    let s = spec("[{name: a, basePath: /m}]");
+    let policy =
+        SpecPolicy { image_prefixes: vec!["registry.corp/versa/".into()], ..SpecPolicy::default() };
+    let found = problems("fraud", &s, &policy);
+    assert!(found[0].starts_with("server.image \"x\" is not allowed here"), "{found:?}");
+    let mut ok = s.clone();
+    ok.server.image = "registry.corp/versa/versa-server:1".into();
+    assert!(problems("fraud", &ok, &policy).is_empty());
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let s = spec_with(
+        "{image: '', modelVolume: {name: m, hostPath: {path: /}}, args: ['--port=1']}",
+        "[{name: a, basePath: rel}]",
+    );
+    assert_eq!(problems("Bad.Name", &s, &SpecPolicy::default()).len(), 5);
+}
