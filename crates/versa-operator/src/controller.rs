@@ -414,7 +414,9 @@ async fn observe(ctx: &Context, pods: &[Pod], token: &str, models: &[String]) ->
             };
             let span = tracing::debug_span!("observe", pod = %name, %ip);
             let result = async {
-                let sidecar = Sidecar::connect(ip, token, &ctx.options.sidecar).await?;
+                let sidecar = Sidecar::connect(ip, token, &ctx.options.sidecar)
+                    .await?
+                    .with_epoch(ctx.options.leadership.as_ref().map(Leadership::epoch));
                 let models = sidecar.models(models).await?;
                 Ok::<_, SidecarError>((sidecar, models))
             }
@@ -453,6 +455,11 @@ async fn push(
     }
     futures::stream::iter(jobs)
         .map(|(pod, sidecar, config)| async move {
+            // Checked again right before each write: a pass frozen after
+            // the last check must not write when it wakes.
+            if ctx.acting().is_err() {
+                return (pod, Err(SidecarError::NotLeading));
+            }
             let result = sidecar
                 .reload(&config)
                 .instrument(tracing::debug_span!("reload", pod = %pod))

@@ -101,35 +101,72 @@ pub fn held_by(previous: Option<&LeaseSpec>, options: &LeaseOptions, now: Timest
     }
 }
 
-/// One attempt to take or renew the Lease: `Ok(true)` when we hold it.
+/// Annotation on the Lease holding the leader epoch: it grows with every
+/// change of leader, and sidecars refuse reloads from a lower one (a
+/// replaced leader whose writes were still in flight).
+pub const EPOCH_ANNOTATION: &str = "versa.dev/leader-epoch";
+
+fn epoch_of(lease: &Lease) -> Option<u64> {
+    lease.metadata.annotations.as_ref()?.get(EPOCH_ANNOTATION)?.parse().ok()
+}
+
+/// The epoch `identity` leads in after writing `previous`: the same while
+/// it renews, one more on a change of leader; a Lease made anew (or one
+/// without the annotation) starts from the wall clock's seconds, above any
+/// epoch an earlier Lease of the same name can have reached.
+pub fn next_epoch(previous: Option<&Lease>, identity: &str, unix_seconds: u64) -> u64 {
+    let Some(lease) = previous else { return unix_seconds };
+    let ours = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(identity);
+    match epoch_of(lease) {
+        Some(epoch) if ours => epoch,
+        Some(epoch) => epoch.saturating_add(1),
+        None => unix_seconds,
+    }
+}
+
+fn with_epoch(mut meta: ObjectMeta, epoch: u64) -> ObjectMeta {
+    meta.annotations
+        .get_or_insert_with(Default::default)
+        .insert(EPOCH_ANNOTATION.into(), epoch.to_string());
+    meta
+}
+
+/// One attempt to take or renew the Lease: the epoch we lead in when we
+/// hold it, `None` when another does.
 pub async fn try_hold(
     api: &Api<Lease>,
     options: &LeaseOptions,
     observation: &mut Observation,
-) -> Result<bool, kube::Error> {
+) -> Result<Option<u64>, kube::Error> {
+    let unix = u64::try_from(Timestamp::now().as_second()).unwrap_or(0);
     match api.get_opt(&options.name).await? {
         None => {
+            let epoch = next_epoch(None, &options.identity, unix);
+            let meta = ObjectMeta { name: Some(options.name.clone()), ..ObjectMeta::default() };
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(options.name.clone()), ..ObjectMeta::default() },
+                metadata: with_epoch(meta, epoch),
                 spec: Some(held_by(None, options, Timestamp::now())),
             };
             match api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Ok(_) => Ok(Some(epoch)),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
                 Err(e) => Err(e),
             }
         }
-        Some(mut lease) => {
+        Some(lease) => {
             observation.observe(lease.spec.as_ref(), Instant::now());
             if !may_hold(observation, &options.identity, Instant::now(), options.duration) {
-                return Ok(false);
+                return Ok(None);
             }
-            lease.spec = Some(held_by(lease.spec.as_ref(), options, Timestamp::now()));
+            let epoch = next_epoch(Some(&lease), &options.identity, unix);
+            let mut next = lease.clone();
+            next.metadata = with_epoch(lease.metadata.clone(), epoch);
+            next.spec = Some(held_by(lease.spec.as_ref(), options, Timestamp::now()));
             // `replace` carries the resourceVersion we read: a concurrent
             // writer makes this fail with 409 instead of both winning.
-            match api.replace(&options.name, &PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            match api.replace(&options.name, &PostParams::default(), &next).await {
+                Ok(_) => Ok(Some(epoch)),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
                 Err(e) => Err(e),
             }
         }
@@ -143,12 +180,18 @@ pub async fn try_hold(
 #[derive(Debug, Clone)]
 pub struct Leadership {
     renewed: Arc<Mutex<Option<Instant>>>,
+    epoch: Arc<std::sync::atomic::AtomicU64>,
     renew_deadline: Duration,
 }
 
 impl Leadership {
     fn new(renew_deadline: Duration) -> Self {
-        Self { renewed: Arc::new(Mutex::new(None)), renew_deadline }
+        Self { renewed: Arc::new(Mutex::new(None)), epoch: Default::default(), renew_deadline }
+    }
+
+    /// The epoch this replica leads in (sent with every reload).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn renewed_at(&self, started: Instant) {
@@ -171,7 +214,7 @@ async fn attempt(
     options: &LeaseOptions,
     observation: &mut Observation,
     limit: Duration,
-) -> Result<bool, String> {
+) -> Result<Option<u64>, String> {
     match tokio::time::timeout(limit, try_hold(api, options, observation)).await {
         Ok(Ok(held)) => Ok(held),
         Ok(Err(e)) => Err(e.to_string()),
@@ -193,16 +236,17 @@ pub async fn lead(
     loop {
         let started = Instant::now();
         match attempt(&api, &options, &mut observation, options.renew_deadline).await {
-            Ok(true) => {
+            Ok(Some(epoch)) => {
+                leadership.epoch.store(epoch, std::sync::atomic::Ordering::Release);
                 leadership.renewed_at(started);
                 break;
             }
-            Ok(false) => tracing::debug!(lease = %options.name, "another replica leads"),
+            Ok(None) => tracing::debug!(lease = %options.name, "another replica leads"),
             Err(e) => tracing::warn!(lease = %options.name, error = %e, "lease not reachable"),
         }
         tokio::time::sleep(options.retry_period).await;
     }
-    tracing::info!(lease = %options.name, identity = %options.identity, "leading");
+    tracing::info!(lease = %options.name, identity = %options.identity, epoch = leadership.epoch(), "leading");
     let (tx, rx) = watch::channel(true);
     let handle = leadership.clone();
     tokio::spawn(async move {
@@ -218,8 +262,8 @@ pub async fn lead(
                 .map_or(Duration::ZERO, |t| options.renew_deadline.saturating_sub(t.elapsed()));
             let started = Instant::now();
             match attempt(&api, &options, &mut observation, left).await {
-                Ok(true) => handle.renewed_at(started),
-                Ok(false) => {
+                Ok(Some(_)) => handle.renewed_at(started),
+                Ok(None) => {
                     tracing::error!(lease = %options.name, "leadership taken by another replica");
                     let _ = tx.send(false);
                     return;
@@ -301,6 +345,19 @@ mod tests {
                 "round {i}"
             );
         }
+    }
+
+    #[test]
+    fn the_epoch_grows_with_every_change_of_leader_and_never_restarts_low() {
+        let lease = |holder: &str, epoch: Option<u64>| Lease {
+            metadata: epoch
+                .map_or_else(ObjectMeta::default, |e| with_epoch(ObjectMeta::default(), e)),
+            spec: Some(held_by(None, &options(holder), t("2026-11-25T10:00:00Z"))),
+        };
+        assert_eq!(next_epoch(None, "a", 1_800_000_000), 1_800_000_000, "a new Lease");
+        assert_eq!(next_epoch(Some(&lease("a", Some(7))), "a", 1), 7, "renewing keeps it");
+        assert_eq!(next_epoch(Some(&lease("a", Some(7))), "b", 1), 8, "a takeover raises it");
+        assert_eq!(next_epoch(Some(&lease("a", None)), "b", 99), 99, "no annotation yet");
     }
 
     #[test]

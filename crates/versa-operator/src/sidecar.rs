@@ -27,6 +27,8 @@ pub enum SidecarError {
     NotConfirmed { address: String, outcome: String },
     #[error("the reload token is not valid metadata")]
     Token,
+    #[error("not sent: this replica no longer leads")]
+    NotLeading,
 }
 
 /// How to reach sidecars.
@@ -49,8 +51,9 @@ impl Default for SidecarOptions {
     }
 }
 
-/// The response header in which a sidecar says what became of a reload.
-pub const RELOAD_OUTCOME_HEADER: &str = "x-versa-reload-outcome";
+pub use versa_proto::headers::RELOAD_OUTCOME as RELOAD_OUTCOME_HEADER;
+
+pub use versa_proto::headers::LEADER_EPOCH as LEADER_EPOCH_HEADER;
 
 /// One sidecar.
 #[derive(Debug, Clone)]
@@ -59,6 +62,8 @@ pub struct Sidecar {
     client: ModelServiceClient<Channel>,
     token: MetadataValue<tonic::metadata::Ascii>,
     timeout: Duration,
+    /// The leader epoch reloads carry (fencing a replaced leader).
+    epoch: Option<u64>,
 }
 
 impl Sidecar {
@@ -82,7 +87,16 @@ impl Sidecar {
             client: ModelServiceClient::new(channel),
             token,
             timeout: options.call_timeout,
+            epoch: None,
         })
+    }
+
+    /// Reloads carry `epoch`: the sidecar refuses them once it has applied
+    /// one of a higher epoch.
+    #[must_use]
+    pub fn with_epoch(mut self, epoch: Option<u64>) -> Self {
+        self.epoch = epoch;
+        self
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
@@ -124,10 +138,13 @@ impl Sidecar {
     /// whose outcome header names anything but `applied` or `loading` is not
     /// a confirmation either.
     pub async fn reload(&self, config: &ModelServerConfig) -> Result<(), SidecarError> {
-        let request = self.request(ReloadConfigRequest {
+        let mut request = self.request(ReloadConfigRequest {
             config: Some(config.clone()),
             ..ReloadConfigRequest::default()
         });
+        if let Some(epoch) = self.epoch {
+            request.metadata_mut().insert(LEADER_EPOCH_HEADER, MetadataValue::from(epoch));
+        }
         match self.client.clone().handle_reload_config_request(request).await {
             Ok(response) => {
                 let outcome = response

@@ -39,6 +39,16 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub use tensorflow::serving;
 
 pub mod codec;
+
+/// Metadata the sidecar and the operator exchange on ModelService reloads.
+pub mod headers {
+    /// Response header of a reload: `applied` (in force, every new model
+    /// settled) or `loading` (in force, some new models still loading).
+    pub const RELOAD_OUTCOME: &str = "x-versa-reload-outcome";
+    /// Request header of a reload from an operator leader: its epoch. A
+    /// server refuses reloads of an epoch lower than the highest it applied.
+    pub const LEADER_EPOCH: &str = "x-versa-leader-epoch";
+}
 pub mod wire_budget;
 
 /// Protobuf text format — the syntax of TensorFlow Serving's config files —

@@ -56,6 +56,10 @@ pub struct ServerCore {
     config: RwLock<Arc<ServingConfig>>,
     /// Serialises reloads (gRPC calls and config-file polls).
     reload_lock: tokio::sync::Mutex<()>,
+    /// The highest operator leader epoch a reload carried: reloads from an
+    /// older leader (one replaced while it was frozen or cut off, whose
+    /// writes were still in flight) are refused.
+    leader_epoch: std::sync::atomic::AtomicU64,
     options: CoreOptions,
 }
 
@@ -84,6 +88,7 @@ impl ServerCore {
             source,
             config: RwLock::new(Arc::new(ServingConfig::default())),
             reload_lock: tokio::sync::Mutex::new(()),
+            leader_epoch: std::sync::atomic::AtomicU64::new(0),
             options,
         })
     }
@@ -142,13 +147,26 @@ impl ServerCore {
         request: &ModelServerConfig,
         deadline: Option<Instant>,
     ) -> Result<ReloadOutcome, ServingError> {
+        self.reload_fenced(request, deadline, None).await
+    }
+
+    /// [`ServerCore::reload`] from an operator leader of epoch `epoch`:
+    /// refused (FAILED_PRECONDITION, nothing applied) when a reload of a
+    /// higher epoch came first. Checked under the reload lock, so reloads
+    /// are fenced in the order they are applied.
+    pub async fn reload_fenced(
+        self: &Arc<Self>,
+        request: &ModelServerConfig,
+        deadline: Option<Instant>,
+        epoch: Option<u64>,
+    ) -> Result<ReloadOutcome, ServingError> {
         // One cut-off for the whole reload: the commit must happen before
         // it, and the answer is sent by then.
         let cutoff = deadline.map(answer_by);
         let core = Arc::clone(self);
         let owned = request.clone();
         let (reply, committed) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move { core.commit(&owned, cutoff, reply).await });
+        tokio::spawn(async move { core.commit(&owned, cutoff, epoch, reply).await });
         let committed = committed.await.map_err(|_| {
             ServingError::new(Code::Internal, "the reload ended without an answer")
         })??;
@@ -176,6 +194,7 @@ impl ServerCore {
         &self,
         request: &ModelServerConfig,
         cutoff: Option<Instant>,
+        epoch: Option<u64>,
         reply: tokio::sync::oneshot::Sender<Result<Committed, ServingError>>,
     ) {
         let lock = self.reload_lock.lock();
@@ -192,6 +211,20 @@ impl ServerCore {
             },
             None => lock.await,
         };
+        if let Some(epoch) = epoch {
+            use std::sync::atomic::Ordering;
+            let highest = self.leader_epoch.load(Ordering::Acquire);
+            if epoch < highest {
+                let _ = reply.send(Err(ServingError::new(
+                    Code::FailedPrecondition,
+                    format!(
+                        "reload from a replaced operator leader (epoch {epoch}; a leader of epoch {highest} has reloaded this server): nothing was applied"
+                    ),
+                )));
+                return;
+            }
+            self.leader_epoch.store(epoch, Ordering::Release);
+        }
         let servables = match self.apply(request, cutoff) {
             Ok(Some((servables, committed))) => {
                 let _ = reply.send(Ok(Some(committed)));

@@ -24,9 +24,9 @@ use versa_proto::serving::{
     prediction_service_server::PredictionService,
 };
 
-/// Response metadata of a reload that was applied: `applied` (every added
-/// model settled) or `loading` (some still loading).
-pub const RELOAD_OUTCOME_HEADER: &str = "x-versa-reload-outcome";
+pub use versa_proto::headers::{
+    LEADER_EPOCH as LEADER_EPOCH_HEADER, RELOAD_OUTCOME as RELOAD_OUTCOME_HEADER,
+};
 
 /// The deadline a gRPC client set (`grpc-timeout` header), if any. The
 /// value has at most 8 digits (gRPC's wire spec); anything else is ignored.
@@ -217,6 +217,16 @@ impl ModelService for Serving {
         request: Request<ReloadConfigRequest>,
     ) -> Result<Response<ReloadConfigResponse>, Status> {
         let deadline = deadline_of(&request);
+        let epoch = match request.metadata().get(LEADER_EPOCH_HEADER) {
+            None => None,
+            Some(v) => {
+                Some(v.to_str().ok().and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "{LEADER_EPOCH_HEADER} must be an unsigned integer"
+                    ))
+                })?)
+            }
+        };
         let body = request.into_inner();
         let before: Vec<(String, Option<i64>)> = body
             .metric_names
@@ -224,7 +234,7 @@ impl ModelService for Serving {
             .map(|n| (n.clone(), self.metrics.value_of(&exposition_name(n))))
             .collect();
         let config = body.config.unwrap_or_default();
-        let outcome = match self.core.reload(&config, deadline).await {
+        let outcome = match self.core.reload_fenced(&config, deadline, epoch).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::warn!("reload rejected: {e}");

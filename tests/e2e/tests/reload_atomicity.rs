@@ -79,3 +79,32 @@ async fn a_reload_cancelled_by_its_caller_is_applied_whole_or_not_at_all() {
         );
     }
 }
+
+#[tokio::test]
+async fn reloads_from_a_replaced_operator_leader_are_refused() {
+    let f = start(&[]);
+    let root = f.root.path().display().to_string();
+    let mut models = f.server.model_client().await;
+    let with_epoch = |with_ints: bool, epoch: &str| {
+        let mut request = tonic::Request::new(config(&root, with_ints));
+        request.metadata_mut().insert("x-versa-leader-epoch", epoch.parse().expect("ascii"));
+        request
+    };
+    models.handle_reload_config_request(with_epoch(false, "5")).await.expect("epoch 5");
+    let stale = models.handle_reload_config_request(with_epoch(true, "4")).await;
+    let status = stale.expect_err("an older leader is refused");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(status.message().contains("epoch 4; a leader of epoch 5"), "{}", status.message());
+    let mut predict = f.server.prediction_client().await;
+    let stable = predict
+        .predict(versioned_request("versioned", Choice::Label("stable")))
+        .await
+        .map(|r| version_of(&r.into_inner()))
+        .expect("stable");
+    assert_eq!(stable, 1.0, "nothing of the refused reload was applied");
+    models.handle_reload_config_request(with_epoch(true, "6")).await.expect("a newer leader");
+    // Reloads without an epoch (people, scripts) are not fenced.
+    models.handle_reload_config_request(config(&root, false)).await.expect("no epoch");
+    let bad = models.handle_reload_config_request(with_epoch(false, "x")).await;
+    assert_eq!(bad.expect_err("garbage").code(), tonic::Code::InvalidArgument);
+}

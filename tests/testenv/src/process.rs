@@ -28,6 +28,11 @@ impl ChildProcess {
         &self.name
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, `KILL`, …).
+    pub fn signal(&self, name: &str) {
+        signal(self.child.id(), name);
+    }
+
     /// The exit status, if the process has ended.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()

@@ -127,11 +127,14 @@ impl VersaEnv {
                 format!("--identity={}", options.identity),
                 "--progress_requeue_ms=200".to_owned(),
                 "--sidecar_timeout_ms=2000".to_owned(),
-                // The model repository is a host directory here.
-                "--allowed_volume_sources=hostPath,persistentVolumeClaim,emptyDir".to_owned(),
                 "--max_retry_backoff_seconds=4".to_owned(),
             ])
             .args(&options.extra_args);
+        // The model repository is a host directory here (list flags add up,
+        // so this goes only where a test did not set its own).
+        if !options.extra_args.iter().any(|a| a.starts_with("--allowed_volume_sources")) {
+            command.arg("--allowed_volume_sources=hostPath,persistentVolumeClaim,emptyDir");
+        }
         let log = self.operator_log(&options.identity);
         self.operators.push(ChildProcess::spawn(&options.identity, command, &log)?);
         Ok(())
