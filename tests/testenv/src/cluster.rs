@@ -46,6 +46,8 @@ pub struct TestCluster {
     // Field order is drop order: controllers first, etcd last, files after.
     controller_manager: Option<ChildProcess>,
     apiserver: ChildProcess,
+    /// How the API server was started, to start it again the same way.
+    apiserver_argv: Vec<std::ffi::OsString>,
     etcd: ChildProcess,
     // Held for its Drop: removes the working directory.
     _dir: Option<tempfile::TempDir>,
@@ -111,11 +113,13 @@ impl TestCluster {
         let etcd = ChildProcess::spawn("etcd", etcd, &logs.join("etcd.log"))
             .context("starting etcd (apt-get install etcd-server)")?;
 
-        let apiserver = ChildProcess::spawn(
-            "kube-apiserver",
-            apiserver_command(&apiserver_bin, &root, &certs, etcd_client, api_port),
-            &logs.join("kube-apiserver.log"),
-        )?;
+        let command = apiserver_command(&apiserver_bin, &root, &certs, etcd_client, api_port);
+        let apiserver_argv: Vec<std::ffi::OsString> = std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(ToOwned::to_owned)
+            .collect();
+        let apiserver =
+            ChildProcess::spawn("kube-apiserver", command, &logs.join("kube-apiserver.log"))?;
         let server = format!("https://127.0.0.1:{api_port}");
         let ca_pem = std::fs::read(&certs.ca_cert)?;
         let kubeconfig = root.join("kubeconfig");
@@ -124,6 +128,7 @@ impl TestCluster {
         let mut cluster = Self {
             controller_manager: None,
             apiserver,
+            apiserver_argv,
             etcd,
             _dir: dir,
             root: root.clone(),
@@ -156,6 +161,24 @@ impl TestCluster {
         }
         cluster.wait_for_default_namespace().await?;
         Ok(cluster)
+    }
+
+    /// Kills the API server (SIGKILL: a crash, not a shutdown), keeps it
+    /// down for `down`, starts it again on the same port with the same
+    /// certificates and data, and waits until it is ready.
+    pub async fn crash_apiserver(&mut self, down: Duration) -> anyhow::Result<()> {
+        self.apiserver.signal("KILL");
+        self.apiserver.stop(Duration::from_secs(5));
+        tokio::time::sleep(down).await;
+        let (program, args) = self.apiserver_argv.split_first().context("API server command")?;
+        let mut command = Command::new(program);
+        command.args(args);
+        self.apiserver = ChildProcess::spawn(
+            "kube-apiserver",
+            command,
+            &self.root.join("logs/kube-apiserver.log"),
+        )?;
+        self.wait_ready().await
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
