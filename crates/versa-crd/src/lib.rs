@@ -35,11 +35,11 @@ pub const OPERATOR_OWNED_FLAGS: &[&str] = &[
 fn owned_flags_rule() -> kube::core::Rule {
     let list: Vec<String> = OPERATOR_OWNED_FLAGS.iter().map(|f| format!("'{f}'")).collect();
     kube::core::Rule::new(format!(
-        "self.all(a, ![{}].exists(f, a == '--' + f || a.startsWith('--' + f + '=') || a == '-' + f || a.startsWith('-' + f + '=')))",
+        "self.all(a, !a.contains('$(') && ![{}].exists(f, a == '--' + f || a.startsWith('--' + f + '=') || a == '-' + f || a.startsWith('-' + f + '=')))",
         list.join(", ")
     ))
     .message(kube::core::Message::Message(format!(
-        "args must not set the flags the operator sets: {}",
+        "args must not use $(...) expansion nor set the flags the operator sets: {}",
         OPERATOR_OWNED_FLAGS.iter().map(|f| format!("--{f}")).collect::<Vec<_>>().join(", ")
     )))
 }
@@ -113,9 +113,9 @@ pub struct ServerSpec {
     pub env: Vec<EnvVar>,
     /// The volume holding the model repository: a Kubernetes volume source
     /// (its `name` is ignored), mounted read-only at `modelMountPath`. The
-    /// operator allows persistentVolumeClaim, emptyDir, configMap, csi,
-    /// ephemeral and nfs unless configured otherwise; hostPath and secret
-    /// only when its `--allowed_volume_sources` lists them.
+    /// operator allows persistentVolumeClaim, emptyDir, configMap and
+    /// ephemeral unless configured otherwise; hostPath, secret, nfs, csi and
+    /// others only when its `--allowed_volume_sources` lists them.
     pub model_volume: Volume,
     /// Where the model volume is mounted in the container; models'
     /// `basePath`s usually start with it.
@@ -271,6 +271,9 @@ pub struct ModelStatus {
     /// When the current phase began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase_since: Option<Time>,
+    /// The spec generation whose rollout `phase` and `phaseSince` describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
     /// Labels in force on every Ready Pod.
     #[serde(default)]
     pub labels: BTreeMap<String, i64>,
@@ -323,7 +326,7 @@ mod tests {
             "traffic weights must sum to 100",
             "labels must point at versions the version policy serves",
             "model names must be unique",
-            "args must not set the flags the operator sets: --port,",
+            "set the flags the operator sets: --port,",
             "size(self.metadata.name) <= 63",
             "status: {}",
             "jsonPath: .status.phase",

@@ -42,6 +42,7 @@ where
 impl Existing {
     /// The uid of the child of `kind`, if it exists.
     pub fn uid_of(&self, kind: &str) -> Option<&str> {
+        // Kinds as `K::kind` spells them.
         self.objects
             .iter()
             .find(|(k, _, _)| *k == kind)
@@ -90,11 +91,20 @@ pub fn token_in(secret: Option<&Secret>) -> Option<String> {
         .and_then(|d| d.get(resources::TOKEN_KEY))
         .and_then(|b| std::str::from_utf8(&b.0).ok())
         .map(|t| t.trim().to_owned())
-        .filter(|t| t.len() >= 32 && t.chars().all(|c| c.is_ascii_alphanumeric()))
+        // What a bearer token can be: visible ASCII, as the sidecar takes it.
+        .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_graphic()))
 }
 
-/// Server-side apply of one child the ownership check allowed.
-pub async fn apply<K>(client: &kube::Client, namespace: &str, object: K) -> Result<K, Error>
+/// Server-side apply of one child the ownership check allowed. The uid the
+/// check saw goes with it: an object deleted and made anew by somebody
+/// else in between is refused by the API server (a uid cannot change),
+/// never adopted.
+pub async fn apply<K>(
+    client: &kube::Client,
+    namespace: &str,
+    object: K,
+    checked: &Existing,
+) -> Result<K, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -109,6 +119,9 @@ where
     // leave out when serialised.
     value["apiVersion"] = K::api_version(&()).into();
     value["kind"] = kind.clone().into();
+    if let Some(uid) = checked.uid_of(&kind) {
+        value["metadata"]["uid"] = uid.into();
+    }
     Api::<K>::namespaced(client.clone(), namespace)
         .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(value))
         .await
@@ -137,16 +150,14 @@ pub async fn pods_of(
         .items
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
+        // A Failed or Succeeded Pod's address may already be another Pod's.
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
         .filter(|p| controller_uid(&p.metadata).is_some_and(|uid| owners.contains(uid)))
         .collect())
 }
 
 fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .find(|r| r.controller == Some(true))
-        .map(|r| r.uid.as_str())
+    ownership::controller(meta).map(|r| r.uid.as_str())
 }
 
 #[cfg(test)]
@@ -163,7 +174,11 @@ mod tests {
         let token = "a".repeat(64);
         assert_eq!(token_in(Some(&with(format!("{token}\n").as_bytes()))), Some(token));
         assert_eq!(token_in(Some(&with(b""))), None, "emptied");
-        assert_eq!(token_in(Some(&with(b"short"))), None);
+        assert_eq!(
+            token_in(Some(&with(b"rotated+by/hand=="))).as_deref(),
+            Some("rotated+by/hand==")
+        );
+        assert_eq!(token_in(Some(&with(b"two words"))), None);
         assert_eq!(token_in(Some(&with(&[0xff; 40]))), None, "not text");
         assert_eq!(token_in(Some(&Secret::default())), None, "no data");
         assert_eq!(token_in(None), None, "deleted");

@@ -10,12 +10,13 @@
 //! in the failure metric before retrying with exponential back-off.
 
 use crate::children::{self, Existing};
+use crate::fleet::{self, Observed, is_ready};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
-use crate::plan::{self, Phase, Plan, PodView, Routing};
+use crate::plan::{self, Phase, PodView, Routing};
 use crate::report;
 use crate::resources::{self, FIELD_MANAGER, Names};
-use crate::sidecar::{Sidecar, SidecarError, SidecarOptions};
+use crate::sidecar::SidecarOptions;
 use crate::status::{self, PodCounts};
 use crate::validate::{self, SpecPolicy};
 use futures::StreamExt as _;
@@ -29,7 +30,6 @@ use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tracing::Instrument as _;
@@ -159,7 +159,7 @@ impl Context {
     }
 
     /// Fails unless this replica may write now.
-    fn acting(&self) -> Result<()> {
+    pub(crate) fn acting(&self) -> Result<()> {
         match &self.options.leadership {
             Some(l) if !l.acting() => Err(Error::NotLeading),
             _ => Ok(()),
@@ -212,8 +212,10 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
+/// The back-off key: a ModelDeployment made anew under the same name starts afresh.
 fn key(md: &ModelDeployment) -> String {
-    format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any())
+    let uid = md.metadata.uid.as_deref().unwrap_or_default();
+    format!("{}/{}/{uid}", md.namespace().unwrap_or_default(), md.name_any())
 }
 
 fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -221,7 +223,12 @@ fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> A
     if matches!(error, Error::NotLeading) {
         return Action::requeue(Duration::from_secs(1));
     }
-    let delay = ctx.back_off(&key(&md));
+    let mut delay = ctx.back_off(&key(&md));
+    // Nothing watches the object in the way: look again at least as often
+    // as the steady resync, so removing it resumes the rollout soon.
+    if matches!(error, Error::Conflict(_)) {
+        delay = delay.min(ctx.options.steady_requeue);
+    }
     tracing::warn!(resource = %md.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -266,8 +273,10 @@ async fn reconcile_in(md: &ModelDeployment, ctx: &Context, namespace: &str) -> R
             tracing::warn!(problems = %note, "spec refused");
             report::publish(ctx, md, EventType::Warning, "InvalidSpec", "Validate", note).await;
         }
-        ctx.acting()?;
-        report::write_status(client, namespace, &name, &status).await?;
+        if previous != Some(&status) {
+            ctx.acting()?;
+            report::write_status(client, namespace, &name, &status).await?;
+        }
         return Ok(Action::await_change());
     }
 
@@ -290,7 +299,7 @@ async fn reconcile_in(md: &ModelDeployment, ctx: &Context, namespace: &str) -> R
         None => Vec::new(),
     };
     let model_names: Vec<String> = md.spec.models.iter().map(|m| m.name.clone()).collect();
-    let observed = observe(ctx, &pods, &token, &model_names).await;
+    let observed = fleet::observe(ctx, &pods, &token, &model_names).await;
     let views: Vec<PodView> = observed.iter().map(|o| o.view.clone()).collect();
     let plan = plan::plan(&md.spec, &views, &status::previous_models(previous, generation), now);
 
@@ -299,14 +308,15 @@ async fn reconcile_in(md: &ModelDeployment, ctx: &Context, namespace: &str) -> R
     // comes after them.
     ctx.acting()?;
     let boot = text_format::to_text("tensorflow.serving.ModelServerConfig", &plan.boot_config);
-    children::apply(client, namespace, resources::config_map(md, &boot)).await?;
-    children::apply(client, namespace, resources::deployment(md)).await?;
-    children::apply(client, namespace, resources::service(md)).await?;
+    children::apply(client, namespace, resources::config_map(md, &boot), &existing).await?;
+    children::apply(client, namespace, resources::deployment(md), &existing).await?;
+    children::apply(client, namespace, resources::service(md), &existing).await?;
     if let Some(operator) = &ctx.options.network_policy {
-        children::apply(client, namespace, resources::network_policy(md, operator)).await?;
+        children::apply(client, namespace, resources::network_policy(md, operator), &existing)
+            .await?;
     }
     ctx.acting()?;
-    let pushed = push(ctx, &observed, &plan).await;
+    let pushed = fleet::push(ctx, &observed, &plan).await;
     let mut pod_errors: Vec<String> = observed.iter().filter_map(|o| o.error.clone()).collect();
     pod_errors.extend(pushed.values().filter_map(|r| r.as_ref().err().map(ToString::to_string)));
 
@@ -368,10 +378,11 @@ async fn ensure_token(
         return Ok(token);
     }
     let token = resources::new_token()?;
-    children::apply(&ctx.client, namespace, resources::secret(md, &token)).await?;
+    children::apply(&ctx.client, namespace, resources::secret(md, &token), existing).await?;
     let name = Names::of(&md.name_any()).secret;
-    // A ModelDeployment that has a status had a token before.
-    if md.status.is_some() {
+    // A ModelDeployment whose models have a status got through a pass, so
+    // it had a token before.
+    if md.status.as_ref().is_some_and(|s| !s.models.is_empty()) {
         let what = if existing.secret.is_some() { "held no usable token" } else { "was missing" };
         let note = format!(
             "Secret {name} {what}: created a new reload token; Pods use it once their Secret volume updates"
@@ -380,103 +391,6 @@ async fn ensure_token(
         report::publish(ctx, md, EventType::Warning, "ReloadTokenRecreated", "Token", note).await;
     }
     Ok(token)
-}
-
-/// A Pod as seen this pass.
-#[derive(Debug, Clone)]
-struct Observed {
-    view: PodView,
-    sidecar: Option<Sidecar>,
-    error: Option<String>,
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// Asks every running Pod's sidecar what it serves, a few at a time.
-async fn observe(ctx: &Context, pods: &[Pod], token: &str, models: &[String]) -> Vec<Observed> {
-    futures::stream::iter(pods.iter().cloned())
-        .map(|pod| async move {
-            let name = pod.name_any();
-            let ready = is_ready(&pod);
-            let ip: Option<IpAddr> = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.pod_ip.as_deref())
-                .and_then(|ip| ip.parse().ok());
-            let mut view = PodView { name: name.clone(), ready, models: None };
-            let Some(ip) = ip else {
-                return Observed { view, sidecar: None, error: None };
-            };
-            let span = tracing::debug_span!("observe", pod = %name, %ip);
-            let result = async {
-                let sidecar = Sidecar::connect(ip, token, &ctx.options.sidecar)
-                    .await?
-                    .with_epoch(ctx.options.leadership.as_ref().map(Leadership::epoch));
-                let models = sidecar.models(models).await?;
-                Ok::<_, SidecarError>((sidecar, models))
-            }
-            .instrument(span)
-            .await;
-            let result_label = if result.is_ok() { "ok" } else { "error" };
-            ctx.metrics.sidecar_calls.with_label_values(&["GetModelStatus", result_label]).inc();
-            match result {
-                Ok((sidecar, models)) => {
-                    view.models = Some(models);
-                    Observed { view, sidecar: Some(sidecar), error: None }
-                }
-                // A Pod still starting is not reachable yet; only a Ready one is an error.
-                Err(e) => {
-                    let error = ready.then(|| format!("pod {name}: {e}"));
-                    Observed { view, sidecar: None, error }
-                }
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await
-}
-
-/// Sends each observed Pod its config; returns the result per Pod.
-async fn push(
-    ctx: &Context,
-    observed: &[Observed],
-    plan: &Plan,
-) -> BTreeMap<String, Result<(), SidecarError>> {
-    let mut jobs = Vec::new();
-    for o in observed {
-        if let (Some(config), Some(sidecar)) = (plan.pod_configs.get(&o.view.name), &o.sidecar) {
-            jobs.push((o.view.name.clone(), sidecar.clone(), config.clone()));
-        }
-    }
-    futures::stream::iter(jobs)
-        .map(|(pod, sidecar, config)| async move {
-            // Checked again right before each write: a pass frozen after
-            // the last check must not write when it wakes.
-            if ctx.acting().is_err() {
-                return (pod, Err(SidecarError::NotLeading));
-            }
-            let result = sidecar
-                .reload(&config)
-                .instrument(tracing::debug_span!("reload", pod = %pod))
-                .await;
-            let label = if result.is_ok() { "ok" } else { "error" };
-            ctx.metrics
-                .sidecar_calls
-                .with_label_values(&["HandleReloadConfigRequest", label])
-                .inc();
-            if let Err(e) = &result {
-                tracing::warn!(pod = %pod, error = %e, "reload failed");
-            }
-            (pod, result)
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await
 }
 
 #[cfg(test)]

@@ -43,6 +43,11 @@ pub struct LeaseOptions {
 pub struct Observation {
     record: Option<LeaseSpec>,
     seen_at: Option<Instant>,
+    /// When a Lease held by another was last read: a Lease that vanishes
+    /// is taken only a lease duration later (its holder may still act).
+    foreign_seen_at: Option<Instant>,
+    /// The highest epoch read, so a Lease made anew never goes below it.
+    highest_epoch: u64,
 }
 
 impl Observation {
@@ -53,6 +58,20 @@ impl Observation {
             self.record = spec.cloned();
             self.seen_at = Some(now);
         }
+    }
+
+    fn observe_lease(&mut self, lease: &Lease, identity: &str, now: Instant) {
+        self.observe(lease.spec.as_ref(), now);
+        let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref());
+        if holder.is_some_and(|h| !h.is_empty() && h != identity) {
+            self.foreign_seen_at = Some(now);
+        }
+        self.highest_epoch = self.highest_epoch.max(epoch_of(lease).unwrap_or(0));
+    }
+
+    /// Whether a missing Lease may be created now.
+    pub fn may_create(&self, now: Instant, duration: Duration) -> bool {
+        self.foreign_seen_at.is_none_or(|t| now.saturating_duration_since(t) >= duration)
     }
 }
 
@@ -132,7 +151,9 @@ fn with_epoch(mut meta: ObjectMeta, epoch: u64) -> ObjectMeta {
 }
 
 /// One attempt to take or renew the Lease: the epoch we lead in when we
-/// hold it, `None` when another does.
+/// hold it, `None` when another does (or may still act). A write that
+/// loses a race (409) is an error, retried until the renew deadline, not a
+/// loss: an unrelated write to the Lease must not cost the leadership.
 pub async fn try_hold(
     api: &Api<Lease>,
     options: &LeaseOptions,
@@ -141,7 +162,11 @@ pub async fn try_hold(
     let unix = u64::try_from(Timestamp::now().as_second()).unwrap_or(0);
     match api.get_opt(&options.name).await? {
         None => {
-            let epoch = next_epoch(None, &options.identity, unix);
+            if !observation.may_create(Instant::now(), options.duration) {
+                return Ok(None);
+            }
+            let epoch =
+                next_epoch(None, &options.identity, unix).max(observation.highest_epoch + 1);
             let meta = ObjectMeta { name: Some(options.name.clone()), ..ObjectMeta::default() };
             let lease = Lease {
                 metadata: with_epoch(meta, epoch),
@@ -149,12 +174,11 @@ pub async fn try_hold(
             };
             match api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(Some(epoch)),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
                 Err(e) => Err(e),
             }
         }
         Some(lease) => {
-            observation.observe(lease.spec.as_ref(), Instant::now());
+            observation.observe_lease(&lease, &options.identity, Instant::now());
             if !may_hold(observation, &options.identity, Instant::now(), options.duration) {
                 return Ok(None);
             }
@@ -164,11 +188,7 @@ pub async fn try_hold(
             next.spec = Some(held_by(lease.spec.as_ref(), options, Timestamp::now()));
             // `replace` carries the resourceVersion we read: a concurrent
             // writer makes this fail with 409 instead of both winning.
-            match api.replace(&options.name, &PostParams::default(), &next).await {
-                Ok(_) => Ok(Some(epoch)),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
-                Err(e) => Err(e),
-            }
+            api.replace(&options.name, &PostParams::default(), &next).await.map(|_| Some(epoch))
         }
     }
 }
@@ -358,6 +378,21 @@ mod tests {
         assert_eq!(next_epoch(Some(&lease("a", Some(7))), "a", 1), 7, "renewing keeps it");
         assert_eq!(next_epoch(Some(&lease("a", Some(7))), "b", 1), 8, "a takeover raises it");
         assert_eq!(next_epoch(Some(&lease("a", None)), "b", 99), 99, "no annotation yet");
+    }
+
+    #[test]
+    fn a_vanished_lease_is_made_anew_only_a_lease_duration_after_its_holder_was_seen() {
+        let start = Instant::now();
+        let held = Lease {
+            metadata: with_epoch(ObjectMeta::default(), 9),
+            spec: Some(held_by(None, &options("a"), t("2026-11-25T10:00:00Z"))),
+        };
+        let mut seen = Observation::default();
+        assert!(seen.may_create(start, Duration::from_secs(15)), "never saw a holder");
+        seen.observe_lease(&held, "b", start);
+        assert!(!seen.may_create(start + Duration::from_secs(14), Duration::from_secs(15)));
+        assert!(seen.may_create(start + Duration::from_secs(15), Duration::from_secs(15)));
+        assert_eq!(seen.highest_epoch, 9);
     }
 
     #[test]

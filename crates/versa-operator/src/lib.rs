@@ -4,6 +4,7 @@
 
 pub mod children;
 pub mod controller;
+pub mod fleet;
 pub mod leader;
 pub mod metrics;
 pub mod ownership;

@@ -116,8 +116,11 @@ async fn main() -> anyhow::Result<()> {
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
             .unwrap_or_else(|| "default".into());
         let duration = Duration::from_secs(flags.lease_duration_seconds.max(1));
-        let renew_deadline =
-            flags.lease_renew_deadline_seconds.map_or(duration * 2 / 3, Duration::from_secs_f64);
+        let renew_deadline = match flags.lease_renew_deadline_seconds {
+            None => duration * 2 / 3,
+            Some(s) if s.is_finite() && s > 0.0 && s < 1e6 => Duration::from_secs_f64(s),
+            Some(s) => anyhow::bail!("--lease_renew_deadline_seconds={s} is not a positive number"),
+        };
         anyhow::ensure!(
             renew_deadline < duration && !renew_deadline.is_zero(),
             "--lease_renew_deadline_seconds must be above 0 and below --lease_duration_seconds"
@@ -163,8 +166,8 @@ async fn main() -> anyhow::Result<()> {
             image_prefixes: flags
                 .allowed_image_prefixes
                 .iter()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| versa_operator::validate::image_prefix(s))
                 .collect(),
         },
         leadership,

@@ -3,7 +3,7 @@
 //! very ModelDeployment (its uid); anything else is somebody's and is left
 //! untouched, reported as a conflict.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 /// How an existing object relates to a ModelDeployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,11 +16,15 @@ pub enum Ownership {
     Foreign(String),
 }
 
+/// The object's controller reference, if any.
+pub fn controller(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references.iter().flatten().find(|r| r.controller == Some(true))
+}
+
 /// Decides from the object's metadata; `uid` is the ModelDeployment's.
 pub fn ownership(existing: Option<&ObjectMeta>, uid: &str) -> Ownership {
     let Some(meta) = existing else { return Ownership::Absent };
-    let controller = meta.owner_references.iter().flatten().find(|r| r.controller == Some(true));
-    match controller {
+    match controller(meta) {
         Some(owner) if owner.uid == uid => Ownership::Ours,
         Some(owner) if owner.kind == "ModelDeployment" => Ownership::Foreign(format!(
             "controlled by an earlier ModelDeployment {} (uid {}), not yet garbage-collected",

@@ -31,6 +31,18 @@ pub async fn write_status(
     Ok(())
 }
 
+/// The API server refuses Event notes over 1 KiB.
+const MAX_NOTE_BYTES: usize = 1000;
+
+/// The longest prefix of `s` of at most `max` bytes, cut at a character.
+fn truncate_bytes(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Records an Event on the ModelDeployment (failures to record are logged).
 pub async fn publish(
     ctx: &Context,
@@ -43,7 +55,7 @@ pub async fn publish(
     let event = Event {
         type_,
         reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
+        note: Some(truncate_bytes(&note, MAX_NOTE_BYTES).to_owned()),
         action: action.into(),
         secondary: None,
     };
@@ -95,5 +107,18 @@ pub async fn failure(ctx: &Context, md: &ModelDeployment, namespace: &str, error
         if let Err(e) = write_status(&ctx.client, namespace, name, &status).await {
             tracing::warn!(error = %e, "the failure could not be written to status");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_notes_are_cut_to_the_byte_limit_at_a_character() {
+        let note = "é".repeat(700);
+        let cut = truncate_bytes(&note, MAX_NOTE_BYTES);
+        assert!(cut.len() <= MAX_NOTE_BYTES && cut.len() >= MAX_NOTE_BYTES - 1);
+        assert_eq!(truncate_bytes("short", MAX_NOTE_BYTES), "short");
     }
 }

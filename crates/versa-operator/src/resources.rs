@@ -181,6 +181,8 @@ pub fn deployment(md: &ModelDeployment) -> Deployment {
                 metadata: Some(ObjectMeta { labels: Some(labels(md)), ..ObjectMeta::default() }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    // The sidecar never calls the API server: no token in it.
+                    automount_service_account_token: Some(false),
                     termination_grace_period_seconds: Some(30),
                     volumes: Some(vec![
                         model_volume,

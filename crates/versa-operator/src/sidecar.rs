@@ -135,8 +135,8 @@ impl Sidecar {
     /// way, and says which in the `x-versa-reload-outcome` header); any
     /// error, DEADLINE_EXCEEDED included, means it may not, and the next
     /// pass sends it again (a reload of the same config is a no-op). An OK
-    /// whose outcome header names anything but `applied` or `loading` is not
-    /// a confirmation either.
+    /// without an outcome header of `applied` or `loading` is not a
+    /// confirmation either (the image is the ModelDeployment author's).
     pub async fn reload(&self, config: &ModelServerConfig) -> Result<(), SidecarError> {
         let mut request = self.request(ReloadConfigRequest {
             config: Some(config.clone()),
@@ -151,10 +151,10 @@ impl Sidecar {
                     .metadata()
                     .get(RELOAD_OUTCOME_HEADER)
                     .map(|v| v.to_str().unwrap_or("?").to_owned());
-                if let Some(outcome) = outcome.filter(|o| o != "applied" && o != "loading") {
+                if !matches!(outcome.as_deref(), Some("applied" | "loading")) {
                     return Err(SidecarError::NotConfirmed {
                         address: self.address.clone(),
-                        outcome,
+                        outcome: outcome.unwrap_or_else(|| "no outcome header".into()),
                     });
                 }
                 match response.into_inner().status {
@@ -252,7 +252,8 @@ mod tests {
         let config = ModelServerConfig::default();
         assert!(fake(Duration::ZERO, Some("applied")).await.reload(&config).await.is_ok());
         assert!(fake(Duration::ZERO, Some("loading")).await.reload(&config).await.is_ok());
-        assert!(fake(Duration::ZERO, None).await.reload(&config).await.is_ok(), "older sidecars");
+        let silent = fake(Duration::ZERO, None).await.reload(&config).await;
+        assert!(matches!(silent, Err(SidecarError::NotConfirmed { .. })), "{silent:?}");
         let late = fake(Duration::from_secs(2), Some("applied")).await.reload(&config).await;
         match late {
             Err(SidecarError::Call { status, .. }) => {

@@ -54,7 +54,6 @@ pub fn previous_models(
 ) -> BTreeMap<String, PreviousModel> {
     status
         .map(|s| {
-            let rollout_changed = s.observed_generation != generation;
             s.models
                 .iter()
                 .map(|m| {
@@ -62,7 +61,9 @@ pub fn previous_models(
                         phase: Phase::parse(&m.phase),
                         phase_since: m.phase_since.as_ref().map(|t| t.0),
                         in_force: Routing { labels: m.labels.clone(), traffic: m.traffic.clone() },
-                        rollout_changed,
+                        // Timed by the pass that last planned this model,
+                        // not by status writes that only report a failure.
+                        rollout_changed: m.generation != generation,
                     };
                     (m.name.clone(), previous)
                 })
@@ -87,20 +88,15 @@ pub fn invalid(
     problems: &[String],
     now: Timestamp,
 ) -> ModelDeploymentStatus {
-    let mut status = previous.cloned().unwrap_or_default();
     let message = format!("spec refused, nothing changed: {}", problems.join("; "));
-    status.observed_generation = generation;
-    let c = &mut status.conditions;
-    set_condition(c, READY, false, "InvalidSpec", message.clone(), generation, now);
-    set_condition(c, PROGRESSING, false, "InvalidSpec", message.clone(), generation, now);
-    set_condition(c, DEGRADED, true, "InvalidSpec", message, generation, now);
-    status
+    failed(previous, generation, "InvalidSpec", &message, now)
 }
 
 /// Status of a pass that failed before it could finish (an object it may
 /// not touch, an API error): `Degraded` with the reason and the message;
-/// `Progressing` False, since nothing moves until it is resolved; `Ready`
-/// as it was (the Pods may well serve on), False if never set.
+/// `Progressing` and `Ready` False, since this generation does not move
+/// until it is resolved. The models' status (and their phase clocks) stay
+/// as the last planning pass left them.
 pub fn failed(
     previous: Option<&ModelDeploymentStatus>,
     generation: Option<i64>,
@@ -111,9 +107,9 @@ pub fn failed(
     let mut status = previous.cloned().unwrap_or_default();
     status.observed_generation = generation;
     let c = &mut status.conditions;
-    if !c.iter().any(|c| c.type_ == READY) {
-        set_condition(c, READY, false, reason, message.to_owned(), generation, now);
-    }
+    // This generation is not rolled out: whatever the Pods serve, it is not
+    // Ready (a `kubectl wait` or a GitOps health check must not pass).
+    set_condition(c, READY, false, reason, message.to_owned(), generation, now);
     set_condition(c, PROGRESSING, false, reason, message.to_owned(), generation, now);
     set_condition(c, DEGRADED, true, reason, message.to_owned(), generation, now);
     status
@@ -155,6 +151,7 @@ pub fn after_pass(
                 name: m.name.clone(),
                 phase: m.phase.as_str().to_owned(),
                 phase_since: Some(Time(m.phase_since)),
+                generation,
                 labels: routing.labels.clone(),
                 traffic: routing.traffic.clone(),
                 versions: m
@@ -393,7 +390,12 @@ mod tests {
             t("2026-11-25T10:02:00Z"),
         );
         assert_eq!(condition(&failed, DEGRADED).reason, "ResourceConflict");
-        assert_eq!(condition(&failed, READY).reason, "PodsNotReady", "Ready kept as it was");
+        assert_eq!(condition(&failed, READY).status, "False");
+        // A failure reported for generation 2 does not move the models'
+        // clocks onto it: the next pass still sees a new rollout.
+        let failed_2 =
+            super::failed(Some(&s), Some(2), "ApplyFailed", "quota", t("2026-11-25T10:03:00Z"));
+        assert!(previous_models(Some(&failed_2), Some(2))["fraud"].rollout_changed);
         assert!(condition_changed(Some(&s), &failed, DEGRADED));
         assert!(!condition_changed(Some(&failed), &failed, DEGRADED));
         let prev = previous_models(Some(&s), Some(1));

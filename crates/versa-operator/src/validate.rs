@@ -12,10 +12,12 @@ mod tests;
 
 /// Volume sources a model volume may use unless the operator is told
 /// otherwise: storage a namespace already controls. Left out: `hostPath`
-/// (the node's files), `secret` (any Secret of the namespace), and every
-/// source not listed.
+/// (the node's files), `secret` (any Secret of the namespace), `nfs` (any
+/// export the node reaches), inline `csi` (drivers such as a secrets store),
+/// and every source not listed. A PersistentVolumeClaim may still be backed
+/// by NFS or CSI: the cluster's admin decided that when provisioning it.
 pub const DEFAULT_VOLUME_SOURCES: &[&str] =
-    &["persistentVolumeClaim", "emptyDir", "configMap", "csi", "ephemeral", "nfs"];
+    &["persistentVolumeClaim", "emptyDir", "configMap", "ephemeral"];
 
 /// What serving Pods may be given, as the cluster's operator decides
 /// (operator flags, chart values).
@@ -27,7 +29,15 @@ pub struct SpecPolicy {
     /// Whether `spec.server.env` may read Secrets (`valueFrom.secretKeyRef`).
     pub secret_env: bool,
     /// Image prefixes `spec.server.image` must start with; empty: any image.
+    /// A prefix without a `/` means a whole registry (`registry.corp` allows
+    /// `registry.corp/…`, not `registry.corp.evil.io/…`).
     pub image_prefixes: Vec<String>,
+}
+
+/// Normalises an image prefix flag value: a bare registry gets its `/`.
+pub fn image_prefix(prefix: &str) -> String {
+    let prefix = prefix.trim();
+    if prefix.contains('/') { prefix.to_owned() } else { format!("{prefix}/") }
 }
 
 impl Default for SpecPolicy {
@@ -130,6 +140,11 @@ fn server_problems(spec: &ModelDeploymentSpec, policy: &SpecPolicy, out: &mut Ve
         ));
     }
     for arg in &server.args {
+        // The kubelet expands `$(VAR)` from the container's environment,
+        // which would smuggle an owned flag past the check above.
+        if arg.contains("$(") {
+            out.push(format!("server.args: {arg:?} uses $(...) expansion, which is not allowed"));
+        }
         if !arg.starts_with("--") {
             out.push(format!(
                 "server.args: {arg:?} is not a flag (versa-server takes only --name=value)"

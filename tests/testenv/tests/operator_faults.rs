@@ -129,7 +129,7 @@ async fn unsafe_or_unusable_specs_are_refused_with_every_problem_named() {
     // This operator runs with the default volume policy: no hostPath.
     let env = VersaEnv::start_with(&[
         "--resync_seconds=2",
-        "--allowed_volume_sources=persistentVolumeClaim,emptyDir,configMap,csi,ephemeral,nfs",
+        "--allowed_volume_sources=persistentVolumeClaim,emptyDir,configMap,ephemeral",
     ])
     .await
     .expect("env");
@@ -142,7 +142,7 @@ async fn unsafe_or_unusable_specs_are_refused_with_every_problem_named() {
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), NAMESPACE);
     assert!(deployments.get_opt("fraud").await.expect("get").is_none(), "no Pods mount the node");
 
-    // Operator-owned flags in args, with the volume fixed.
+    // Operator-owned flags in args as well: every problem is named.
     let owned = env.manifest("fraud", 1, STABLE_1).replace(
         "args: [\"--max_num_load_retries=0\"",
         "args: [\"--port=9000\", \"--model_config_file=/x\", \"--max_num_load_retries=0\"",

@@ -84,6 +84,10 @@ fn host_paths_and_secrets_need_the_operator_to_allow_them() {
     allowing.volume_sources.insert("hostPath".into());
     assert!(problems("fraud", &host, &allowing).is_empty());
 
+    for source in ["nfs: {server: 10.0.0.1, path: /}", "csi: {driver: secrets-store.csi.k8s.io}"] {
+        let s = spec_with(&format!("{{image: x, modelVolume: {{name: m, {source}}}}}"), models);
+        assert_eq!(check(&s).len(), 1, "{source} is off by default");
+    }
     let secret = spec_with("{image: x, modelVolume: {name: m, secret: {secretName: db}}}", models);
     assert!(check(&secret)[0].contains("uses secret"), "{:?}", check(&secret));
     let none = spec_with("{image: x, modelVolume: {name: m}}", models);
@@ -120,6 +124,15 @@ fn operator_owned_flags_are_refused_by_name() {
         ),
         "{found:?}"
     );
+    let expanded = spec_with(
+        "{image: x, modelVolume: {name: m, emptyDir: {}}, args: ['--$(F)=0.0.0.0'], env: [{name: F, value: bind_address}]}",
+        "[{name: a, basePath: /m}]",
+    );
+    assert!(
+        check(&expanded).iter().any(|p| p.contains("uses $(...) expansion")),
+        "{:?}",
+        check(&expanded)
+    );
     assert_eq!(owned_flag("--portx=1"), None);
     assert_eq!(owned_flag("--model_service_token_file=/t"), Some("model_service_token_file"));
 }
@@ -134,6 +147,12 @@ fn images_can_be_limited_to_prefixes() {
     let mut ok = s.clone();
     ok.server.image = "registry.corp/versa/versa-server:1".into();
     assert!(problems("fraud", &ok, &policy).is_empty());
+    let registry =
+        SpecPolicy { image_prefixes: vec![image_prefix("registry.corp")], ..SpecPolicy::default() };
+    assert!(problems("fraud", &ok, &registry).is_empty());
+    let mut evil = s.clone();
+    evil.server.image = "registry.corp.evil.io/versa-server:1".into();
+    assert!(!problems("fraud", &evil, &registry).is_empty(), "a look-alike registry");
 }
 
 #[test]
