@@ -310,7 +310,11 @@ fn decide(
             _ => now,
         };
         let waited = now.duration_since(since).as_secs().max(0) as u64;
-        if waited > timeout_seconds && !waiting_for_pods {
+        // A rollout that timed out stays stopped until its versions arrive
+        // or the spec changes: it does not start its clock over and flap
+        // between LoadingVersions and Stopped.
+        let stopped_already = previous.phase == Some(Phase::Stopped) && !previous.rollout_changed;
+        if (waited > timeout_seconds || stopped_already) && !waiting_for_pods {
             let pods: Vec<&str> = ready
                 .iter()
                 .filter(|p| {

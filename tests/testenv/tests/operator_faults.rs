@@ -261,8 +261,12 @@ async fn a_new_spec_after_a_timed_out_rollout_gets_a_fresh_load_clock() {
     let missing = "[{name: fraud, basePath: ROOT/fraud, versionPolicy: {specific: {versions: [1, 7]}}, labels: {stable: 1, canary: 7}}]";
     let g2 = env.apply(&quick(missing)).await.expect("apply");
     wait_degraded(&env, "fraud", g2, "VersionLoadTimeout").await;
-    // Well past the timeout of that rollout, a new one begins.
+    // Well past the timeout of that rollout, a new one begins; until then
+    // the stopped one stays stopped (it does not start its clock over).
     tokio::time::sleep(Duration::from_secs(6)).await;
+    let stopped = phases.phases_of(g2);
+    let first_stop = stopped.iter().position(|p| p == "Stopped").expect("stopped");
+    assert_eq!(stopped[first_stop..], ["Stopped".to_owned()], "flapped: {stopped:?}");
     let g3 = env.apply(&quick(CANARY_2_AT_10)).await.expect("apply");
     env.wait_ready("fraud", g3).await.expect("the new rollout completes");
     let seen = phases.phases_through(g3, "Ready").await;

@@ -398,6 +398,14 @@ fn a_new_spec_restarts_the_load_clock() {
     let mut previous = previous(Phase::Stopped, stopped_at, stable);
     let same_spec = plan(&spec(to_43), &loading, &previous, now());
     assert_eq!(same_spec.models[0].phase, Phase::Stopped, "the same rollout is still timed out");
+    // Stopped a moment ago: it stays stopped, it does not restart its clock.
+    let just_stopped = self::previous(Phase::Stopped, now(), routing(&[("stable", 41)], &[]));
+    let p = plan(&spec(to_43), &loading, &just_stopped, now());
+    assert_eq!(p.models[0].phase, Phase::Stopped, "no flapping back to LoadingVersions");
+    // Its versions arriving resumes it.
+    let arrived = pods("[{name: p1, models: {fraud: {41: Available, 43: Available}}}]");
+    let p = plan(&spec(to_43), &arrived, &just_stopped, now());
+    assert_eq!(p.models[0].phase, Phase::MovingLabels);
     previous.get_mut("fraud").expect("fraud").rollout_changed = true;
     let p = plan(&spec(to_43), &loading, &previous, now());
     assert_eq!(p.models[0].phase, Phase::LoadingVersions, "{:?}", p.models[0].stop);
