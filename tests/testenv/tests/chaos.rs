@@ -42,9 +42,10 @@ enum Fault {
     ApiServer,
 }
 
-/// One request's outcome: when, to which Pod, ok or not.
+/// One request's outcome: when sent and answered, to which Pod, ok or not.
 #[derive(Debug, Clone)]
 struct Sample {
+    sent: Instant,
     at: Instant,
     ip: Ipv4Addr,
     ok: bool,
@@ -77,9 +78,14 @@ impl Load {
                 {
                     let ip = ips[n % ips.len()];
                     n += 1;
+                    let sent = Instant::now();
                     let answer = predict(&http, ip, "fraud", None).await;
                     let ok = matches!(answer, Ok(Answer { status: 200, .. }));
-                    let sample = Sample { at: Instant::now(), ip, ok, what: format!("{answer:?}") };
+                    let what = match &answer {
+                        Ok(a) => format!("{a:?}"),
+                        Err(e) => format!("{e}"),
+                    };
+                    let sample = Sample { sent, at: Instant::now(), ip, ok, what };
                     samples.lock().unwrap_or_else(PoisonError::into_inner).push(sample);
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -233,13 +239,14 @@ async fn a_rollout_under_load_survives_killed_operators_pods_and_api_servers() {
     }
     let samples = load.finish().await;
 
-    // A failure is the killed Pod's when it went to that Pod after a crash
-    // and before the Pod next answered.
+    // A failure is the killed Pod's when it ended after a crash of that Pod
+    // and before the Pod answered a request sent after the crash (one in
+    // flight at the kill may still have been answered).
     let killed_pods = |s: &Sample| {
         crashes.iter().any(|(ip, at)| {
             *ip == s.ip
                 && s.at >= *at
-                && !samples.iter().any(|o| o.ip == *ip && o.ok && o.at > *at && o.at < s.at)
+                && !samples.iter().any(|o| o.ip == *ip && o.ok && o.sent > *at && o.at < s.at)
         })
     };
     let failed: Vec<&Sample> = samples.iter().filter(|s| !s.ok).collect();
