@@ -91,6 +91,7 @@ pub async fn push(
             if ctx.acting().is_err() {
                 return (pod, Err(SidecarError::NotLeading));
             }
+            tracing::debug!(pod = %pod, "reload sent");
             let result = sidecar
                 .reload(&config)
                 .instrument(tracing::debug_span!("reload", pod = %pod))

@@ -25,6 +25,7 @@ pub async fn write_status(
         "kind": ModelDeployment::kind(&()),
         "status": status,
     });
+    tracing::debug!(generation = status.observed_generation, "status written");
     Api::<ModelDeployment>::namespaced(client.clone(), namespace)
         .patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
         .await?;

@@ -328,4 +328,8 @@ async fn a_frozen_leader_stops_acting_before_the_standby_takes_over() {
     let after = std::fs::read_to_string(&log).unwrap_or_default();
     let woke = &after[before.min(after.len())..];
     assert!(woke.contains("renew deadline") || woke.contains("taken by another replica"), "{woke}");
+    // It wrote nothing after it woke: no reload sent, no status written.
+    for write in ["reload sent", "status written"] {
+        assert!(!woke.contains(write), "the replaced leader acted after waking ({write}):\n{woke}");
+    }
 }
