@@ -51,7 +51,12 @@ pub enum Error {
     NoNamespace,
     #[error("this replica does not hold the lease now: nothing written")]
     NotLeading,
+    #[error("the pass did not finish within {0:?}; retried")]
+    PassTimeout(Duration),
 }
+
+/// Longest one pass may take; a pass stuck on a call is cut and retried.
+pub const PASS_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The API server's own message where there is one.
 fn api_message(e: &kube::Error) -> String {
@@ -75,6 +80,7 @@ impl Error {
             Error::Token(_) => "token",
             Error::NoNamespace => "no_namespace",
             Error::NotLeading => "not_leading",
+            Error::PassTimeout(_) => "pass_timeout",
         }
     }
 
@@ -86,6 +92,7 @@ impl Error {
             Error::Apply { .. } => Some("ApplyFailed"),
             Error::Conflict(_) => Some("ResourceConflict"),
             Error::Token(_) => Some("TokenError"),
+            Error::PassTimeout(_) => Some("ReconcileTimeout"),
             Error::NoNamespace | Error::NotLeading => None,
         }
     }
@@ -195,8 +202,10 @@ pub async fn run(ctx: Arc<Context>) {
         ),
         None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
     };
-    let owned = watcher::Config::default().labels(resources::DEPLOYMENT_LABEL);
-    Controller::new(mds, watcher::Config::default())
+    // Watches end server-side every 45 s, well within the client's read
+    // timeout, so a quiet watch is renewed rather than cut.
+    let owned = watcher::Config::default().labels(resources::DEPLOYMENT_LABEL).timeout(45);
+    Controller::new(mds, watcher::Config::default().timeout(45))
         .owns(deployments, owned.clone())
         .watches(pods, owned, |pod: Pod| {
             let name = pod.labels().get(resources::DEPLOYMENT_LABEL)?.clone();
@@ -244,7 +253,10 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     let _timer = ctx.metrics.pass();
     async {
         ctx.acting()?;
-        let result = reconcile_in(&md, &ctx, &namespace).await;
+        let limit = PASS_TIMEOUT;
+        let result = tokio::time::timeout(limit, reconcile_in(&md, &ctx, &namespace))
+            .await
+            .unwrap_or(Err(Error::PassTimeout(limit)));
         match &result {
             Ok(_) => ctx.succeeded(&key(&md)),
             Err(e) if ctx.acting().is_ok() => report::failure(&ctx, &md, &namespace, e).await,

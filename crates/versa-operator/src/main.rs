@@ -64,6 +64,9 @@ struct Flags {
     /// Requeue interval when settled (backstop for missed events and drift).
     #[arg(long = "resync_seconds", default_value_t = 30)]
     resync_seconds: u64,
+    /// Longest an API server call may take before it counts as failed.
+    #[arg(long = "api_timeout_seconds", default_value_t = 60)]
+    api_timeout_seconds: u64,
     /// Longest wait between retries of a failing ModelDeployment (retries
     /// back off exponentially from 1 s up to this).
     #[arg(long = "max_retry_backoff_seconds", default_value_t = 300)]
@@ -101,7 +104,12 @@ async fn main() -> anyhow::Result<()> {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
             format!("{}-{}", host.trim(), std::process::id())
         });
-    let client = kube::Client::try_default().await.context("no Kubernetes client configuration")?;
+    let mut config = kube::Config::infer().await.context("no Kubernetes client configuration")?;
+    // No API call may hang a pass (or the Lease) for the default 295 s: a
+    // restarting API server can hold a request without answering. Watches
+    // end server-side sooner (controller.rs), so they are not cut.
+    config.read_timeout = Some(Duration::from_secs(flags.api_timeout_seconds.max(10)));
+    let client = kube::Client::try_from(config).context("Kubernetes client")?;
     let metrics = Metrics::new();
     let listener = tokio::net::TcpListener::bind(flags.metrics_address)
         .await

@@ -223,14 +223,16 @@ impl TestCluster {
         Ok(())
     }
 
-    /// A client with cluster-admin rights.
+    /// A client with cluster-admin rights. No call waits more than 30 s
+    /// for an answer (an API server restarting can hold a request).
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
         let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
-        let config = kube::Config::from_custom_kubeconfig(
+        let mut config = kube::Config::from_custom_kubeconfig(
             kubeconfig,
             &kube::config::KubeConfigOptions::default(),
         )
         .await?;
+        config.read_timeout = Some(Duration::from_secs(30));
         Ok(kube::Client::try_from(config)?)
     }
 
@@ -290,6 +292,8 @@ impl TestCluster {
     pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
         Ok(Command::new("kubectl")
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            // Bounded like every other call here (kubectl waits forever by default).
+            .arg("--request-timeout=60s")
             .args(args)
             .output()?)
     }

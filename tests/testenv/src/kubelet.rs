@@ -146,7 +146,8 @@ impl ProcessKubelet {
             Arc::new(Mutex::new(State { next_ip: 2, subnet: subnet(), ..State::default() }));
         let pods: Api<Pod> = Api::all(client.clone());
         let (reader, writer) = reflector::store();
-        let stream = watcher(pods, watcher::Config::default())
+        // Watches end server-side within the client's read timeout.
+        let stream = watcher(pods, watcher::Config::default().timeout(20))
             .default_backoff()
             .reflect(writer)
             .applied_objects();

@@ -412,9 +412,11 @@ impl StatusLog {
         use futures::StreamExt as _;
         use kube::runtime::{WatchStreamExt as _, watcher};
         let entries: std::sync::Arc<std::sync::Mutex<Vec<StatusEntry>>> = Default::default();
-        let stream =
-            watcher(env.api(), watcher::Config::default().fields(&format!("metadata.name={name}")))
-                .applied_objects();
+        let stream = watcher(
+            env.api(),
+            watcher::Config::default().fields(&format!("metadata.name={name}")).timeout(20),
+        )
+        .applied_objects();
         let task = {
             let entries = std::sync::Arc::clone(&entries);
             tokio::spawn(async move {

@@ -209,10 +209,11 @@ async fn a_rollout_under_load_survives_killed_operators_pods_and_api_servers() {
             }
         }
         log.push(format!("{:?} after {:.1}s", fault, wait.as_secs_f64()));
+        eprintln!("chaos: {} done", log.last().map_or("", String::as_str));
     }
 
     // Converge to the final spec.
-    let deadline = Instant::now() + Duration::from_secs(150);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         operator_exits += usize::from(supervise(&mut env));
         let converged = env.get("fraud").await.ok().and_then(|md| md.status).is_some_and(|s| {
