@@ -92,12 +92,19 @@ pub fn checked_shape(
     }
     let mut shape = Vec::with_capacity(dims.len());
     let mut elements: usize = 1;
+    // The product with zero dimensions counted as one: what strides span.
+    // `[0, 2^40, 2^40]` has no elements but strides no index type holds.
+    let mut span: usize = 1;
     for (&got, &want) in dims.iter().zip(&spec.shape) {
         let size = usize::try_from(got).map_err(|_| invalid("dimensions must be >= 0"))?;
         if want >= 0 && want != got {
             return Err(mismatch());
         }
         elements = elements.checked_mul(size).ok_or_else(|| invalid("too many elements"))?;
+        span = span
+            .checked_mul(size.max(1))
+            .filter(|s| isize::try_from(*s).is_ok())
+            .ok_or_else(|| invalid("dimensions too large"))?;
         shape.push(size);
     }
     Ok(shape)

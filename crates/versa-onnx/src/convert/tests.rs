@@ -179,3 +179,15 @@ fn bad_tensors_get_clear_errors() {
             .expect_err("complex");
     assert!(err.to_string().contains("DT_COMPLEX64"), "{err}");
 }
+
+#[test]
+fn empty_tensors_with_huge_dimensions_are_refused_not_overflowed() {
+    // No elements, but strides 2^80: tract's stride arithmetic would overflow.
+    let s = spec(DataType::DtBool, &[-1, -1, -1]);
+    let err = checked_shape("x", &[0, 1 << 40, 1 << 40], &s).expect_err("refused");
+    assert!(err.to_string().contains("dimensions too large"), "{err}");
+    assert_eq!(
+        checked_shape("x", &[0, 1 << 20, 1 << 20], &s).expect("fits"),
+        [0, 1 << 20, 1 << 20]
+    );
+}
