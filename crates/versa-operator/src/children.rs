@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
@@ -95,10 +95,12 @@ pub fn token_in(secret: Option<&Secret>) -> Option<String> {
         .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_graphic()))
 }
 
-/// Server-side apply of one child the ownership check allowed. The uid the
-/// check saw goes with it: an object deleted and made anew by somebody
-/// else in between is refused by the API server (a uid cannot change),
-/// never adopted.
+/// Writes one child the ownership check allowed. The uid the check saw
+/// goes with it: an object deleted and made anew by somebody else in
+/// between is refused by the API server (a uid cannot change), not taken
+/// over. A child the check saw absent is *created* (POST), never applied:
+/// an apply would merge into an object somebody created in between and
+/// adopt it; a create fails with 409 instead and the next pass checks again.
 pub async fn apply<K>(
     client: &kube::Client,
     namespace: &str,
@@ -114,18 +116,58 @@ where
 {
     let name = object.meta().name.clone().unwrap_or_default();
     let kind = K::kind(&()).into_owned();
+    let api = Api::<K>::namespaced(client.clone(), namespace);
+    let Some(uid) = checked.uid_of(&kind) else {
+        return create(&api, &kind, &name, &object).await;
+    };
     let mut value = serde_json::to_value(&object).unwrap_or_default();
     // Server-side apply needs `apiVersion` and `kind`, which typed objects
     // leave out when serialised.
     value["apiVersion"] = K::api_version(&()).into();
     value["kind"] = kind.clone().into();
-    if let Some(uid) = checked.uid_of(&kind) {
-        value["metadata"]["uid"] = uid.into();
-    }
-    Api::<K>::namespaced(client.clone(), namespace)
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(value))
+    value["metadata"]["uid"] = uid.into();
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(value))
         .await
         .map_err(|source| Error::Apply { object: format!("{kind} {name}"), source })
+}
+
+/// Creates a child, then hands the fields the create recorded to server-side
+/// apply (as the operator's later applies own them), so a field the spec
+/// drops later is removed, not kept by a stale "Update" owner.
+async fn create<K>(api: &Api<K>, kind: &str, name: &str, object: &K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
+{
+    let params = PostParams { dry_run: false, field_manager: Some(FIELD_MANAGER.into()) };
+    let created = match api.create(&params, object).await {
+        Ok(created) => created,
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            return Err(Error::Conflict(vec![format!(
+                "{kind} {name} was created by somebody else while this pass checked it: left untouched, checked again on the next pass"
+            )]));
+        }
+        Err(source) => return Err(Error::Apply { object: format!("{kind} {name}"), source }),
+    };
+    let meta = created.meta();
+    let Some(entries) = ownership::as_applied(meta.managed_fields.as_deref(), FIELD_MANAGER) else {
+        return Ok(created);
+    };
+    // Preconditions: the very object just created, unchanged since.
+    let patch = serde_json::json!({
+        "metadata": {
+            "uid": meta.uid,
+            "resourceVersion": meta.resource_version,
+            "managedFields": entries,
+        }
+    });
+    match api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(handed) => Ok(handed),
+        // Changed since: the create stands; the fields stay co-owned.
+        Err(e) => {
+            tracing::warn!(kind, name, error = %e, "could not hand created fields to apply");
+            Ok(created)
+        }
+    }
 }
 
 /// The Pods the Deployment (`deployment_uid`) runs: labelled for this

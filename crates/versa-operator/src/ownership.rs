@@ -3,7 +3,9 @@
 //! very ModelDeployment (its uid); anything else is somebody's and is left
 //! untouched, reported as a conflict.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    ManagedFieldsEntry, ObjectMeta, OwnerReference,
+};
 
 /// How an existing object relates to a ModelDeployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +63,41 @@ pub fn conflict(
     }
 }
 
+/// The managed fields with `manager`'s "Update" entries (what a create
+/// records) turned into "Apply" entries, or `None` when there is none to
+/// turn.
+pub fn as_applied(
+    entries: Option<&[ManagedFieldsEntry]>,
+    manager: &str,
+) -> Option<Vec<ManagedFieldsEntry>> {
+    let entries = entries?;
+    let is_ours = |e: &ManagedFieldsEntry, operation: &str| {
+        e.manager.as_deref() == Some(manager)
+            && e.operation.as_deref() == Some(operation)
+            && e.subresource.as_deref().unwrap_or_default().is_empty()
+    };
+    if !entries.iter().any(|e| is_ours(e, "Update")) {
+        return None;
+    }
+    // Only safe when the manager has no Apply entry yet (a fresh create):
+    // two field sets would have to be merged, which is the API server's job.
+    if entries.iter().any(|e| is_ours(e, "Apply")) {
+        return None;
+    }
+    Some(
+        entries
+            .iter()
+            .cloned()
+            .map(|mut e| {
+                if is_ours(&e, "Update") {
+                    e.operation = Some("Apply".into());
+                }
+                e
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +137,29 @@ mod tests {
             ownership(Some(&rs), "u1"),
             Ownership::Foreign("controlled by Deployment web".into())
         );
+    }
+
+    #[test]
+    fn fields_a_create_recorded_are_handed_to_apply_once() {
+        let created = meta(
+            "{name: x, managedFields: [{manager: versa-operator, operation: Update, apiVersion: v1, fieldsType: FieldsV1, fieldsV1: {f:data: {}}}, {manager: kube-controller-manager, operation: Update}]}",
+        );
+        let handed =
+            as_applied(created.managed_fields.as_deref(), "versa-operator").expect("turned");
+        let ops: Vec<_> = handed
+            .iter()
+            .map(|e| (e.manager.as_deref().unwrap(), e.operation.as_deref().unwrap()))
+            .collect();
+        assert_eq!(ops, [("versa-operator", "Apply"), ("kube-controller-manager", "Update")]);
+        assert_eq!(handed[0].fields_v1, created.managed_fields.as_ref().unwrap()[0].fields_v1);
+        // Nothing to turn: already applied, or not ours at all.
+        let applied =
+            meta("{name: x, managedFields: [{manager: versa-operator, operation: Apply}]}");
+        assert!(as_applied(applied.managed_fields.as_deref(), "versa-operator").is_none());
+        let both = meta(
+            "{name: x, managedFields: [{manager: versa-operator, operation: Apply}, {manager: versa-operator, operation: Update}]}",
+        );
+        assert!(as_applied(both.managed_fields.as_deref(), "versa-operator").is_none());
+        assert!(as_applied(None, "versa-operator").is_none());
     }
 }

@@ -192,6 +192,54 @@ async fn an_api_error_applying_children_shows_in_status_and_clears_when_fixed() 
     assert_eq!(degraded(md.status.as_ref()), Default::default());
 }
 
+/// Fields of the Deployment, as the operator manages them.
+async fn deployment_env_and_managers(env: &VersaEnv, name: &str) -> (Vec<String>, Vec<String>) {
+    let deployment = Api::<Deployment>::namespaced(env.client.clone(), NAMESPACE)
+        .get(name)
+        .await
+        .expect("the Deployment");
+    let env_names = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|s| s.containers)
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c.env.unwrap_or_default())
+        .map(|e| e.name)
+        .collect();
+    let managers = deployment
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| format!("{}/{}", m.manager.unwrap_or_default(), m.operation.unwrap_or_default()))
+        .collect();
+    (env_names, managers)
+}
+
+/// Children are created (never applied over what might have appeared since
+/// the check), and what the create recorded is handed to server-side apply:
+/// a field the spec drops later goes away instead of staying with an
+/// "Update" owner.
+#[tokio::test]
+async fn children_the_operator_created_lose_the_fields_a_later_spec_drops() {
+    init_test_tracing();
+    let env = VersaEnv::start().await.expect("env");
+    let plain = env.manifest("fraud", 1, STABLE_1);
+    let with_env =
+        plain.replace("  server:\n", "  server:\n    env: [{name: VERSA_PROBE, value: \"1\"}]\n");
+    let g = env.apply(&with_env).await.expect("apply");
+    env.wait_ready("fraud", g).await.expect("ready");
+    let (names, managers) = deployment_env_and_managers(&env, "fraud").await;
+    assert!(names.contains(&"VERSA_PROBE".to_owned()), "{names:?}");
+    assert!(managers.contains(&"versa-operator/Apply".to_owned()), "{managers:?}");
+    assert!(!managers.contains(&"versa-operator/Update".to_owned()), "{managers:?}");
+    let g = env.apply(&plain).await.expect("apply without the variable");
+    env.wait_ready("fraud", g).await.expect("ready");
+    let (names, _) = deployment_env_and_managers(&env, "fraud").await;
+    assert!(!names.contains(&"VERSA_PROBE".to_owned()), "dropped from the spec, kept: {names:?}");
+}
+
 async fn serving_everywhere(ips: &[Ipv4Addr], target: &str, version: i64, patience: Duration) {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + patience;
