@@ -148,10 +148,16 @@ mod tests {
             as_applied(created.managed_fields.as_deref(), "versa-operator").expect("turned");
         let ops: Vec<_> = handed
             .iter()
-            .map(|e| (e.manager.as_deref().unwrap(), e.operation.as_deref().unwrap()))
+            .map(|e| {
+                (
+                    e.manager.as_deref().unwrap_or_default(),
+                    e.operation.as_deref().unwrap_or_default(),
+                )
+            })
             .collect();
         assert_eq!(ops, [("versa-operator", "Apply"), ("kube-controller-manager", "Update")]);
-        assert_eq!(handed[0].fields_v1, created.managed_fields.as_ref().unwrap()[0].fields_v1);
+        let recorded = created.managed_fields.as_deref().unwrap_or_default();
+        assert_eq!(handed[0].fields_v1, recorded[0].fields_v1);
         // Nothing to turn: already applied, or not ours at all.
         let applied =
             meta("{name: x, managedFields: [{manager: versa-operator, operation: Apply}]}");
