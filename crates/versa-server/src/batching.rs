@@ -14,6 +14,7 @@
 //! request at a time, so only the request at fault gets the error.
 
 mod options;
+mod precise_timer;
 pub use options::BatchOptions;
 
 use crate::admission::Ticket;
@@ -228,20 +229,29 @@ impl Worker {
             let shapes = inner_shapes(&first);
             let mut rows = first.rows;
             let mut batch = vec![first];
-            let fill_until = crate::deadline::after(self.options.batch_timeout);
-            // 1. Fill until the timeout.
-            while rows < self.options.max_batch_size {
-                let next = tokio::select! {
-                    t = rx.recv() => t,
-                    () = tokio::time::sleep_until(fill_until) => None,
-                };
-                let Some(task) = next else { break };
-                if self.joins(&batch, &shapes, rows, &task) {
-                    rows += task.rows;
-                    batch.push(task);
-                } else {
-                    carried = Some(task);
-                    break;
+            // 1. Fill until the timeout. With none, take only what is queued
+            //    already: the batch then grows while it waits for a thread.
+            if self.options.batch_timeout.is_zero() {
+                while rows < self.options.max_batch_size {
+                    let Ok(task) = rx.try_recv() else { break };
+                    if !self.admit(&mut batch, &shapes, &mut rows, task, &mut carried) {
+                        break;
+                    }
+                }
+            } else {
+                let fill_until = crate::deadline::after(self.options.batch_timeout).into_std();
+                let timeout = precise_timer::sleep_until(fill_until);
+                tokio::pin!(timeout);
+                while rows < self.options.max_batch_size {
+                    let next = tokio::select! {
+                        biased;
+                        t = rx.recv() => t,
+                        () = &mut timeout => None,
+                    };
+                    let Some(task) = next else { break };
+                    if !self.admit(&mut batch, &shapes, &mut rows, task, &mut carried) {
+                        break;
+                    }
                 }
             }
             // A new padded size runs on the symbolic plan, built in the
@@ -257,11 +267,9 @@ impl Worker {
                     biased;
                     slot = self.pool.slot() => break slot,
                     t = rx.recv() => match t {
-                        Some(task) if self.joins(&batch, &shapes, rows, &task) => {
-                            rows += task.rows;
-                            batch.push(task);
+                        Some(task) => {
+                            self.admit(&mut batch, &shapes, &mut rows, task, &mut carried);
                         }
-                        Some(task) => carried = Some(task),
                         None => break self.pool.slot().await,
                     },
                 }
@@ -290,6 +298,26 @@ impl Worker {
                     run_batch(batch, padded);
                 });
             }
+        }
+    }
+
+    /// Adds `task` to the batch if it fits there; otherwise keeps it for
+    /// the next batch. Whether the batch may take more.
+    fn admit(
+        &self,
+        batch: &mut Vec<Task>,
+        shapes: &[Vec<usize>],
+        rows: &mut usize,
+        task: Task,
+        carried: &mut Option<Task>,
+    ) -> bool {
+        if self.joins(batch, shapes, *rows, &task) {
+            *rows += task.rows;
+            batch.push(task);
+            true
+        } else {
+            *carried = Some(task);
+            false
         }
     }
 

@@ -262,3 +262,43 @@ async fn requests_whose_callers_went_away_are_not_run() {
     assert_eq!(first_values(&out), vec![1.0; 2]);
     assert_eq!(metrics.batch_tasks.get_sample_sum(), 1.0, "only the request still awaited ran");
 }
+
+/// Lateness of `n` requests sent one after another, each the only one
+/// queued, sorted.
+async fn lone_request_latencies(batcher: &Batcher, h: &ServableHandle<OnnxModel>) -> Vec<Duration> {
+    // The first request also starts the queue's worker: not counted.
+    batcher.run(h.clone(), rows(1, 0.0), None).await.expect("run");
+    let mut took = Vec::new();
+    for _ in 0..40 {
+        let started = std::time::Instant::now();
+        batcher.run(h.clone(), rows(1, 0.0), None).await.expect("run");
+        took.push(started.elapsed());
+    }
+    took.sort();
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_zero_timeout_a_lone_request_runs_at_once_not_at_the_next_timer_tick() {
+    let (_dir, h) = handle(1);
+    let batcher = Batcher::new(options(8, 0), metrics());
+    let took = lone_request_latencies(&batcher, &h).await;
+    // Waiting for tokio's millisecond timer made every one of these take
+    // about 1 ms; the model itself runs in microseconds.
+    let quartile = took[took.len() / 4];
+    assert!(quartile < Duration::from_micros(400), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_request_waits_the_batch_timeout_to_tens_of_microseconds() {
+    let (_dir, h) = handle(1);
+    let timeout = Duration::from_micros(300);
+    let mut o = options(8, 0);
+    o.batch_timeout = timeout;
+    let batcher = Batcher::new(o, metrics());
+    let took = lone_request_latencies(&batcher, &h).await;
+    assert!(took[0] >= timeout, "a batch ran before its timeout: {took:?}");
+    // tokio's timer rounds 300 µs up to the next millisecond tick.
+    let quartile = took[took.len() / 4];
+    assert!(quartile < timeout + Duration::from_micros(400), "{took:?}");
+}
