@@ -41,7 +41,8 @@ impl Workload {
         versa_onnx::convert::tensor_from_vec(&self.shape(), self.values())
     }
 
-    fn values(&self) -> Vec<f32> {
+    /// The batch-1 input's values, row-major.
+    pub(crate) fn values(&self) -> Vec<f32> {
         (0..self.sample_len()).map(|i| (i % 17) as f32 / 17.0).collect()
     }
 
