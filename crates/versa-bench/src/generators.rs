@@ -193,6 +193,18 @@ struct H2loadSummary {
     data_bytes: u64,
 }
 
+/// A duration as h2load prints it: `917us`, `120.5ms` or `3.00s`.
+fn h2load_duration(text: &str) -> anyhow::Result<Duration> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1e-6)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else {
+        (text.strip_suffix('s').context("no time unit")?, 1.0)
+    };
+    Ok(Duration::from_secs_f64(number.parse::<f64>()? * scale))
+}
+
 impl H2loadSummary {
     fn parse(text: &str) -> anyhow::Result<Self> {
         let line = |prefix: &str| {
@@ -200,14 +212,10 @@ impl H2loadSummary {
                 .find_map(|l| l.trim().strip_prefix(prefix))
                 .with_context(|| format!("no `{prefix}` line in h2load's output:\n{text}"))
         };
-        // "finished in 3.00s, 5084.33 req/s, 1.11MB/s" (or "120.5ms, …")
+        // "finished in 3.00s, 5084.33 req/s, 1.11MB/s" (or "120.5ms", "917us")
         let finished = line("finished in ")?.split(',').next().unwrap_or_default().trim();
-        let elapsed = match finished.strip_suffix("ms") {
-            Some(ms) => Duration::from_secs_f64(ms.parse::<f64>()? / 1e3),
-            None => Duration::from_secs_f64(
-                finished.strip_suffix('s').context("h2load time unit")?.parse::<f64>()?,
-            ),
-        };
+        let elapsed =
+            h2load_duration(finished).with_context(|| format!("h2load's run time `{finished}`"))?;
         // "requests: 15253 total, 15254 started, 15253 done, 15253 succeeded, 0 failed, 0 errored, 0 timeout"
         let requests = line("requests: ")?;
         let count = |what: &str| -> anyhow::Result<usize> {
@@ -328,6 +336,15 @@ impl WrkFigures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn h2load_durations_in_every_unit_it_prints() -> anyhow::Result<()> {
+        assert_eq!(h2load_duration("917us")?, Duration::from_micros(917));
+        assert_eq!(h2load_duration("120.5ms")?, Duration::from_micros(120_500));
+        assert_eq!(h2load_duration("3.00s")?, Duration::from_secs(3));
+        assert!(h2load_duration("3 min").is_err());
+        Ok(())
+    }
 
     #[test]
     fn parses_h2load_report() -> anyhow::Result<()> {
