@@ -140,7 +140,16 @@ async fn main() -> anyhow::Result<()> {
                 workers: args.peer_workers,
                 intra_op_threads: args.peer_threads.max(1),
             });
-            external::external(&setup, peer.as_ref()).await
+            // Every generator run has its own watchdog; this bounds the
+            // checks and metric reads around them too (a wedged server).
+            let bound = setup.limit.saturating_mul(12) + Duration::from_secs(600);
+            tokio::time::timeout(bound, external::external(&setup, peer.as_ref())).await.map_err(
+                |_| {
+                    anyhow::anyhow!(
+                        "the external scenario ran past {bound:?}: a server stopped answering"
+                    )
+                },
+            )?
         }
         other => anyhow::bail!(
             "unknown scenario {other} (throughput, swap, memory, codec, cycling, hostile, soak, external)"

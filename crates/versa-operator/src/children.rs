@@ -40,14 +40,15 @@ where
 }
 
 impl Existing {
+    /// The metadata of the child of `kind`, if it exists.
+    pub fn meta_of(&self, kind: &str) -> Option<&ObjectMeta> {
+        // Kinds as `K::kind` spells them.
+        self.objects.iter().find(|(k, _, _)| *k == kind).and_then(|(_, _, meta)| meta.as_ref())
+    }
+
     /// The uid of the child of `kind`, if it exists.
     pub fn uid_of(&self, kind: &str) -> Option<&str> {
-        // Kinds as `K::kind` spells them.
-        self.objects
-            .iter()
-            .find(|(k, _, _)| *k == kind)
-            .and_then(|(_, _, meta)| meta.as_ref())
-            .and_then(|m| m.uid.as_deref())
+        self.meta_of(kind).and_then(|m| m.uid.as_deref())
     }
 }
 
@@ -117,9 +118,12 @@ where
     let name = object.meta().name.clone().unwrap_or_default();
     let kind = K::kind(&()).into_owned();
     let api = Api::<K>::namespaced(client.clone(), namespace);
-    let Some(uid) = checked.uid_of(&kind) else {
+    let Some(seen) = checked.meta_of(&kind) else {
         return create(&api, &kind, &name, &object).await;
     };
+    let uid = seen.uid.clone().unwrap_or_default();
+    // A hand-over that failed right after the create is retried here.
+    hand_over(&api, &kind, &name, seen).await;
     let mut value = serde_json::to_value(&object).unwrap_or_default();
     // Server-side apply needs `apiVersion` and `kind`, which typed objects
     // leave out when serialised.
@@ -143,16 +147,26 @@ where
         Ok(created) => created,
         Err(kube::Error::Api(status)) if status.code == 409 => {
             return Err(Error::Conflict(vec![format!(
-                "{kind} {name} was created by somebody else while this pass checked it: left untouched, checked again on the next pass"
+                "{kind} {name} appeared while this pass checked it (made by somebody else, or by a pass whose answer was lost): left untouched, checked again on the next pass"
             )]));
         }
         Err(source) => return Err(Error::Apply { object: format!("{kind} {name}"), source }),
     };
-    let meta = created.meta();
+    hand_over(api, kind, name, created.meta()).await;
+    Ok(created)
+}
+
+/// Folds the operator's non-apply field ownership (what a create records)
+/// into its apply entry, with the object's uid and resourceVersion as
+/// preconditions. A failure (the object changed meanwhile) is logged and
+/// retried on the next pass, which sees the entry again.
+async fn hand_over<K>(api: &Api<K>, kind: &str, name: &str, meta: &ObjectMeta)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
     let Some(entries) = ownership::as_applied(meta.managed_fields.as_deref(), FIELD_MANAGER) else {
-        return Ok(created);
+        return;
     };
-    // Preconditions: the very object just created, unchanged since.
     let patch = serde_json::json!({
         "metadata": {
             "uid": meta.uid,
@@ -161,11 +175,9 @@ where
         }
     });
     match api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
-        Ok(handed) => Ok(handed),
-        // Changed since: the create stands; the fields stay co-owned.
+        Ok(_) => tracing::debug!(kind, name, "fields handed to server-side apply"),
         Err(e) => {
-            tracing::warn!(kind, name, error = %e, "could not hand created fields to apply");
-            Ok(created)
+            tracing::warn!(kind, name, error = %e, "could not hand fields to server-side apply: retried next pass");
         }
     }
 }

@@ -4,7 +4,7 @@
 //! untouched, reported as a conflict.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    ManagedFieldsEntry, ObjectMeta, OwnerReference,
+    FieldsV1, ManagedFieldsEntry, ObjectMeta, OwnerReference,
 };
 
 /// How an existing object relates to a ModelDeployment.
@@ -63,9 +63,12 @@ pub fn conflict(
     }
 }
 
-/// The managed fields with `manager`'s "Update" entries (what a create
-/// records) turned into "Apply" entries, or `None` when there is none to
-/// turn.
+/// The managed fields with `manager`'s "Update" entries (what a create or
+/// any non-apply write by it records) folded into its "Apply" entry of the
+/// same API version, or `None` when there is nothing to fold. Field sets
+/// are unions of `fieldsV1` tries, so folding is a union: the operator's
+/// applies then own every field it wrote, and a field its spec drops later
+/// is removed instead of being kept by a stale "Update" owner.
 pub fn as_applied(
     entries: Option<&[ManagedFieldsEntry]>,
     manager: &str,
@@ -79,23 +82,46 @@ pub fn as_applied(
     if !entries.iter().any(|e| is_ours(e, "Update")) {
         return None;
     }
-    // Only safe when the manager has no Apply entry yet (a fresh create):
-    // two field sets would have to be merged, which is the API server's job.
-    if entries.iter().any(|e| is_ours(e, "Apply")) {
-        return None;
-    }
-    Some(
-        entries
-            .iter()
-            .cloned()
-            .map(|mut e| {
-                if is_ours(&e, "Update") {
-                    e.operation = Some("Apply".into());
+    let (updates, mut folded): (Vec<&ManagedFieldsEntry>, Vec<&ManagedFieldsEntry>) =
+        entries.iter().partition(|e| is_ours(e, "Update"));
+    let mut folded: Vec<ManagedFieldsEntry> = folded.drain(..).cloned().collect();
+    for update in updates {
+        let applied =
+            folded.iter_mut().find(|e| is_ours(e, "Apply") && e.api_version == update.api_version);
+        match applied {
+            Some(applied) => {
+                let mut union = applied.fields_v1.take().map(|f| f.0).unwrap_or_default();
+                if let Some(more) = &update.fields_v1 {
+                    merge_fields(&mut union, &more.0);
                 }
-                e
-            })
-            .collect(),
-    )
+                applied.fields_v1 = Some(FieldsV1(union));
+            }
+            None => {
+                let mut turned = update.clone();
+                turned.operation = Some("Apply".into());
+                folded.push(turned);
+            }
+        }
+    }
+    Some(folded)
+}
+
+/// The union of two `fieldsV1` tries (JSON objects whose keys are fields).
+fn merge_fields(into: &mut serde_json::Value, more: &serde_json::Value) {
+    match (into, more) {
+        (serde_json::Value::Object(into), serde_json::Value::Object(more)) => {
+            for (key, value) in more {
+                match into.get_mut(key) {
+                    Some(existing) => merge_fields(existing, value),
+                    None => {
+                        into.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (into, more) if into.is_null() => *into = more.clone(),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -140,7 +166,7 @@ mod tests {
     }
 
     #[test]
-    fn fields_a_create_recorded_are_handed_to_apply_once() {
+    fn fields_written_without_apply_are_handed_to_apply() {
         let created = meta(
             "{name: x, managedFields: [{manager: versa-operator, operation: Update, apiVersion: v1, fieldsType: FieldsV1, fieldsV1: {f:data: {}}}, {manager: kube-controller-manager, operation: Update}]}",
         );
@@ -155,17 +181,23 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(ops, [("versa-operator", "Apply"), ("kube-controller-manager", "Update")]);
+        assert_eq!(ops, [("kube-controller-manager", "Update"), ("versa-operator", "Apply")]);
         let recorded = created.managed_fields.as_deref().unwrap_or_default();
-        assert_eq!(handed[0].fields_v1, recorded[0].fields_v1);
+        assert_eq!(handed[1].fields_v1, recorded[0].fields_v1);
         // Nothing to turn: already applied, or not ours at all.
         let applied =
             meta("{name: x, managedFields: [{manager: versa-operator, operation: Apply}]}");
         assert!(as_applied(applied.managed_fields.as_deref(), "versa-operator").is_none());
+        // An Update entry beside the Apply one (a hand-over that failed
+        // once, or a write by an older operator) is folded into it.
         let both = meta(
-            "{name: x, managedFields: [{manager: versa-operator, operation: Apply}, {manager: versa-operator, operation: Update}]}",
+            "{name: x, managedFields: [{manager: versa-operator, operation: Apply, apiVersion: v1, fieldsV1: {f:data: {f:a: {}}}}, {manager: other, operation: Apply, apiVersion: v1}, {manager: versa-operator, operation: Update, apiVersion: v1, fieldsV1: {f:data: {f:b: {}}, f:metadata: {}}}]}",
         );
-        assert!(as_applied(both.managed_fields.as_deref(), "versa-operator").is_none());
+        let folded = as_applied(both.managed_fields.as_deref(), "versa-operator").expect("folded");
+        assert_eq!(folded.len(), 2, "{folded:?}");
+        assert_eq!(folded[1].manager.as_deref(), Some("other"));
+        let union = folded[0].fields_v1.as_ref().map(|f| f.0.clone()).unwrap_or_default();
+        assert_eq!(union, serde_json::json!({"f:data": {"f:a": {}, "f:b": {}}, "f:metadata": {}}));
         assert!(as_applied(None, "versa-operator").is_none());
     }
 }

@@ -52,20 +52,26 @@ struct Timer {
 }
 
 impl Timer {
-    /// The one timer thread of the process, started on first use.
-    fn shared() -> &'static Arc<Timer> {
-        static TIMER: OnceLock<Arc<Timer>> = OnceLock::new();
-        TIMER.get_or_init(|| {
-            let timer = Arc::new(Timer::default());
-            let worker = Arc::clone(&timer);
-            std::thread::Builder::new()
-                .name("versa-precise-timer".into())
-                .spawn(move || worker.run())
-                .map(|_| ())
-                // Without the thread, waiters fall back to tokio's timer.
-                .unwrap_or_else(|e| tracing::warn!(error = %e, "precise timer thread"));
-            timer
-        })
+    /// The one timer thread of the process, started on first use; `None`
+    /// if it could not be started (waiters then use tokio's timer).
+    fn shared() -> Option<&'static Arc<Timer>> {
+        static TIMER: OnceLock<Option<Arc<Timer>>> = OnceLock::new();
+        TIMER
+            .get_or_init(|| {
+                let timer = Arc::new(Timer::default());
+                let worker = Arc::clone(&timer);
+                match std::thread::Builder::new()
+                    .name("versa-precise-timer".into())
+                    .spawn(move || worker.run())
+                {
+                    Ok(_) => Some(timer),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no precise timer thread: batch timeouts use tokio's millisecond timer");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     fn register(&self, at: Instant) -> oneshot::Receiver<()> {
@@ -86,11 +92,9 @@ impl Timer {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             let now = Instant::now();
-            while queue.waiters.peek().is_some_and(|Reverse(w)| w.at <= now) {
-                if let Some(Reverse(w)) = queue.waiters.pop() {
-                    // A waiter that went away (its batch filled) is dropped.
-                    let _ = w.wake.send(());
-                }
+            for waiter in queue.due(now) {
+                // A waiter that went away (its batch filled) is dropped.
+                let _ = waiter.wake.send(());
             }
             queue = match queue.waiters.peek().map(|Reverse(w)| w.at - now) {
                 None => self.changed.wait(queue).unwrap_or_else(PoisonError::into_inner),
@@ -99,6 +103,19 @@ impl Timer {
                 }
             };
         }
+    }
+}
+
+impl Queue {
+    /// The waiters whose instant has come by `now`, earliest first.
+    fn due(&mut self, now: Instant) -> Vec<Waiter> {
+        let mut due = Vec::new();
+        while self.waiters.peek().is_some_and(|Reverse(w)| w.at <= now) {
+            if let Some(Reverse(w)) = self.waiters.pop() {
+                due.push(w);
+            }
+        }
+        due
     }
 }
 
@@ -116,9 +133,14 @@ pub(super) async fn sleep_until(at: Instant) {
     if Instant::now() >= at {
         return;
     }
-    if Timer::shared().register(at).await.is_err() {
-        // The thread could not start: the coarse timer will do.
-        tokio::time::sleep_until(at.into()).await;
+    match Timer::shared() {
+        Some(timer) => {
+            // Err only if the waiter was dropped unsent: fall back anyway.
+            if timer.register(at).await.is_err() {
+                tokio::time::sleep_until(at.into()).await;
+            }
+        }
+        None => tokio::time::sleep_until(at.into()).await,
     }
 }
 
@@ -147,23 +169,24 @@ mod tests {
         assert!(quartile < Duration::from_micros(200), "lateness {lateness:?}");
     }
 
-    #[tokio::test]
-    async fn waits_wake_in_deadline_order_whatever_the_order_they_came_in() {
-        let base = Instant::now() + Duration::from_millis(3);
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        for offset in [900u64, 100, 500, 300, 700] {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                sleep_until(base + Duration::from_micros(offset)).await;
-                let _ = tx.send(offset);
-            });
+    #[test]
+    fn waiters_are_woken_in_deadline_order_whatever_the_order_they_came_in() {
+        let base = Instant::now();
+        let mut queue = Queue::default();
+        let mut keep = Vec::new();
+        for (id, offset) in [900u64, 100, 500, 300, 700].into_iter().enumerate() {
+            let (wake, woken) = oneshot::channel();
+            keep.push(woken);
+            let at = base + Duration::from_micros(offset);
+            queue.waiters.push(Reverse(Waiter { at, id: id as u64, wake }));
         }
-        drop(tx);
-        let mut order = Vec::new();
-        while let Some(o) = rx.recv().await {
-            order.push(o);
-        }
-        assert_eq!(order, [100, 300, 500, 700, 900]);
+        let early = queue.due(base + Duration::from_micros(400));
+        let woken: Vec<u64> = early.iter().map(|w| w.id).collect();
+        assert_eq!(woken, [1, 3], "the 100 and 300 µs waiters, in that order");
+        let rest: Vec<u64> =
+            queue.due(base + Duration::from_secs(1)).iter().map(|w| w.id).collect();
+        assert_eq!(rest, [2, 4, 0]);
+        assert!(queue.waiters.is_empty());
     }
 
     #[tokio::test]
@@ -171,6 +194,6 @@ mod tests {
         let before = Instant::now();
         sleep_until(before - Duration::from_millis(1)).await;
         sleep_until(before).await;
-        assert!(before.elapsed() < Duration::from_millis(1));
+        assert!(before.elapsed() < Duration::from_millis(50), "no wait for a tick or the thread");
     }
 }
