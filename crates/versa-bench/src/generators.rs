@@ -24,16 +24,8 @@ pub(crate) fn tool(name: &str) -> anyhow::Result<PathBuf> {
 
 /// Ticks of CPU time (user + system) of this process's waited-for children.
 fn children_cpu() -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed stat")?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |ix: usize| -> anyhow::Result<u64> {
-        Ok(fields.get(ix).context("short stat")?.parse::<u64>()?)
-    };
-    // cutime and cstime are fields 16 and 17 of the line, 14 and 15 here.
-    let total = ticks(13)? + ticks(14)?;
-    let hz = rustix::param::clock_ticks_per_second();
-    Ok(Duration::from_secs_f64(total as f64 / hz as f64))
+    let stat = crate::procstat::Stat::read("/proc/self/stat")?;
+    Ok(crate::procstat::ticks(stat.children_ticks))
 }
 
 /// Runs `command` to its end (killed after `limit`); its output and CPU time.

@@ -37,6 +37,7 @@ mod generators;
 mod hostile;
 mod load;
 mod peer;
+mod procstat;
 mod promtext;
 mod raw;
 mod scenarios;

@@ -7,6 +7,7 @@
 //!
 //! The environment comes from `scripts/bench-peer-setup.sh`.
 
+use crate::procstat::Stat;
 use crate::workload::{MODEL_NAME, Workload};
 use anyhow::Context as _;
 use std::io::Read as _;
@@ -245,10 +246,8 @@ impl MlServer {
                 continue;
             };
             // A process may exit between listing and reading.
-            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                && let Some((ppid, ticks)) = parse_stat(&stat)
-            {
-                procs.push((pid, ppid, ticks));
+            if let Ok(stat) = Stat::read(format!("/proc/{pid}/stat")) {
+                procs.push((pid, stat.ppid, stat.own_ticks + stat.children_ticks));
             }
         }
         let mut tree = vec![root];
@@ -263,35 +262,21 @@ impl MlServer {
             }
         }
         let ticks: u64 = procs.iter().filter(|(p, _, _)| tree.contains(p)).map(|(_, _, t)| t).sum();
-        let hz = rustix::param::clock_ticks_per_second();
-        Ok(Duration::from_secs_f64(ticks as f64 / hz as f64))
+        Ok(crate::procstat::ticks(ticks))
     }
 
     /// How many processes the server runs now.
     pub(crate) fn processes(&self) -> usize {
-        let group = self.child.id().to_string();
+        let group = self.child.id();
         std::fs::read_dir("/proc")
             .map(|dir| {
                 dir.filter_map(|e| e.ok())
-                    .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-                    .filter(|stat| {
-                        // pgrp is the 3rd field after the command name.
-                        stat.rsplit_once(')')
-                            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
-                            .is_some_and(|g| g == group)
-                    })
+                    .filter_map(|e| Stat::read(e.path().join("stat")).ok())
+                    .filter(|stat| stat.pgrp == group)
                     .count()
             })
             .unwrap_or(0)
     }
-}
-
-/// Parent pid and utime + stime + cutime + cstime (ticks) from a stat line.
-fn parse_stat(stat: &str) -> Option<(u32, u64)> {
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ppid = fields.get(1)?.parse().ok()?;
-    let ticks = (11..=14).map(|ix| fields.get(ix)?.parse::<u64>().ok()).sum::<Option<u64>>()?;
-    Some((ppid, ticks))
 }
 
 #[cfg(test)]
@@ -327,7 +312,8 @@ mod tests {
     #[test]
     fn stat_lines_give_parent_and_cpu() {
         let stat = "42 (py thon) S 7 42 42 0 -1 4194560 1 0 0 0 10 20 3 4 20 0 1 0";
-        assert_eq!(parse_stat(stat), Some((7, 37)));
-        assert_eq!(parse_stat("garbage"), None);
+        let parsed = Stat::parse(stat).map(|s| (s.ppid, s.own_ticks + s.children_ticks));
+        assert_eq!(parsed, Some((7, 37)));
+        assert_eq!(Stat::parse("garbage"), None);
     }
 }

@@ -109,17 +109,8 @@ impl Server {
 
     /// CPU time the server has used so far (user + system, every thread).
     pub(crate) fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        // Fields after the command name (which may hold spaces) start at state.
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed stat")?;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |ix: usize| -> anyhow::Result<u64> {
-            Ok(fields.get(ix).context("short stat")?.parse::<u64>()?)
-        };
-        // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
-        let total = ticks(11)? + ticks(12)?;
-        let hz = rustix::param::clock_ticks_per_second();
-        Ok(Duration::from_secs_f64(total as f64 / hz as f64))
+        let stat = crate::procstat::Stat::read(format!("/proc/{}/stat", self.pid()))?;
+        Ok(crate::procstat::ticks(stat.own_ticks))
     }
 
     /// Resets the peak-RSS mark (Linux `clear_refs` 5), so the next peak is
