@@ -4,7 +4,19 @@ CARGO ?= cargo
 VENV ?= $(HOME)/.cache/versa/venv
 export VERSA_VENV := $(VENV)
 
-.PHONY: help build test lint fmt check-deps ci demo demo-server models bench testenv pyenv chart-test dev-cluster generate check-generated
+# Every build is for the host triple with a statically linked C library, so
+# the binaries the tests run are the ones the images carry (one build, not
+# two). --target keeps build scripts and proc macros dynamic, as they must be.
+HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
+export CARGO_BUILD_TARGET ?= $(HOST_TRIPLE)
+STATIC_RUSTFLAGS_VAR := CARGO_TARGET_$(shell echo '$(CARGO_BUILD_TARGET)' | tr 'a-z-' 'A-Z_')_RUSTFLAGS
+$(STATIC_RUSTFLAGS_VAR) ?= -C target-feature=+crt-static
+export $(STATIC_RUSTFLAGS_VAR)
+# `make images` builds release binaries; the tests and the demo build images
+# from the debug binaries they already have.
+IMAGE_PROFILE ?= release
+
+.PHONY: help build test lint fmt check-deps ci demo demo-server models bench testenv pyenv chart-test dev-cluster generate check-generated images test-images push
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -25,8 +37,17 @@ pyenv: ## Python environment for the chart (Helm as a library, kubernetes-valida
 chart-test: pyenv ## Lint, render and validate the Helm chart offline
 	$(VENV)/bin/python tests/chart/chart.py test
 
-test: testenv check-deps chart-test ## Run every test (unit, scenario, wire contract, end-to-end, chart, Kubernetes)
+images: ## Container images (OCI and docker archives, and the local image store) under <target>/images, no daemon needed
+	scripts/images.sh build --profile $(IMAGE_PROFILE)
+
+push: ## Push the images built by `make images`: make push REGISTRY=ghcr.io/acme
+	scripts/images.sh push "$(REGISTRY)"
+
+test-images: ## The images from the debug binaries the tests build (what the process kubelet runs)
 	$(CARGO) build --workspace --bins
+	scripts/images.sh build --profile dev
+
+test: testenv check-deps chart-test test-images ## Run every test (unit, scenario, wire contract, end-to-end, chart, Kubernetes)
 	$(CARGO) nextest run --workspace --profile ci
 	$(CARGO) test --workspace --doc
 

@@ -27,7 +27,7 @@ peer_venv="$(scripts/bench-peer-setup.sh)"
 profile="${VERSA_BENCH_PROFILE:-release}"
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 cargo build --profile "$profile" -p versa-server -p versa-bench
-bench="$target_dir/$profile/versa-bench"
+bench="$(scripts/bin-dir.sh "$profile")/versa-bench"
 mkdir -p "$target_dir/bench"
 report="$target_dir/bench/report-$(date -u +%Y%m%dT%H%M%SZ).md"
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 demo_dir="${VERSA_DEMO_DIR:-${TMPDIR:-/tmp}/versa-demo}"
 grpc_port="${VERSA_GRPC_PORT:-8500}"
 rest_port="${VERSA_REST_PORT:-8501}"
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+bin_dir="$(scripts/bin-dir.sh release)"
 
 echo "==> building versa-server and the model generator (the first build takes several minutes)"
 cargo build --release -p versa-server -p versa-testmodels --bins
@@ -15,7 +15,7 @@ cargo build --release -p versa-server -p versa-testmodels --bins
 echo "==> writing example models under $demo_dir/models"
 rm -rf "$demo_dir"
 mkdir -p "$demo_dir"
-"$target_dir/release/gen-test-models" "$demo_dir/models"
+"$bin_dir/gen-test-models" "$demo_dir/models"
 
 config="$demo_dir/models.config"
 cat > "$config" <<CONFIG
@@ -55,6 +55,6 @@ cat <<HELP
   cp -r $demo_dir/models/versioned/3 $demo_dir/models/versioned/4 && sleep 2 && curl -s localhost:$rest_port/v1/models/versioned
 
 HELP
-exec "$target_dir/release/versa-server" \
+exec "$bin_dir/versa-server" \
   --port="$grpc_port" --rest_api_port="$rest_port" --bind_address=127.0.0.1 \
   --model_config_file="$config" --file_system_poll_wait_seconds=1

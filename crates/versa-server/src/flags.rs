@@ -17,7 +17,10 @@ fn cpus() -> usize {
     version,
     about = "A drop-in tensorflow_model_server for ONNX models",
     // TensorFlow Serving's flags are long-only with underscores.
-    disable_help_subcommand = true
+    disable_help_subcommand = true,
+    // A flag given twice takes its last value, as in TensorFlow Serving: the
+    // image's entrypoint sets --port/--rest_api_port and a Pod's args may too.
+    args_override_self = true
 )]
 pub struct Flags {
     /// gRPC port (0 disables gRPC).
@@ -44,12 +47,18 @@ pub struct Flags {
     /// Largest REST request body in bytes.
     #[arg(long = "rest_api_max_body_bytes", default_value_t = 256 << 20)]
     pub rest_api_max_body_bytes: usize,
-    /// Single-model mode: the model's name.
-    #[arg(long = "model_name", default_value = "default")]
-    pub model_name: String,
+    /// Single-model mode: the model's name (default: `default`).
+    #[arg(long = "model_name")]
+    pub model_name: Option<String>,
     /// Single-model mode: the model's base path.
     #[arg(long = "model_base_path", default_value = "")]
     pub model_base_path: String,
+    /// As TensorFlow Serving's container image does: with neither
+    /// --model_base_path nor --model_config_file, serve
+    /// `$MODEL_BASE_PATH/$MODEL_NAME` (default `/models/model`) under the name
+    /// `$MODEL_NAME` (--model_name still wins). Set by versa-server's image.
+    #[arg(long = "model_from_env", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
+    pub model_from_env: bool,
     /// Model config file (protobuf text format, or YAML for .yaml/.yml).
     #[arg(long = "model_config_file", default_value = "")]
     pub model_config_file: String,
@@ -228,6 +237,31 @@ pub struct Flags {
 pub struct FlagError(pub String);
 
 impl Flags {
+    /// The model's name in single-model mode.
+    pub fn single_model_name(&self) -> &str {
+        self.model_name.as_deref().unwrap_or("default")
+    }
+
+    /// Applies `--model_from_env`: `var` reads the environment.
+    pub fn with_model_from_env(mut self, var: impl Fn(&str) -> Option<String>) -> Self {
+        if !self.model_from_env
+            || !self.model_config_file.is_empty()
+            || !self.model_base_path.is_empty()
+        {
+            return self;
+        }
+        let set = |name: &str, default: &str| {
+            var(name).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+        };
+        let name = set("MODEL_NAME", "model");
+        let base = set("MODEL_BASE_PATH", "/models");
+        self.model_base_path = format!("{}/{name}", base.trim_end_matches('/'));
+        if self.model_name.is_none() {
+            self.model_name = Some(name);
+        }
+        self
+    }
+
     /// Checks combinations TensorFlow Serving checks, and ours. Returns the
     /// one-line warnings to log for accepted-but-ignored flags.
     pub fn validate(&self) -> Result<Vec<String>, FlagError> {

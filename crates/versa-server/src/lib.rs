@@ -59,7 +59,7 @@ pub fn prepare(flags: Flags) -> anyhow::Result<Startup> {
         tracing::warn!("{warning}");
     }
     let config = if flags.model_config_file.is_empty() {
-        single_model_config(&flags.model_name, &flags.model_base_path)
+        single_model_config(flags.single_model_name(), &flags.model_base_path)
     } else {
         read_model_server_config(&PathBuf::from(&flags.model_config_file))?
     };

@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let flags = match versa_server::flags::Flags::try_parse() {
-        Ok(flags) => flags,
+        Ok(flags) => flags.with_model_from_env(|name| std::env::var(name).ok()),
         Err(e)
             if matches!(
                 e.kind(),

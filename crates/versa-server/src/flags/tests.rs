@@ -10,7 +10,7 @@ fn defaults_match_tensorflow_serving() {
     assert_eq!(f.port, 8500);
     assert_eq!(f.rest_api_port, 0);
     assert_eq!(f.rest_api_timeout_in_ms, 30_000);
-    assert_eq!(f.model_name, "default");
+    assert_eq!(f.single_model_name(), "default");
     assert_eq!(f.file_system_poll_wait_seconds, 1);
     assert_eq!(f.model_config_file_poll_wait_seconds, 0);
     assert_eq!(f.max_num_load_retries, 5);
@@ -91,4 +91,43 @@ fn bad_combinations_are_refused() {
     }
     assert!(parse(&["--model_base_path=/m", "--port=notaport"]).is_err());
     assert!(parse(&["--model_base_path=/m", "--no_such_flag=1"]).is_err());
+}
+
+#[test]
+fn a_flag_given_twice_takes_its_last_value() {
+    // The image's entrypoint sets the ports; a Pod's args or `docker run`'s
+    // trailing arguments override them.
+    let f = parse(&["--port=8500", "--rest_api_port=8501", "--model_base_path=/m", "--port=9000"])
+        .expect("parses");
+    assert_eq!((f.port, f.rest_api_port), (9000, 8501));
+}
+
+#[test]
+fn model_from_env_serves_what_tensorflow_servings_image_would() {
+    let env = |vars: &'static [(&'static str, &'static str)]| {
+        move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+    };
+    let image = ["--port=8500", "--rest_api_port=8501", "--model_from_env"];
+    let f = parse(&image).expect("parses").with_model_from_env(env(&[]));
+    assert_eq!((f.single_model_name(), f.model_base_path.as_str()), ("model", "/models/model"));
+    assert_eq!(f.validate(), Ok(vec![]));
+
+    let vars = &[("MODEL_NAME", "fraud"), ("MODEL_BASE_PATH", "/mnt/models/")];
+    let f = parse(&image).expect("parses").with_model_from_env(env(vars));
+    assert_eq!((f.single_model_name(), f.model_base_path.as_str()), ("fraud", "/mnt/models/fraud"));
+
+    // --model_name names it; an explicit path or a config file wins outright.
+    let named = [&image[..], &["--model_name=scorer"]].concat();
+    let f = parse(&named).expect("parses").with_model_from_env(env(vars));
+    assert_eq!((f.single_model_name(), f.model_base_path.as_str()), ("scorer", "/mnt/models/fraud"));
+    let config = [&image[..], &["--model_config_file=/etc/models.config"]].concat();
+    let f = parse(&config).expect("parses").with_model_from_env(env(vars));
+    assert_eq!(f.model_base_path, "");
+    let path = [&image[..], &["--model_base_path=/data/m"]].concat();
+    let f = parse(&path).expect("parses").with_model_from_env(env(vars));
+    assert_eq!((f.single_model_name(), f.model_base_path.as_str()), ("default", "/data/m"));
+
+    // Without the flag the environment means nothing, as for tensorflow_model_server.
+    let f = parse(&["--model_base_path=/m"]).expect("parses").with_model_from_env(env(vars));
+    assert_eq!((f.single_model_name(), f.model_base_path.as_str()), ("default", "/m"));
 }
