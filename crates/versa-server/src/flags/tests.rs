@@ -119,7 +119,10 @@ fn model_from_env_serves_what_tensorflow_servings_image_would() {
     // --model_name names it; an explicit path or a config file wins outright.
     let named = [&image[..], &["--model_name=scorer"]].concat();
     let f = parse(&named).expect("parses").with_model_from_env(env(vars));
-    assert_eq!((f.single_model_name(), f.model_base_path.as_str()), ("scorer", "/mnt/models/fraud"));
+    assert_eq!(
+        (f.single_model_name(), f.model_base_path.as_str()),
+        ("scorer", "/mnt/models/fraud")
+    );
     let config = [&image[..], &["--model_config_file=/etc/models.config"]].concat();
     let f = parse(&config).expect("parses").with_model_from_env(env(vars));
     assert_eq!(f.model_base_path, "");
