@@ -2,6 +2,7 @@
 //! validate → plan (pure) → apply (owned resources, per-Pod config reloads) →
 //! status.
 
+pub mod check;
 pub mod children;
 pub mod controller;
 pub mod fleet;
@@ -13,4 +14,5 @@ pub mod report;
 pub mod resources;
 pub mod sidecar;
 pub mod status;
+pub mod telemetry;
 pub mod validate;

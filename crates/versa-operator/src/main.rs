@@ -1,15 +1,19 @@
 //! `versa-operator`: runs the ModelDeployment controller, with leader
-//! election, metrics and health on `--metrics_address`.
+//! election, metrics and health on `--metrics_address`; with
+//! `--check_installation`, checks that an installation can work and exits.
 
 use anyhow::Context as _;
+use std::io::Write as _;
 use clap::Parser;
 use std::sync::Arc;
 use std::time::Duration;
+use versa_operator::check::{self, CheckOptions, LeaseRef};
 use versa_operator::controller::{self, Context, Options};
 use versa_operator::leader::{self, LeaseOptions};
 use versa_operator::metrics::{self, Metrics};
 use versa_operator::resources::OperatorPods;
 use versa_operator::sidecar::SidecarOptions;
+use versa_operator::telemetry::{self, LogFormat};
 use versa_operator::validate::SpecPolicy;
 
 /// The ModelDeployment operator. Talks to the cluster of `KUBECONFIG`, or
@@ -87,18 +91,66 @@ struct Flags {
     /// empty: any image).
     #[arg(long = "allowed_image_prefixes", value_delimiter = ',')]
     allowed_image_prefixes: Vec<String>,
+    /// Log format: `text` or `json` (one object per line). `RUST_LOG`
+    /// filters either.
+    #[arg(long = "log_format", default_value = "text")]
+    log_format: LogFormat,
+    /// Check, with these flags and credentials, that the installation can
+    /// work (the CRD served, RBAC, a live Lease holder), print each check and
+    /// exit: 0 when all pass. The chart's `helm test` runs this.
+    #[arg(long = "check_installation", default_value_t = false)]
+    check_installation: bool,
+    /// How long `--check_installation` retries failing checks before it
+    /// gives up (a new leader can take a lease duration to appear).
+    #[arg(long = "check_timeout_seconds", default_value_t = 30)]
+    check_timeout_seconds: u64,
+}
+
+impl Flags {
+    /// The Lease's namespace: the flag, else the Pod's, else `default`.
+    fn lease_namespace(&self) -> String {
+        self.lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into())
+    }
+}
+
+/// `--check_installation`: every check until all pass or the timeout; the
+/// findings of the last round on stdout.
+async fn check_installation(client: kube::Client, flags: &Flags) -> anyhow::Result<()> {
+    let options = CheckOptions {
+        namespace: flags.namespace.clone(),
+        lease: flags.leader_elect.then(|| LeaseRef {
+            namespace: flags.lease_namespace(),
+            name: flags.lease_name.clone(),
+            duration: Duration::from_secs(flags.lease_duration_seconds.max(1)),
+        }),
+        network_policy: flags.network_policy,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(flags.check_timeout_seconds);
+    loop {
+        let findings = check::run(&client, &options).await;
+        let failed = findings.iter().filter(|f| f.problem.is_some()).count();
+        if failed == 0 || tokio::time::Instant::now() >= deadline {
+            // The report is this mode's output: stdout, which `kubectl logs` shows.
+            let mut out = std::io::stdout().lock();
+            for finding in &findings {
+                writeln!(out, "{finding}")?;
+            }
+            anyhow::ensure!(failed == 0, "{failed} of {} checks failed", findings.len());
+            writeln!(out, "the installation works")?;
+            return Ok(());
+        }
+        tracing::info!(failed, "checks failing; retrying");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn,tower=warn,hyper=warn".into()),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
     let flags = Flags::parse();
+    telemetry::init(flags.log_format);
     let identity =
         flags.identity.clone().or_else(|| std::env::var("POD_NAME").ok()).unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -110,6 +162,9 @@ async fn main() -> anyhow::Result<()> {
     // end server-side sooner (controller.rs), so they are not cut.
     config.read_timeout = Some(Duration::from_secs(flags.api_timeout_seconds.max(10)));
     let client = kube::Client::try_from(config).context("Kubernetes client")?;
+    if flags.check_installation {
+        return check_installation(client, &flags).await;
+    }
     let metrics = Metrics::new();
     let listener = tokio::net::TcpListener::bind(flags.metrics_address)
         .await
@@ -118,11 +173,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(metrics::serve(listener, metrics.clone()));
 
     let (leadership, mut lost) = if flags.leader_elect {
-        let namespace = flags
-            .lease_namespace
-            .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .unwrap_or_else(|| "default".into());
+        let namespace = flags.lease_namespace();
         let duration = Duration::from_secs(flags.lease_duration_seconds.max(1));
         let renew_deadline = match flags.lease_renew_deadline_seconds {
             None => duration * 2 / 3,
