@@ -1,13 +1,11 @@
 //! Versa on the test cluster: the ModelDeployment CRD installed, a process
-//! kubelet running `versa-server` Pods, the operator running as a real
-//! process with the cluster's kubeconfig, and a model repository on disk.
+//! kubelet running Pods from Versa's images (`make images`), the operator
+//! running as a real process with the cluster's kubeconfig, and a model
+//! repository on disk.
 //!
 //! ModelDeployments are applied with `kubectl apply`, as a user would.
 
-use crate::{
-    ApiAccess, ChildProcess, ClusterOptions, ImageMapping, KubeletOptions, ProcessKubelet,
-    TestCluster,
-};
+use crate::{ApiAccess, ChildProcess, ClusterOptions, KubeletOptions, ProcessKubelet, TestCluster};
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -64,50 +62,43 @@ impl VersaEnv {
     }
 
     /// The cluster, the kubelet and the model repository; the CRD if
-    /// `install_crd`; no operator process. The kubelet also runs the
-    /// `versa-operator` image (the chart's Pods) with the credentials of the
-    /// Pod's ServiceAccount.
+    /// `install_crd`; no operator process. The kubelet runs Pods from the
+    /// image store (the `versa-operator` image too: the chart's Pods, with
+    /// the Pod's ServiceAccount token mounted), pulls retried after 1 s
+    /// doubling to 10 s.
     pub async fn start_bare(install_crd_now: bool) -> anyhow::Result<Self> {
         let cluster = TestCluster::start(ClusterOptions::default()).await?;
         let client = cluster.client().await?;
         if install_crd_now {
             install_crd(&client).await?;
         }
-        let kubelet = ProcessKubelet::start(
-            client.clone(),
-            KubeletOptions {
-                node_name: "process-kubelet".into(),
-                images: vec![
-                    ImageMapping {
-                        image: "versa-server".into(),
-                        binary: crate::workspace_binary("versa-server"),
-                        extra_args: vec!["--bind_address={pod_ip}".into()],
-                        service_account_credentials: false,
-                    },
-                    ImageMapping {
-                        image: "versa-operator".into(),
-                        binary: crate::workspace_binary("versa-operator"),
-                        extra_args: vec!["--metrics_address={pod_ip}:8080".into()],
-                        service_account_credentials: true,
-                    },
-                ],
-                workdir: cluster.dir().join("kubelet"),
-                interval: Duration::from_millis(200),
-                extra_env: vec![],
-                api: Some(ApiAccess {
-                    server: cluster.server().to_owned(),
-                    ca_pem: cluster.ca_pem().to_vec(),
-                }),
-            },
-        )
-        .await?;
-        let models = tempfile::Builder::new().prefix("versa-models-").tempdir()?;
+        let kubelet =
+            ProcessKubelet::start(client.clone(), Self::kubelet_options(&cluster)).await?;
+        // Pods read it as their own user (65532), through a hostPath volume.
+        let models = tempfile::Builder::new()
+            .prefix("versa-models-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .tempdir()?;
         let fraud = models.path().join("fraud");
         for v in [1, 2, 3] {
             versa_testmodels::write_version(&fraud, v, &versa_testmodels::versioned(v))?;
         }
         versa_testmodels::write_version(&fraud, 9, &versa_testmodels::corrupt())?;
         Ok(Self { operators: Vec::new(), kubelet, client, models, cluster })
+    }
+
+    /// The process kubelet as the tests run it: images from the store,
+    /// short pull back-off, the cluster's API server for in-cluster
+    /// credentials.
+    pub fn kubelet_options(cluster: &TestCluster) -> KubeletOptions {
+        KubeletOptions {
+            image_pull_backoff: (Duration::from_secs(1), Duration::from_secs(10)),
+            api: Some(ApiAccess {
+                server: cluster.server().to_owned(),
+                ca_pem: cluster.ca_pem().to_vec(),
+            }),
+            ..KubeletOptions::new(cluster.dir().join("kubelet"))
+        }
     }
 
     /// Starts one more operator process (leader election on, Lease in

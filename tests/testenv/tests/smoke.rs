@@ -1,36 +1,18 @@
 //! Smoke tests of the test environment: a real API server and controller
-//! manager, the process kubelet running real versa-server processes.
+//! manager, the process kubelet running Pods from the versa-server image.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use std::time::{Duration, Instant};
-use versa_testenv::versa::{init_test_tracing, is_ready};
-use versa_testenv::{
-    ClusterOptions, ImageMapping, KubeletOptions, ProcessKubelet, TestCluster, workspace_binary,
-};
+use versa_testenv::versa::{VersaEnv, init_test_tracing, is_ready};
+use versa_testenv::{ClusterOptions, ProcessKubelet, TestCluster};
 
 const PATIENCE: Duration = Duration::from_secs(90);
 
 async fn kubelet(cluster: &TestCluster) -> ProcessKubelet {
-    ProcessKubelet::start(
-        cluster.client().await.expect("client"),
-        KubeletOptions {
-            node_name: "process-kubelet".into(),
-            images: vec![ImageMapping {
-                image: "versa-server".into(),
-                binary: workspace_binary("versa-server"),
-                extra_args: vec!["--bind_address={pod_ip}".into()],
-                service_account_credentials: false,
-            }],
-            workdir: cluster.dir().join("kubelet"),
-            interval: Duration::from_millis(200),
-            extra_env: vec![],
-            api: None,
-        },
-    )
-    .await
-    .expect("kubelet")
+    let options = VersaEnv::kubelet_options(cluster);
+    ProcessKubelet::start(cluster.client().await.expect("client"), options).await.expect("kubelet")
 }
 
 fn deployment(models: &std::path::Path, replicas: i32) -> Deployment {
@@ -107,7 +89,11 @@ async fn a_deployment_becomes_ready_pods_that_serve_and_deleted_pods_are_replace
     let cluster = TestCluster::start(ClusterOptions::default()).await.expect("cluster");
     eprintln!("control plane ready in {:.1}s", started.elapsed().as_secs_f64());
     let kubelet = kubelet(&cluster).await;
-    let models = tempfile::tempdir().expect("models");
+    // Read by the Pods' user (65532) through a hostPath volume.
+    let models = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .tempdir()
+        .expect("models");
     versa_testmodels::write_example_repository(models.path()).expect("models");
 
     let client = cluster.client().await.expect("client");

@@ -2,33 +2,27 @@
 //! kubelet, for `kubectl` and manual testing. Ctrl-C stops everything.
 
 use std::time::Duration;
-use versa_testenv::{ClusterOptions, ImageMapping, KubeletOptions, ProcessKubelet, TestCluster};
+use versa_testenv::{ApiAccess, ClusterOptions, KubeletOptions, ProcessKubelet, TestCluster};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let here = std::env::current_exe()?;
-    let bin_dir = here.parent().ok_or_else(|| anyhow::anyhow!("no executable directory"))?;
     eprintln!("starting etcd, kube-apiserver and kube-controller-manager on 127.0.0.1 ...");
     let cluster =
         TestCluster::start(ClusterOptions { controller_manager: true, keep_dir: true }).await?;
     let _kubelet = ProcessKubelet::start(
         cluster.client().await?,
         KubeletOptions {
-            node_name: "process-kubelet".into(),
-            images: vec![ImageMapping {
-                image: "versa-server".into(),
-                binary: bin_dir.join("versa-server"),
-                extra_args: vec!["--bind_address={pod_ip}".into()],
-                service_account_credentials: false,
-            }],
-            workdir: cluster.dir().join("kubelet"),
             interval: Duration::from_millis(250),
-            extra_env: vec![],
-            api: None,
+            api: Some(ApiAccess {
+                server: cluster.server().to_owned(),
+                ca_pem: cluster.ca_pem().to_vec(),
+            }),
+            ..KubeletOptions::new(cluster.dir().join("kubelet"))
         },
     )
     .await?;
     eprintln!("cluster ready: {}", cluster.server());
+    eprintln!("  images from {}", versa_testenv::kubelet::images::default_store().display());
     eprintln!("  export KUBECONFIG={}", cluster.kubeconfig().display());
     eprintln!("  kubectl get nodes,pods -A");
     eprintln!(

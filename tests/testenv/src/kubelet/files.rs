@@ -1,6 +1,7 @@
 //! What a Pod's process finds on disk: its volumes materialised on the host,
-//! container paths in its arguments rewritten to them, and in-cluster
-//! credentials of its ServiceAccount.
+//! the token of its ServiceAccount, and its `/etc/hosts` and `/etc/hostname`.
+//! For build-tree processes (no rootfs) container paths in arguments are
+//! rewritten to host paths and the token comes in a kubeconfig.
 
 use super::KubeletOptions;
 use anyhow::Context as _;
@@ -8,12 +9,26 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-/// Replaces a container path prefix with a host path in a string.
-pub(super) fn rewrite(value: &str, mounts: &[(String, PathBuf)]) -> String {
-    for (mount, host) in mounts {
-        let mount = mount.trim_end_matches('/');
+/// Where the in-cluster credentials are, in every container.
+pub(super) const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// A volume of the container, on the host.
+#[derive(Debug, Clone)]
+pub(super) struct HostVolume {
+    pub(super) mount_path: String,
+    pub(super) host: PathBuf,
+    pub(super) read_only: bool,
+}
+
+/// Replaces a container path prefix with a host path in a string (for
+/// build-tree processes, which see the host's filesystem).
+pub(super) fn rewrite(value: &str, mounts: &[HostVolume]) -> String {
+    for HostVolume { mount_path, host, .. } in mounts {
+        let mount = mount_path.trim_end_matches('/');
         if let Some(rest) = value.strip_prefix(mount)
             && (rest.is_empty() || rest.starts_with('/'))
         {
@@ -31,14 +46,15 @@ pub(super) fn rewrite(value: &str, mounts: &[(String, PathBuf)]) -> String {
 }
 
 /// Materialises the container's volumes on the host: hostPath as is,
-/// emptyDir/configMap/secret under the work directory.
+/// emptyDir (mode 0777, as kubelet makes it), configMap and secret (files
+/// 0644) under the work directory.
 pub(super) async fn volumes(
     client: &kube::Client,
     options: &KubeletOptions,
     pod: &Pod,
     container: &Container,
     namespace: &str,
-) -> anyhow::Result<Vec<(String, PathBuf)>> {
+) -> anyhow::Result<Vec<HostVolume>> {
     let spec = pod.spec.as_ref().context("pod spec")?;
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let mut mounts = Vec::new();
@@ -51,20 +67,22 @@ pub(super) async fn volumes(
             PathBuf::from(&host_path.path)
         } else if volume.config_map.is_some() || volume.secret.is_some() {
             let files = projected(client, volume, namespace).await?.unwrap_or_default();
-            write_files(&local, &files)?;
+            write_files(&local, &files, file_mode(volume))?;
             local
         } else {
             std::fs::create_dir_all(&local)?;
+            std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o777))?;
             local
         };
         let target = match &mount.sub_path {
             Some(sub) if !sub.is_empty() => host.join(sub),
             _ => host,
         };
-        mounts.push((mount.mount_path.clone(), target));
+        let read_only = mount.read_only.unwrap_or(false);
+        mounts.push(HostVolume { mount_path: mount.mount_path.clone(), host: target, read_only });
     }
-    // Longest mount paths first so nested mounts win.
-    mounts.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
+    // Longest mount paths first so nested mounts win when rewriting.
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.mount_path.len()));
     Ok(mounts)
 }
 
@@ -96,18 +114,22 @@ async fn projected(
 /// Writes a volume's files, each replaced atomically (written aside, then
 /// renamed), and removes files whose keys are gone, as a real kubelet's
 /// atomic writer does. Unchanged files are not touched.
-fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<()> {
+fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, mode: u32) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     for (key, value) in files {
         if key.contains('/') || key.starts_with('.') {
             continue;
         }
         let path = dir.join(key);
-        if std::fs::read(&path).ok().as_deref() == Some(value.as_slice()) {
+        let same_mode =
+            std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode);
+        if same_mode && std::fs::read(&path).ok().as_deref() == Some(value.as_slice()) {
             continue;
         }
         let aside = dir.join(format!(".{key}.tmp"));
         std::fs::write(&aside, value)?;
+        std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(mode))?;
         std::fs::rename(&aside, &path)?;
     }
     for entry in std::fs::read_dir(dir)? {
@@ -134,23 +156,47 @@ pub(super) async fn refresh_volumes(
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         if let Some(files) = projected(client, volume, namespace).await? {
             let local = options.workdir.join("pods").join(&uid).join(&volume.name);
-            write_files(&local, &files)?;
+            write_files(&local, &files, file_mode(volume))?;
         }
     }
     Ok(())
 }
 
-/// A kubeconfig holding a fresh token of the Pod's ServiceAccount (one
-/// hour, bound to the Pod) from the TokenRequest API: what a real kubelet
-/// mounts at /var/run/secrets/kubernetes.io/serviceaccount.
-pub(super) async fn service_account_kubeconfig(
+/// A configMap or secret volume's `defaultMode`, else 0644.
+fn file_mode(volume: &k8s_openapi::api::core::v1::Volume) -> u32 {
+    let mode = volume.config_map.as_ref().and_then(|c| c.default_mode);
+    let mode = mode.or_else(|| volume.secret.as_ref().and_then(|s| s.default_mode));
+    mode.and_then(|m| u32::try_from(m).ok()).unwrap_or(0o644) & 0o7777
+}
+
+/// Whether the Pod gets its ServiceAccount's token: its own
+/// `automountServiceAccountToken`, else the ServiceAccount's, else yes.
+/// A Pod that names no ServiceAccount gets none: the test API server runs
+/// without the `ServiceAccount` admission plugin, which on a real cluster
+/// would have set `default` and added the token volume.
+pub(super) async fn automount_token(
     client: &kube::Client,
-    options: &KubeletOptions,
     pod: &Pod,
     namespace: &str,
-) -> anyhow::Result<PathBuf> {
-    let api =
-        options.api.as_ref().context("service-account credentials need KubeletOptions::api")?;
+) -> anyhow::Result<bool> {
+    let spec = pod.spec.as_ref().context("pod spec")?;
+    let Some(account) = spec.service_account_name.clone() else { return Ok(false) };
+    if let Some(automount) = spec.automount_service_account_token {
+        return Ok(automount);
+    }
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), namespace);
+    let found = accounts.get_opt(&account).await?;
+    Ok(found.and_then(|a| a.automount_service_account_token).unwrap_or(true))
+}
+
+/// A fresh token of the Pod's ServiceAccount (one hour, bound to the Pod)
+/// from the TokenRequest API, as kubelet's projected token volume holds.
+async fn service_account_token(
+    client: &kube::Client,
+    pod: &Pod,
+    namespace: &str,
+) -> anyhow::Result<(String, String)> {
     let spec = pod.spec.as_ref().context("pod spec")?;
     let account = spec.service_account_name.clone().unwrap_or_else(|| "default".into());
     let request = json!({
@@ -171,6 +217,43 @@ pub(super) async fn service_account_kubeconfig(
         .await
         .with_context(|| format!("TokenRequest for service account {namespace}/{account}"))?;
     let token = response["status"]["token"].as_str().context("TokenRequest gave no token")?;
+    Ok((account, token.to_owned()))
+}
+
+/// The in-cluster credentials directory (`token`, `ca.crt`, `namespace`)
+/// that is mounted at [`SERVICE_ACCOUNT_DIR`].
+pub(super) async fn service_account_dir(
+    client: &kube::Client,
+    options: &KubeletOptions,
+    pod: &Pod,
+    namespace: &str,
+) -> anyhow::Result<PathBuf> {
+    let api =
+        options.api.as_ref().context("service-account credentials need KubeletOptions::api")?;
+    let (_, token) = service_account_token(client, pod, namespace).await?;
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let dir = options.workdir.join("pods").join(uid).join(".serviceaccount");
+    let files: BTreeMap<String, Vec<u8>> = [
+        ("token".to_owned(), token.into_bytes()),
+        ("ca.crt".to_owned(), api.ca_pem.clone()),
+        ("namespace".to_owned(), namespace.as_bytes().to_vec()),
+    ]
+    .into();
+    write_files(&dir, &files, 0o644)?;
+    Ok(dir)
+}
+
+/// A kubeconfig holding a fresh token of the Pod's ServiceAccount, for a
+/// build-tree process (no rootfs to mount the credentials into).
+pub(super) async fn service_account_kubeconfig(
+    client: &kube::Client,
+    options: &KubeletOptions,
+    pod: &Pod,
+    namespace: &str,
+) -> anyhow::Result<PathBuf> {
+    let api =
+        options.api.as_ref().context("service-account credentials need KubeletOptions::api")?;
+    let (account, token) = service_account_token(client, pod, namespace).await?;
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let dir = options.workdir.join("pods").join(uid);
     std::fs::create_dir_all(&dir)?;
@@ -187,13 +270,40 @@ pub(super) async fn service_account_kubeconfig(
     Ok(path)
 }
 
+/// The Pod's `/etc/hosts` and `/etc/hostname`, as a runtime writes them
+/// (kubelet's managed hosts file); returns both host paths.
+pub(super) fn etc_files(
+    options: &KubeletOptions,
+    pod: &Pod,
+    hostname: &str,
+    ip: Ipv4Addr,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let dir = options.workdir.join("pods").join(uid);
+    std::fs::create_dir_all(&dir)?;
+    let hosts = dir.join(".etc-hosts");
+    std::fs::write(
+        &hosts,
+        format!(
+            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"
+        ),
+    )?;
+    let name = dir.join(".etc-hostname");
+    std::fs::write(&name, format!("{hostname}\n"))?;
+    Ok((hosts, name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn container_paths_map_to_host_paths() {
-        let mounts = vec![("/models".to_owned(), PathBuf::from("/tmp/x/models"))];
+        let mounts = vec![HostVolume {
+            mount_path: "/models".to_owned(),
+            host: PathBuf::from("/tmp/x/models"),
+            read_only: true,
+        }];
         assert_eq!(
             rewrite("--model_base_path=/models/fraud", &mounts),
             "--model_base_path=/tmp/x/models/fraud"
@@ -209,8 +319,10 @@ mod tests {
         let files = |pairs: &[(&str, &str)]| -> BTreeMap<String, Vec<u8>> {
             pairs.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect()
         };
-        write_files(dir.path(), &files(&[("token", "a"), ("other", "x")])).expect("write");
-        write_files(dir.path(), &files(&[("token", "b")])).expect("update");
+        write_files(dir.path(), &files(&[("token", "a"), ("other", "x")]), 0o600).expect("write");
+        write_files(dir.path(), &files(&[("token", "b")]), 0o644).expect("update");
+        let mode = std::fs::metadata(dir.path().join("token")).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "readable by any container user");
         assert_eq!(std::fs::read_to_string(dir.path().join("token")).expect("token"), "b");
         assert!(!dir.path().join("other").exists(), "a removed key's file goes");
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1, "nothing left aside");
