@@ -246,7 +246,7 @@ class ChartTest(unittest.TestCase):
     def test_helm_test_pod_checks_the_installation_as_the_operator(self):
         docs = render({"watchNamespace": "ml", "extraArgs": ["--api_timeout_seconds=30"]})
         pod = test_pod(docs)
-        self.assertEqual(pod["metadata"]["annotations"], {"helm.sh/hook": "test", "helm.sh/hook-delete-policy": "before-hook-creation"})
+        self.assertEqual(pod["metadata"]["annotations"], {"helm.sh/hook": "test", "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded"})
         self.assertEqual(pod["spec"]["restartPolicy"], "Never")
         operator = operator_container(docs)
         (check,) = pod["spec"]["containers"]

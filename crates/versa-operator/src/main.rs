@@ -3,8 +3,8 @@
 //! `--check_installation`, checks that an installation can work and exits.
 
 use anyhow::Context as _;
-use std::io::Write as _;
 use clap::Parser;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 use versa_operator::check::{self, CheckOptions, LeaseRef};
