@@ -19,6 +19,7 @@
 
 mod certs;
 mod cluster;
+pub mod helm;
 pub mod kubelet;
 mod process;
 pub mod versa;

@@ -1,41 +1,52 @@
-//! `make demo`: a local cluster with Versa installed from its Helm chart, the
-//! example ModelDeployment and example models, and a walk through the GitOps
-//! steps (canary → 50% → promote → roll back) with `kubectl get md` and the
-//! share of traffic per version printed at each step. The cluster stays up
-//! for exploring until Ctrl-C (or exits with `--exit-when-done`).
+//! `make demo`: a local cluster with Versa installed from its Helm chart by
+//! the Helm CLI (`helm install`, then `helm test`), the example
+//! ModelDeployment and example models, and a walk through the GitOps steps
+//! (canary → 50% → promote → roll back) with `kubectl get md` and the share of
+//! traffic per version printed at each step. Every Pod runs from Versa's
+//! images (`make test-images`). The cluster stays up for exploring until
+//! Ctrl-C (or exits with `--exit-when-done`).
 
 use anyhow::{Context as _, bail};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use versa_testenv::helm::Helm;
 use versa_testenv::versa::{NAMESPACE, VersaEnv, is_ready, predict};
+
+/// The demo's values: its models are a host directory, so `hostPath` is
+/// allowed (the chart's default leaves it out), and rollouts requeue fast.
+const DEMO_VALUES: &str = "\
+# make demo: the models are a directory of this machine (hostPath, which the
+# chart's default policy leaves out), and rollouts requeue every 250 ms.
+specPolicy:
+  allowedVolumeSources: [hostPath, persistentVolumeClaim, emptyDir]
+rollout:
+  progressRequeueMs: 250
+";
+const HELM_LIMIT: Duration = Duration::from_secs(240);
 
 struct Args {
     chart: PathBuf,
-    crd: PathBuf,
     steps: PathBuf,
     exit_when_done: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
     let mut chart = None;
-    let mut crd = None;
     let mut steps = None;
     let mut exit_when_done = false;
     for arg in std::env::args().skip(1) {
         match arg.split_once('=') {
             Some(("--chart", v)) => chart = Some(PathBuf::from(v)),
-            Some(("--crd", v)) => crd = Some(PathBuf::from(v)),
             Some(("--steps", v)) => steps = Some(PathBuf::from(v)),
             None if arg == "--exit-when-done" => exit_when_done = true,
             _ => bail!(
-                "unknown argument {arg}; usage: versa-demo --chart=F --crd=F --steps=DIR [--exit-when-done]"
+                "unknown argument {arg}; usage: versa-demo --chart=DIR --steps=DIR [--exit-when-done]"
             ),
         }
     }
     Ok(Args {
-        chart: chart.context("--chart=<rendered chart>")?,
-        crd: crd.context("--crd=<CRD file>")?,
+        chart: chart.context("--chart=<charts/versa-operator>")?,
         steps: steps.context("--steps=<examples/gitops/steps>")?,
         exit_when_done,
     })
@@ -132,6 +143,50 @@ async fn traffic(env: &VersaEnv) -> anyhow::Result<String> {
     ))
 }
 
+/// `helm install` (the CRD from the chart's crds/, then the operator,
+/// waited for), then `helm test`.
+async fn install(env: &VersaEnv, clock: &Clock, chart: &Path) -> anyhow::Result<()> {
+    let helm = Helm::new(&env.cluster)?;
+    let values = env.cluster.dir().join("demo-values.yaml");
+    std::fs::write(&values, DEMO_VALUES)?;
+    let (chart, values) = (chart.display().to_string(), values.display().to_string());
+    let install = [
+        "install",
+        "versa",
+        &chart,
+        "-n",
+        "versa-system",
+        "--create-namespace",
+        "-f",
+        &values,
+        "--wait=watcher",
+        "--timeout=180s",
+        // Client-side apply: a server older than 1.23 refuses the CRD's
+        // `x-kubernetes-validations` in Helm 4's default server-side apply.
+        "--server-side=false",
+    ];
+    clock.say(&format!("helm {}", install.join(" ")));
+    let out = helm.ok(&install, HELM_LIMIT).await?;
+    let status = out.lines().find(|l| l.starts_with("STATUS:")).unwrap_or_default();
+    clock.say(&format!("  the CRD from crds/, then the operator: {status}"));
+    env.cluster
+        .wait_crd_established("modeldeployments.serving.versa.dev", Duration::from_secs(60))
+        .await?;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(env.client.clone(), "versa-system");
+    let operator = kube::api::ListParams::default().labels("app.kubernetes.io/name=versa-operator");
+    if !pods.list(&operator).await?.items.iter().any(is_ready) {
+        bail!("helm install returned, but no operator Pod is Ready");
+    }
+    clock.say("helm test versa -n versa-system   (the chart's test Pod: versa-operator --check_installation)");
+    let out =
+        helm.ok(&["test", "versa", "-n", "versa-system", "--timeout=120s"], HELM_LIMIT).await?;
+    let phase = out.lines().find(|l| l.starts_with("Phase:")).unwrap_or_default();
+    clock.say(&format!("  {}", phase.split_whitespace().collect::<Vec<_>>().join(" ")));
+    clock.say("operator running, installation checked");
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
@@ -140,27 +195,7 @@ async fn main() -> anyhow::Result<()> {
     let env = VersaEnv::start_bare(false).await?;
     clock.say(&format!("cluster up: {}", env.cluster.server()));
 
-    clock.say("installing the chart: CRD, then the operator (namespace versa-system)");
-    let crd = args.crd.display().to_string();
-    kubectl(&env, &["apply", "--validate=false", "-f", &crd])?;
-    env.cluster
-        .wait_crd_established("modeldeployments.serving.versa.dev", Duration::from_secs(60))
-        .await?;
-    kubectl(&env, &["create", "namespace", "versa-system"])?;
-    kubectl(&env, &["apply", "-f", &args.chart.display().to_string()])?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
-            kube::Api::namespaced(env.client.clone(), "versa-system");
-        if pods.list(&Default::default()).await?.items.iter().any(is_ready) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the operator Pod did not become Ready");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    clock.say("operator running");
+    install(&env, &clock, &args.chart).await?;
 
     let mut steps: Vec<PathBuf> = std::fs::read_dir(&args.steps)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -205,6 +240,11 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("The cluster stays up. In another terminal:");
     eprintln!("  export KUBECONFIG={}", env.cluster.kubeconfig().display());
     eprintln!("  kubectl get modeldeployments,pods -A");
+    eprintln!("  helm status versa -n versa-system; helm history versa -n versa-system");
+    eprintln!(
+        "  helm upgrade versa {} -n versa-system --reuse-values --set logLevel=debug --wait",
+        args.chart.display()
+    );
     eprintln!("  kubectl describe md fraud");
     eprintln!(
         "  kubectl apply -f {}/02-canary-10.yaml   # manifests pointed at this machine's models",
