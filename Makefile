@@ -44,8 +44,8 @@ push: ## Push the images built by `make images`: make push REGISTRY=ghcr.io/acme
 	scripts/images.sh push "$(REGISTRY)"
 
 test-images: ## The images from the debug binaries the tests build (what the process kubelet runs)
-	$(CARGO) build --workspace --bins
-	scripts/images.sh build --profile dev
+	$(CARGO) build --workspace --all-targets
+	scripts/images.sh build --profile dev --no-build
 
 test: testenv check-deps chart-test test-images ## Run every test (unit, scenario, wire contract, end-to-end, chart, Kubernetes)
 	$(CARGO) nextest run --workspace --profile ci

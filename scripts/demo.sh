@@ -24,6 +24,6 @@ echo "==> chart tools: Python environment and the Helm CLI ($VERSA_VENV)"
 echo "==> building Versa and the demo driver (a first build takes several minutes)"
 cargo build --workspace --bins
 echo "==> Versa's images (the process kubelet runs every Pod from them)"
-scripts/images.sh build --profile dev
+scripts/images.sh build --profile dev --no-build
 bin_dir="$(scripts/bin-dir.sh dev)"
 exec "$bin_dir/versa-demo" --chart=charts/versa-operator --steps=examples/gitops/steps "$@"

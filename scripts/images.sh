@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make images` / `make push`: the container images, built with no daemon.
 #
-#   scripts/images.sh build [--profile release|dev]
+#   scripts/images.sh build [--profile release|dev] [--no-build]
 #   scripts/images.sh push  REGISTRY            (e.g. ghcr.io/acme)
 #
 # build: static binaries (the gnu target with +crt-static), then each
@@ -47,9 +47,10 @@ target_dir="${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps | 
 out="$target_dir/images"
 
 build() {
-  local profile=release
+  local profile=release build_binaries=1
   while [ $# -gt 0 ]; do
     case "$1" in
+      --no-build) build_binaries=0; shift ;;
       --profile) profile="$2"; shift 2 ;;
       --profile=*) profile="${1#--profile=}"; shift ;;
       *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -62,9 +63,14 @@ build() {
   local triple_var
   triple_var="CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
 
-  say "static binaries: cargo build --profile $profile --target $triple (+crt-static)"
-  env "$triple_var=-C target-feature=+crt-static" \
-    cargo build -q --profile "$profile" --target "$triple" "${IMAGES[@]/#/--package=}"
+  # --no-build: the caller built them (`make test-images` builds the
+  # workspace's every target, as the tests do: building fewer packages here
+  # would unify other features and relink different binaries).
+  if [ "$build_binaries" = 1 ]; then
+    say "static binaries: cargo build --profile $profile --target $triple (+crt-static)"
+    env "$triple_var=-C target-feature=+crt-static" \
+      cargo build -q --profile "$profile" --target "$triple" "${IMAGES[@]/#/--package=}"
+  fi
 
   local revision epoch
   revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
@@ -77,7 +83,9 @@ build() {
   : > "$out/digests.txt.new"
   for name in "${IMAGES[@]}"; do
     local binary="$target_dir/$triple/$profile_dir/$name"
-    if readelf -l "$binary" | grep -q 'INTERP'; then
+    [ -x "$binary" ] || { echo "$binary not built (cargo build --target $triple)" >&2; exit 1; }
+    # Not `grep -q`: an early exit would fail readelf with SIGPIPE under pipefail.
+    if readelf -l "$binary" | grep 'INTERP' >/dev/null; then
       echo "$binary is dynamically linked: the image has no libc for it" >&2
       exit 1
     fi

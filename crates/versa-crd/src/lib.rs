@@ -93,7 +93,11 @@ fn default_replicas() -> i32 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerSpec {
-    /// Image of versa-server.
+    /// Image of versa-server. Its Pods run as UID/GID 65532 (the image's
+    /// user, also their fsGroup) under the `restricted` Pod Security
+    /// Standard: non-root, no privilege escalation, no capabilities, a
+    /// read-only root filesystem, the RuntimeDefault seccomp profile; the
+    /// model volume must be readable by that user or group.
     pub image: String,
     /// Image pull policy (Always, IfNotPresent, Never).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -10,6 +10,7 @@ pub mod leader;
 pub mod metrics;
 pub mod ownership;
 pub mod plan;
+pub mod pod_security;
 pub mod report;
 pub mod resources;
 pub mod sidecar;

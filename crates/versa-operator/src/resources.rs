@@ -128,6 +128,7 @@ pub fn deployment(md: &ModelDeployment) -> Deployment {
         args: Some(args),
         env: (!server.env.is_empty()).then(|| server.env.clone()),
         resources: server.resources.clone(),
+        security_context: Some(crate::pod_security::container_security_context()),
         ports: Some(vec![
             ContainerPort {
                 name: Some("grpc".into()),
@@ -183,6 +184,7 @@ pub fn deployment(md: &ModelDeployment) -> Deployment {
                     containers: vec![container],
                     // The sidecar never calls the API server: no token in it.
                     automount_service_account_token: Some(false),
+                    security_context: Some(crate::pod_security::pod_security_context()),
                     termination_grace_period_seconds: Some(30),
                     volumes: Some(vec![
                         model_volume,

@@ -35,7 +35,10 @@ pub struct ClusterOptions {
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        Self { controller_manager: true, keep_dir: false }
+        Self {
+            controller_manager: true,
+            keep_dir: std::env::var_os("VERSA_KEEP_TEST_CLUSTER").is_some(),
+        }
     }
 }
 

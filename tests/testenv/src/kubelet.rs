@@ -42,27 +42,34 @@ const ERR_IMAGE_PULL_SHOWN: Duration = Duration::from_secs(1);
 
 /// The one thing a Pod network namespace would do instead: every Pod here
 /// shares the host's network namespace, each on its own loopback address, so
-/// a process must bind its Pod IP rather than `0.0.0.0`. These flags are
-/// appended to the container's arguments for images of `repository` (the
-/// last path segment of the image name, e.g. `versa-server` for
-/// `ghcr.io/versa-dev/versa-server:0.1.0`); `{pod_ip}` is the Pod's address.
-/// Later flags win in both binaries' parsers (`args_override_self`).
+/// a process must bind its Pod IP rather than `0.0.0.0`. For images of
+/// `repository` (the last path segment of the image name, e.g.
+/// `versa-server` for `ghcr.io/versa-dev/versa-server:0.1.0`), the address
+/// `flag` the container is given (else `default`, the binary's own default)
+/// is read: a wildcard host becomes the Pod IP, its port kept, in a flag
+/// appended to the arguments (later flags win in both binaries' parsers,
+/// `args_override_self`); any other host fails the start, as it would leave
+/// the process unreachable from other Pods and probes on a real node.
 #[derive(Debug, Clone)]
 pub struct LoopbackBindArgs {
     pub repository: String,
-    pub args: Vec<String>,
+    /// e.g. `--bind_address`.
+    pub flag: String,
+    /// The value when the flag is absent, e.g. `0.0.0.0` or `0.0.0.0:8080`.
+    pub default: String,
 }
 
 impl LoopbackBindArgs {
     /// Versa's two images.
     pub fn versa() -> Vec<Self> {
-        let entry = |repository: &str, arg: &str| Self {
+        let entry = |repository: &str, flag: &str, default: &str| Self {
             repository: repository.into(),
-            args: vec![arg.into()],
+            flag: flag.into(),
+            default: default.into(),
         };
         vec![
-            entry("versa-server", "--bind_address={pod_ip}"),
-            entry("versa-operator", "--metrics_address={pod_ip}:8080"),
+            entry("versa-server", "--bind_address", "0.0.0.0"),
+            entry("versa-operator", "--metrics_address", "0.0.0.0:8080"),
         ]
     }
 }

@@ -207,8 +207,9 @@ spec:
             }
             if Instant::now() > deadline {
                 bail!(
-                    "{name}: {what} not reached in {patience:?}; status: {}\noperator log tail:\n{}",
+                    "{name}: {what} not reached in {patience:?}; status: {}\nPods:\n{}operator log tail:\n{}",
                     serde_json::to_string_pretty(&md.status).unwrap_or_default(),
+                    self.pod_states(name).await,
                     self.operator_log_tail(15)
                 );
             }
@@ -243,6 +244,25 @@ spec:
             })
         })
         .await
+    }
+
+    /// One line per Pod of the ModelDeployment: its phase and its
+    /// container's state, for failure messages.
+    pub async fn pod_states(&self, name: &str) -> String {
+        let pods = self.pods(name).await.unwrap_or_default();
+        let mut out = String::new();
+        for pod in pods {
+            let status = pod.status.unwrap_or_default();
+            let container = status.container_statuses.unwrap_or_default().into_iter().next();
+            let state = container.and_then(|c| c.state).map(|s| serde_json::to_string(&s));
+            out.push_str(&format!(
+                "  {} {}: {}\n",
+                pod.metadata.name.unwrap_or_default(),
+                status.phase.unwrap_or_default(),
+                state.and_then(Result::ok).unwrap_or_default()
+            ));
+        }
+        out
     }
 
     pub fn operator_log_tail(&self, lines: usize) -> String {

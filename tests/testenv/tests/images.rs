@@ -130,6 +130,13 @@ async fn the_server_image_serves_a_mounted_model_like_tensorflow_servings_image(
     let root = std::path::PathBuf::from(format!("/proc/{pid}/root"));
     assert!(root.join("usr/local/bin/versa-server").is_file());
     assert!(!root.join("bin/sh").exists(), "a shell in the image root");
+    // What a runtime adds: the default devices and /proc.
+    use std::os::unix::fs::FileTypeExt as _;
+    for device in ["dev/null", "dev/urandom"] {
+        let kind = std::fs::metadata(root.join(device)).map(|m| m.file_type().is_char_device());
+        assert!(kind.unwrap_or(false), "{device} is no character device");
+    }
+    assert!(root.join("proc/self/status").is_file(), "no /proc");
     let pod = f.pods.get("tf-serving-style").await.expect("pod");
     let image_id = pod.status.and_then(|s| s.container_statuses).map(|c| c[0].image_id.clone());
     let image_id = image_id.unwrap_or_default();

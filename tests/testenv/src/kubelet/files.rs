@@ -10,7 +10,7 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 /// Where the in-cluster credentials are, in every container.
@@ -47,7 +47,9 @@ pub(super) fn rewrite(value: &str, mounts: &[HostVolume]) -> String {
 
 /// Materialises the container's volumes on the host: hostPath as is,
 /// emptyDir (mode 0777, as kubelet makes it), configMap and secret (files
-/// 0644) under the work directory.
+/// `defaultMode`, else 0644; with the Pod's `fsGroup`, group-owned by it
+/// and group-readable, as kubelet's volume ownership does) under the work
+/// directory.
 pub(super) async fn volumes(
     client: &kube::Client,
     options: &KubeletOptions,
@@ -67,7 +69,7 @@ pub(super) async fn volumes(
             PathBuf::from(&host_path.path)
         } else if volume.config_map.is_some() || volume.secret.is_some() {
             let files = projected(client, volume, namespace).await?.unwrap_or_default();
-            write_files(&local, &files, file_mode(volume))?;
+            write_files(&local, &files, file_mode(volume, fs_group(pod)))?;
             local
         } else {
             std::fs::create_dir_all(&local)?;
@@ -114,7 +116,11 @@ async fn projected(
 /// Writes a volume's files, each replaced atomically (written aside, then
 /// renamed), and removes files whose keys are gone, as a real kubelet's
 /// atomic writer does. Unchanged files are not touched.
-fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, mode: u32) -> anyhow::Result<()> {
+fn write_files(
+    dir: &Path,
+    files: &BTreeMap<String, Vec<u8>>,
+    (mode, group): (u32, Option<u32>),
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     for (key, value) in files {
@@ -122,14 +128,18 @@ fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, mode: u32) -> anyh
             continue;
         }
         let path = dir.join(key);
-        let same_mode =
-            std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode);
+        let same_mode = std::fs::metadata(&path).is_ok_and(|m| {
+            m.permissions().mode() & 0o7777 == mode && group.is_none_or(|g| m.gid() == g)
+        });
         if same_mode && std::fs::read(&path).ok().as_deref() == Some(value.as_slice()) {
             continue;
         }
         let aside = dir.join(format!(".{key}.tmp"));
         std::fs::write(&aside, value)?;
         std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(mode))?;
+        if let Some(gid) = group {
+            std::os::unix::fs::lchown(&aside, None, Some(gid))?;
+        }
         std::fs::rename(&aside, &path)?;
     }
     for entry in std::fs::read_dir(dir)? {
@@ -156,17 +166,31 @@ pub(super) async fn refresh_volumes(
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         if let Some(files) = projected(client, volume, namespace).await? {
             let local = options.workdir.join("pods").join(&uid).join(&volume.name);
-            write_files(&local, &files, file_mode(volume))?;
+            write_files(&local, &files, file_mode(volume, fs_group(pod)))?;
         }
     }
     Ok(())
 }
 
 /// A configMap or secret volume's `defaultMode`, else 0644.
-fn file_mode(volume: &k8s_openapi::api::core::v1::Volume) -> u32 {
+/// With an `fsGroup`, the files are the group's and readable by it (these
+/// volumes are read-only: kubelet ORs in 0440).
+fn file_mode(
+    volume: &k8s_openapi::api::core::v1::Volume,
+    fs_group: Option<u32>,
+) -> (u32, Option<u32>) {
     let mode = volume.config_map.as_ref().and_then(|c| c.default_mode);
     let mode = mode.or_else(|| volume.secret.as_ref().and_then(|s| s.default_mode));
-    mode.and_then(|m| u32::try_from(m).ok()).unwrap_or(0o644) & 0o7777
+    let mode = mode.and_then(|m| u32::try_from(m).ok()).unwrap_or(0o644) & 0o7777;
+    match fs_group {
+        Some(gid) => (mode | 0o440, Some(gid)),
+        None => (mode, None),
+    }
+}
+
+fn fs_group(pod: &Pod) -> Option<u32> {
+    let sc = pod.spec.as_ref()?.security_context.as_ref()?;
+    sc.fs_group.and_then(|g| u32::try_from(g).ok())
 }
 
 /// Whether the Pod gets its ServiceAccount's token: its own
@@ -239,7 +263,7 @@ pub(super) async fn service_account_dir(
         ("namespace".to_owned(), namespace.as_bytes().to_vec()),
     ]
     .into();
-    write_files(&dir, &files, 0o644)?;
+    write_files(&dir, &files, (0o644, None))?;
     Ok(dir)
 }
 
@@ -319,12 +343,28 @@ mod tests {
         let files = |pairs: &[(&str, &str)]| -> BTreeMap<String, Vec<u8>> {
             pairs.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect()
         };
-        write_files(dir.path(), &files(&[("token", "a"), ("other", "x")]), 0o600).expect("write");
-        write_files(dir.path(), &files(&[("token", "b")]), 0o644).expect("update");
+        write_files(dir.path(), &files(&[("token", "a"), ("other", "x")]), (0o600, None))
+            .expect("write");
+        write_files(dir.path(), &files(&[("token", "b")]), (0o644, None)).expect("update");
         let mode = std::fs::metadata(dir.path().join("token")).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o644, "readable by any container user");
         assert_eq!(std::fs::read_to_string(dir.path().join("token")).expect("token"), "b");
         assert!(!dir.path().join("other").exists(), "a removed key's file goes");
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1, "nothing left aside");
+    }
+
+    #[test]
+    fn an_fs_group_owns_secret_files_and_may_read_them() {
+        let volume: k8s_openapi::api::core::v1::Volume = serde_json::from_value(serde_json::json!(
+            {"name": "token", "secret": {"secretName": "s", "defaultMode": 0o400}}
+        ))
+        .expect("volume");
+        assert_eq!(file_mode(&volume, None), (0o400, None), "root's alone without fsGroup");
+        assert_eq!(file_mode(&volume, Some(65532)), (0o440, Some(65532)));
+        let dir = tempfile::tempdir().expect("dir");
+        let files = [("token".to_owned(), b"t".to_vec())].into();
+        write_files(dir.path(), &files, (0o440, Some(65532))).expect("write");
+        let meta = std::fs::metadata(dir.path().join("token")).expect("meta");
+        assert_eq!((meta.permissions().mode() & 0o777, meta.gid()), (0o440, 65532));
     }
 }

@@ -121,13 +121,15 @@ pub(super) async fn start(
         etc_files(options, t.pod, &hostname, t.ip).map_err(StartError::Creating)?;
     mounts.push(Mount { source: hosts, target: "/etc/hosts".into(), read_only: false });
     mounts.push(Mount { source: hostname_file, target: "/etc/hostname".into(), read_only: false });
+    mounts.extend(runtime_mounts());
 
     let kubelet_env = kubelet_env(options, t);
     let vars: BTreeMap<String, String> = kubelet_env.iter().cloned().collect();
     let env = environment(&hostname, config, &kubelet_env);
     let mut argv: Vec<String> =
         command_line(config, t.container).iter().map(|a| expand(a, &vars)).collect();
-    argv.extend(loopback_args(options, &image, t.ip));
+    let bind = loopback_args(options, &image, &argv, t.ip).map_err(StartError::Run)?;
+    argv.extend(bind);
     let Some(first) = argv.first() else {
         return Err(StartError::Config("no command specified".into()));
     };
@@ -137,6 +139,13 @@ pub(super) async fn start(
     })?;
 
     let sc = t.container.security_context.clone().unwrap_or_default();
+    let adds = sc.capabilities.as_ref().and_then(|c| c.add.as_ref()).is_some_and(|a| !a.is_empty());
+    if sc.privileged == Some(true) || adds {
+        return Err(StartError::Config(
+            "privileged containers and added capabilities are not supported by the process kubelet"
+                .into(),
+        ));
+    }
     let uid = t.pod.metadata.uid.clone().unwrap_or_default();
     let pod_dir = options.workdir.join("pods").join(&uid);
     let run_dir = pod_dir.join(format!(".run-{}-{}", t.container.name, t.run));
@@ -164,6 +173,30 @@ pub(super) async fn start(
         StartError::Run(format!("starting the container process: {}", describe_failure(&e)))
     })?;
     Ok(Started { process, image_id: found.image_id })
+}
+
+/// What every container runtime gives a container besides its image:
+/// the character devices of the OCI runtime spec's default `/dev`, `/proc`
+/// and a resolver configuration. Stand-ins: the host's device nodes and
+/// `/etc/resolv.conf` bind-mounted, and the host's `/proc` (no PID
+/// namespace here, so the container sees the host's processes).
+fn runtime_mounts() -> Vec<Mount> {
+    let bind = |source: &str, target: &str| Mount {
+        source: PathBuf::from(source),
+        target: target.to_owned(),
+        read_only: false,
+    };
+    let mut mounts: Vec<Mount> = ["null", "zero", "full", "random", "urandom", "tty"]
+        .iter()
+        .map(|d| format!("/dev/{d}"))
+        .filter(|d| Path::new(d).exists())
+        .map(|d| bind(&d, &d))
+        .collect();
+    mounts.push(bind("/proc", "/proc"));
+    if Path::new("/etc/resolv.conf").is_file() {
+        mounts.push(Mount { read_only: true, ..bind("/etc/resolv.conf", "/etc/resolv.conf") });
+    }
+    mounts
 }
 
 fn hostname(pod: &Pod, name: &str) -> String {
@@ -199,16 +232,64 @@ fn kubelet_env(options: &KubeletOptions, t: &Target<'_>) -> Vec<(String, String)
 }
 
 /// The stand-in for the Pod's network namespace: flags that make the
-/// process bind its Pod IP (see [`super::LoopbackBindArgs`]).
-fn loopback_args(options: &KubeletOptions, image: &str, ip: Ipv4Addr) -> Vec<String> {
+/// process bind its Pod IP where it would bind every address (see
+/// [`super::LoopbackBindArgs`]).
+fn loopback_args(
+    options: &KubeletOptions,
+    image: &str,
+    argv: &[String],
+    ip: Ipv4Addr,
+) -> Result<Vec<String>, String> {
     let repository = Reference::parse(image).map(|r| r.repository).unwrap_or_default();
     let last = repository.rsplit('/').next().unwrap_or_default();
     options
         .loopback_bind_args
         .iter()
         .filter(|b| b.repository == last)
-        .flat_map(|b| b.args.iter().map(|a| a.replace("{pod_ip}", &ip.to_string())))
+        .map(|b| {
+            let value = flag_value(argv, &b.flag).unwrap_or(&b.default);
+            let bound = on_pod_ip(value, ip).ok_or_else(|| {
+                format!(
+                    "{}={value} binds no wildcard address: other Pods and probes could not reach it \
+                     (process kubelet: Pods share the host network, a wildcard becomes the Pod IP)",
+                    b.flag
+                )
+            })?;
+            Ok(format!("{}={bound}", b.flag))
+        })
         .collect()
+}
+
+/// The last value of `--flag=v` or `--flag v` in `argv`.
+fn flag_value<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
+    let mut found = None;
+    let mut args = argv.iter().skip(1);
+    while let Some(arg) = args.next() {
+        if let Some(value) = arg.strip_prefix(flag).and_then(|r| r.strip_prefix('=')) {
+            found = Some(value);
+        } else if arg == flag {
+            found = args.next().map(String::as_str);
+        }
+    }
+    found
+}
+
+/// `value` (`host` or `host:port`) with a wildcard host replaced by `ip`;
+/// `None` for any other host but `ip` itself.
+fn on_pod_ip(value: &str, ip: Ipv4Addr) -> Option<String> {
+    let (host, port) = match value.rsplit_once(':') {
+        Some((host, port)) if host.starts_with('[') || !host.contains(':') => (host, Some(port)),
+        _ => (value, None),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let wildcard = matches!(host, "" | "0.0.0.0" | "::");
+    if !wildcard && host != ip.to_string() {
+        return None;
+    }
+    Some(match port {
+        Some(port) => format!("{ip}:{port}"),
+        None => ip.to_string(),
+    })
 }
 
 /// The program's path inside the rootfs: as given if it has a `/`, else the
@@ -251,7 +332,8 @@ async fn build_tree(
     let mut args: Vec<String> = t.container.command.iter().flatten().skip(1).cloned().collect();
     args.extend(t.container.args.iter().flatten().cloned());
     let mut args: Vec<String> = args.iter().map(|a| rewrite(a, &mounts)).collect();
-    args.extend(loopback_args(options, &image, t.ip));
+    let argv: Vec<String> = std::iter::once(String::new()).chain(args.iter().cloned()).collect();
+    args.extend(loopback_args(options, &image, &argv, t.ip).map_err(StartError::Run)?);
     let mut env: BTreeMap<String, String> = kubelet_env(options, t)
         .into_iter()
         .map(|(k, v)| {
@@ -277,6 +359,40 @@ async fn build_tree(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wildcard_binds_become_the_pod_ip_and_others_are_refused() {
+        let ip = Ipv4Addr::new(127, 9, 9, 2);
+        let argv =
+            |args: &[&str]| -> Vec<String> { args.iter().map(|a| (*a).to_owned()).collect() };
+        assert_eq!(on_pod_ip("0.0.0.0", ip).as_deref(), Some("127.9.9.2"));
+        assert_eq!(on_pod_ip("0.0.0.0:9090", ip).as_deref(), Some("127.9.9.2:9090"));
+        assert_eq!(on_pod_ip("[::]:8080", ip).as_deref(), Some("127.9.9.2:8080"));
+        assert_eq!(on_pod_ip("::", ip).as_deref(), Some("127.9.9.2"));
+        assert_eq!(on_pod_ip(":8080", ip).as_deref(), Some("127.9.9.2:8080"));
+        assert_eq!(on_pod_ip("127.9.9.2:1", ip).as_deref(), Some("127.9.9.2:1"));
+        assert_eq!(on_pod_ip("127.0.0.1:8080", ip), None, "loopback only: unreachable");
+        assert_eq!(on_pod_ip("10.0.0.1", ip), None);
+
+        let a = argv(&["/bin/op", "--metrics_address=0.0.0.0:1", "--metrics_address", "[::]:2"]);
+        assert_eq!(flag_value(&a, "--metrics_address"), Some("[::]:2"), "the last one wins");
+        assert_eq!(
+            flag_value(&argv(&["/bin/op", "--metrics_address_x=1"]), "--metrics_address"),
+            None
+        );
+        let options = KubeletOptions::new(PathBuf::from("/nonexistent"));
+        let image = "ghcr.io/versa-dev/versa-operator:0.1.0";
+        let chart = argv(&["/usr/local/bin/versa-operator", "--metrics_address=0.0.0.0:9090"]);
+        assert_eq!(
+            loopback_args(&options, image, &chart, ip),
+            Ok(vec!["--metrics_address=127.9.9.2:9090".to_owned()]),
+            "the chart's port is kept"
+        );
+        let bad = argv(&["/usr/local/bin/versa-operator", "--metrics_address=127.0.0.1:8080"]);
+        let err = loopback_args(&options, image, &bad, ip).expect_err("loopback-only bind");
+        assert!(err.starts_with("--metrics_address=127.0.0.1:8080 binds no wildcard"), "{err}");
+        assert_eq!(loopback_args(&options, "busybox", &bad, ip), Ok(vec![]));
+    }
 
     #[test]
     fn programs_are_found_on_the_image_path() {

@@ -94,6 +94,11 @@ pub(crate) fn unpack_tar(root: &Path, reader: impl Read) -> anyhow::Result<()> {
             continue;
         }
         if let Some(hidden) = name.strip_prefix(".wh.") {
+            // `.wh.` alone, `.wh..` and `.wh...` would name the directory
+            // itself or its parent.
+            if hidden.is_empty() || hidden == "." || hidden == ".." {
+                bail!("whiteout {raw:?} names no entry of its directory");
+            }
             remove(&host_parent.join(hidden))?;
             continue;
         }
@@ -332,6 +337,18 @@ mod tests {
             let root = tempfile::tempdir().expect("root");
             assert!(unpack_tar(root.path(), layer.as_slice()).is_err(), "{what} refused");
             assert!(!outside.path().join("escape").exists(), "{what}");
+        }
+        // Whiteouts that would name the directory itself or the one above:
+        // refused, and the rootfs's parent (with a file in it) untouched.
+        for whiteout in [".wh...", ".wh..", ".wh.", "a/.wh...", "a/.wh.."] {
+            let parent = tempfile::tempdir().expect("parent");
+            std::fs::write(parent.path().join("kept"), "x").expect("sentinel");
+            let root = parent.path().join("root");
+            std::fs::create_dir_all(root.join("a")).expect("root");
+            let layer = tar(&[Item::File(whiteout, "", 0o644)]);
+            assert!(unpack_tar(&root, layer.as_slice()).is_err(), "{whiteout} refused");
+            assert!(parent.path().join("kept").exists(), "{whiteout} removed outside");
+            assert!(root.join("a").is_dir(), "{whiteout} removed a directory");
         }
         // An absolute symlink is fine: inside the container it means the rootfs.
         let root = tempfile::tempdir().expect("root");
