@@ -152,6 +152,9 @@ impl Drop for ProcessKubelet {
 impl ProcessKubelet {
     /// Registers the Node and starts reconciling Pods.
     pub async fn start(client: kube::Client, options: KubeletOptions) -> anyhow::Result<Self> {
+        if !options.build_tree_binaries {
+            can_run_images(&options.image_store)?;
+        }
         std::fs::create_dir_all(options.workdir.join("logs"))?;
         register_node(&client, &options.node_name).await?;
         let state =
@@ -216,6 +219,28 @@ impl ProcessKubelet {
             None => false,
         }
     }
+}
+
+/// Running images takes root (mount namespaces, chroot, setuid) and a
+/// filled image store: said at once, rather than as every Pod failing.
+fn can_run_images(store: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    // /proc/self belongs to the process's effective user.
+    let euid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+    if euid != 0 {
+        anyhow::bail!(
+            "the process kubelet runs Pods from images as root only (mount namespace, chroot, \
+             setuid); euid is {euid}. Run as root, or set VERSA_KUBELET_BUILD_TREE=1 to run \
+             the build tree's binaries instead"
+        );
+    }
+    if !store.join("index.json").is_file() {
+        anyhow::bail!(
+            "no image store at {}: run `make test-images` (or set VERSA_IMAGE_STORE)",
+            store.display()
+        );
+    }
+    Ok(())
 }
 
 async fn register_node(client: &kube::Client, name: &str) -> anyhow::Result<()> {

@@ -177,7 +177,7 @@ async fn run_as_non_root_refuses_uid_0_and_run_as_user_overrides_the_images_user
     f.create(pod("as-4242", f.models.path(), other)).await;
     running_ip(&f.pods, "as-4242").await;
     let pid = f.kubelet.pod_pid("default", "as-4242").expect("a process");
-    assert_eq!(uid(pid), 4242);
+    assert_eq!((uid(pid), id(pid, "Gid:")), (4242, 4343));
 }
 
 /// A cluster, a process kubelet running Pods from the image store, and the
@@ -236,7 +236,12 @@ impl Fixture {
 
 /// The real user id of a process.
 fn uid(pid: u32) -> u32 {
+    id(pid, "Uid:")
+}
+
+/// The real id on a `Uid:` or `Gid:` line of a process's status.
+fn id(pid: u32, line: &str) -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
-    line.split_whitespace().nth(1).and_then(|u| u.parse().ok()).expect("a uid")
+    let found = status.lines().find(|l| l.starts_with(line)).expect("an id line");
+    found.split_whitespace().nth(1).and_then(|u| u.parse().ok()).expect("an id")
 }

@@ -129,13 +129,18 @@ pub(crate) fn resolve(root: &Path, image: &str) -> anyhow::Result<Image> {
             .with_context(|| format!("image store {} is unreadable", root.display()))?,
     )
     .context("index.json is not JSON")?;
-    let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
+    // As a registry answers: only what was pushed to the reference's
+    // repository (a digest of another repository's image is unknown here).
+    let manifests: Vec<Value> = index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| named(m).is_some_and(|r| r.repository == reference.repository))
+        .cloned()
+        .collect();
     let found = manifests.iter().find(|m| match &reference.digest {
         Some(d) => m["digest"].as_str() == Some(d.as_str()),
-        None => m["annotations"][REF_NAME]
-            .as_str()
-            .and_then(|name| Reference::parse(name).ok())
-            .is_some_and(|r| r.repository == reference.repository && r.tag == reference.tag),
+        None => named(m).is_some_and(|r| r.tag == reference.tag),
     });
     let descriptor = match (found, &reference.digest) {
         (Some(d), _) => d.clone(),
@@ -163,6 +168,11 @@ pub(crate) fn resolve(root: &Path, image: &str) -> anyhow::Result<Image> {
         });
     }
     Ok(Image { image_id, manifest_digest, config: config["config"].clone(), layers })
+}
+
+/// The reference a top-level descriptor of the store is named by.
+fn named(descriptor: &Value) -> Option<Reference> {
+    descriptor["annotations"][REF_NAME].as_str().and_then(|name| Reference::parse(name).ok())
 }
 
 /// A descriptor with digest `digest` in any index the store's top level lists.
@@ -202,7 +212,10 @@ fn platform_manifest(root: &Path, descriptor: &Value) -> anyhow::Result<(String,
         descriptor = entries
             .iter()
             .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
-            .or_else(|| (entries.len() == 1).then(|| &entries[0]))
+            // An index's only entry, when it names no platform at all.
+            .or_else(|| {
+                (entries.len() == 1 && entries[0]["platform"].is_null()).then(|| &entries[0])
+            })
             .with_context(|| format!("no linux/{arch} manifest in the image index"))?
             .clone();
     }
@@ -376,8 +389,11 @@ pub(crate) mod tests {
         let cmd = |image: &str| resolve(root, image).map(|i| i.config["Cmd"][0].clone());
         assert_eq!(cmd("ghcr.io/x/app:1").expect("by name"), "a");
         assert_eq!(cmd("docker.io/library/busybox").expect("normalised both sides"), "b");
-        let digest_b = b["digest"].as_str().expect("digest");
-        assert_eq!(cmd(&format!("ghcr.io/x/app:1@{digest_b}")).expect("digest wins"), "b");
+        let (digest_a, digest_b) =
+            (a["digest"].as_str().expect("a"), b["digest"].as_str().expect("b"));
+        assert_eq!(cmd(&format!("ghcr.io/x/app:2@{digest_a}")).expect("digest wins"), "a");
+        let elsewhere = resolve(root, &format!("ghcr.io/x/app:1@{digest_b}"));
+        assert!(elsewhere.is_err(), "a digest of another repository's image");
         let image = resolve(root, "ghcr.io/x/app:1").expect("image");
         assert_eq!(image.image_id, format!("ghcr.io/x/app@{}", a["digest"].as_str().expect("d")));
         let missing = resolve(root, "ghcr.io/x/app:2").expect_err("missing tag");
