@@ -1,0 +1,1 @@
+//! The canary step machine.
