@@ -139,3 +139,10 @@ fn threshold_range_is_inclusive_and_validated() {
     assert!(ThresholdRange::new(Some(2.0), Some(1.0)).is_err());
     assert!(ThresholdRange::new(Some(f64::NAN), None).is_err());
 }
+
+#[test]
+fn compiled_conditions_can_be_shared_across_tasks() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<Condition>();
+    send_sync::<Evaluator>();
+}
