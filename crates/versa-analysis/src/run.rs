@@ -41,6 +41,7 @@ pub const ERROR_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 pub const MEASUREMENT_HISTORY: usize = 10;
 
 /// The verdict of one measurement.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MeasurementPhase {
     /// The criteria passed.
@@ -54,6 +55,7 @@ pub enum MeasurementPhase {
 }
 
 /// The phase of a metric or of a whole analysis run.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum AnalysisPhase {
     /// Nothing measured yet.
@@ -96,6 +98,7 @@ impl AnalysisPhase {
 }
 
 /// One recorded measurement.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Measurement {
@@ -118,6 +121,7 @@ pub struct Measurement {
 }
 
 /// A metric's progress, as kept in status.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct MetricStatus {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// Every function in this crate takes `now` as an argument instead of reading a clock,
 /// so decisions are reproducible and testable. Serialized as a plain integer; the CRD
 /// may present it as RFC 3339.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Timestamp(pub i64);

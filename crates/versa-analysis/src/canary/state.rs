@@ -7,6 +7,7 @@ use crate::Timestamp;
 use crate::run::{AnalysisPhase, RunState};
 
 /// Why a rollout is paused.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PauseReason {
     /// At a `pause: {}` step, until `promote`.
@@ -22,6 +23,7 @@ pub enum PauseReason {
 }
 
 /// Why a rollout was aborted.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AbortReason {
     /// `kubectl versa abort`.
@@ -35,6 +37,7 @@ pub enum AbortReason {
 }
 
 /// Which analysis run.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AnalysisKind {
     /// The current `analysis` step's run.
@@ -45,6 +48,7 @@ pub enum AnalysisKind {
 
 /// A pause kept in status (pauses of `pause: {}` steps and of the spec are not stored:
 /// they follow from the step and the spec).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PauseState {
@@ -61,6 +65,7 @@ pub struct PauseState {
 }
 
 /// An abort kept in status.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AbortState {
@@ -79,6 +84,7 @@ pub struct AbortState {
 /// [`MetricStatus`](crate::MetricStatus)es under the generation it was measured for, and
 /// starts from empty ones when the generation changes (a new `analysis` step, a resume
 /// after an analysis pause, a retry).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutState {
@@ -128,6 +134,7 @@ impl RolloutState {
 
 /// A request from `kubectl versa`, read from status; the operator clears it when it
 /// writes the decision's state back (one status patch, so it applies once).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Lift any pause and skip the current step.

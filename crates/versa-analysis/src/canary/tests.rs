@@ -348,3 +348,13 @@ fn flagger_step_weights_walk_to_promotion() {
     }
     panic!("not promoted: {state:?}");
 }
+
+#[cfg(feature = "schema")]
+#[test]
+fn status_types_have_a_json_schema_for_the_crd() {
+    let schema = schemars::schema_for!(RolloutState);
+    let json = serde_json::to_string(&schema).expect("serializes");
+    assert!(json.contains("stepReadyAt") && json.contains("InconclusiveAnalysis"), "{json}");
+    let metric = serde_json::to_string(&schemars::schema_for!(crate::MetricStatus)).expect("ok");
+    assert!(metric.contains("consecutiveError"), "{metric}");
+}
