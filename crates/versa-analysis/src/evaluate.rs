@@ -29,8 +29,8 @@ use std::sync::Arc;
 use cel::{Context, Program, Value};
 
 use crate::metrics::{Observation, Sample};
-use crate::run::MeasurementPhase;
-use crate::{Error, Result};
+use crate::run::{Measurement, MeasurementPhase};
+use crate::{Error, Result, Timestamp};
 
 /// A compiled `successCondition` or `failureCondition`. Compile once, evaluate often.
 #[derive(Debug, Clone)]
@@ -155,6 +155,19 @@ pub struct Verdict {
 impl Verdict {
     fn new(phase: MeasurementPhase, message: impl Into<Option<String>>) -> Self {
         Self { phase, message: message.into() }
+    }
+
+    /// The measurement to record: this verdict with the observed values (NaN → `None`).
+    pub fn into_measurement(self, obs: &Observation, now: Timestamp) -> Measurement {
+        let finite = |v: f64| (!v.is_nan()).then_some(v);
+        Measurement {
+            phase: self.phase,
+            finished_at: now,
+            value: finite(obs.result.value),
+            baseline: obs.baseline.and_then(|b| finite(b.value)),
+            samples: obs.result.samples,
+            message: self.message,
+        }
     }
 }
 

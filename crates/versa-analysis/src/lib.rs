@@ -18,6 +18,25 @@
 //!    `dryRun`) and the run's overall phase.
 //! 5. [`canary`]: the step machine (`setWeight`, `pause`, `analysis`, Flagger's
 //!    `stepWeights`), a pure [`canary::next`] returning the next [`canary::Decision`].
+//!
+//! # One operator pass
+//!
+//! ```text
+//! decision = canary::next(strategy, status.rollout, observed)   // weight, runs to measure
+//! for each run in decision.analyses, each metric with spec.is_due(status, run.started_at, now):
+//!     windows  = for each Ready Pod: delta(previous snapshot, snapshot now)   // keep "now"
+//!     totals   = WindowTotals::merge(windows)            // Err → Measurement::error
+//!     obs      = metric.observe(totals, model, candidate, Some(baseline))
+//!                // None (no Pod had a window): record nothing, measure at the next poll
+//!     status.record(spec, evaluator.evaluate(obs).into_measurement(obs, now))
+//! observed.step_analysis / background_analysis = RunInput { run, assess_run(metrics) }
+//! write decision.state (+ metric statuses) to status, clear the command, apply the weight,
+//! emit decision.events, requeue at min(decision.requeue_at, run_next_due(..))
+//! ```
+//!
+//! Snapshots are kept per (Pod, metric) in memory only: after an operator restart
+//! the first poll is a baseline, and the next one a window. Take the run's first
+//! snapshots when it starts (the step's weight in force), so no window mixes weights.
 #![forbid(unsafe_code)]
 
 pub mod canary;

@@ -99,17 +99,23 @@ impl BuiltinMetric {
 
     /// The metric for the candidate and, when given, the baseline version of `model`,
     /// from the same window.
+    ///
+    /// `None` when no Pod contributed data to the window (every Pod was a first snapshot
+    /// or a counter reset): that is no window at all, so take no measurement and measure
+    /// again at the next poll. Recording it (as Inconclusive) would pause every rollout
+    /// after an operator restart, whose first poll is only a baseline. A window with
+    /// Pods but no requests is data: a quiet service, Inconclusive by `minSampleCount`.
     pub fn observe(
         &self,
         totals: &WindowTotals,
         model: &str,
         candidate: i64,
         baseline: Option<i64>,
-    ) -> Observation {
-        Observation {
+    ) -> Option<Observation> {
+        (totals.pods > 0).then(|| Observation {
             result: self.sample(&totals.get(model, candidate)),
             baseline: baseline.map(|v| self.sample(&totals.get(model, v))),
-        }
+        })
     }
 }
 

@@ -120,6 +120,22 @@ pub struct Measurement {
     pub message: Option<String>,
 }
 
+impl Measurement {
+    /// A measurement that could not be taken (the sidecars could not be read, their
+    /// histograms could not be merged, ...): an Error, retried after
+    /// [`ERROR_RETRY_INTERVAL`] and counted towards `consecutiveErrorLimit`.
+    pub fn error(now: Timestamp, message: impl Into<String>) -> Self {
+        Self {
+            phase: MeasurementPhase::Error,
+            finished_at: now,
+            value: None,
+            baseline: None,
+            samples: 0,
+            message: Some(message.into()),
+        }
+    }
+}
+
 /// A metric's progress, as kept in status.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

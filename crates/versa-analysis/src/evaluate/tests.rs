@@ -146,3 +146,15 @@ fn compiled_conditions_can_be_shared_across_tasks() {
     send_sync::<Condition>();
     send_sync::<Evaluator>();
 }
+
+#[test]
+fn a_verdict_becomes_a_measurement_without_nan() {
+    let e = Evaluator::new(conditions(Some("result < 0.5"), None), 1);
+    let o = with_baseline(0.1, 10, f64::NAN, 0);
+    let m = e.evaluate(&o).into_measurement(&o, crate::Timestamp::from_secs(7));
+    assert_eq!(m.phase, Successful);
+    assert_eq!((m.value, m.baseline, m.samples), (Some(0.1), None, 10));
+    assert_eq!(m.finished_at, crate::Timestamp::from_secs(7));
+    let err = crate::Measurement::error(crate::Timestamp::from_secs(8), "sidecar unreachable");
+    assert_eq!((err.phase, err.message.as_deref()), (E, Some("sidecar unreachable")));
+}

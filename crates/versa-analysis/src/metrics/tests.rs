@@ -99,11 +99,24 @@ fn observe_measures_candidate_and_baseline_in_the_same_window() {
     totals.series.insert(SeriesKey::new("m", 1), counters(900, e(9), Histogram::default()));
     totals.series.insert(SeriesKey::new("m", 2), counters(100, e(5), Histogram::default()));
     totals.series.insert(SeriesKey::new("other", 2), counters(100, e(50), Histogram::default()));
-    let o = BuiltinMetric::ErrorRate(ErrorClasses::default()).observe(&totals, "m", 2, Some(1));
+    let o = BuiltinMetric::ErrorRate(ErrorClasses::default())
+        .observe(&totals, "m", 2, Some(1))
+        .expect("two Pods contributed");
     assert!(close(o.result.value, 0.05));
     let b = o.baseline.expect("test fixture");
     assert!(close(b.value, 0.01));
     assert_eq!(b.samples, 900);
-    let none = BuiltinMetric::RequestCount.observe(&totals, "m", 2, None);
+    let none = BuiltinMetric::RequestCount.observe(&totals, "m", 2, None).expect("data");
     assert_eq!(none.baseline, None);
+}
+
+#[test]
+fn a_window_no_pod_contributed_to_is_no_observation_but_a_quiet_one_is() {
+    // every Pod a baseline (operator just restarted) or reset: nothing to measure
+    let nothing = WindowTotals::default();
+    assert_eq!(BuiltinMetric::RequestCount.observe(&nothing, "m", 2, Some(1)), None);
+    // Pods reported, but no requests: an observation with zero samples
+    let quiet = WindowTotals { pods: 3, ..WindowTotals::default() };
+    let o = BuiltinMetric::ErrorRate(ErrorClasses::default()).observe(&quiet, "m", 2, Some(1));
+    assert_eq!(o.map(|o| o.result.samples), Some(0));
 }
