@@ -18,6 +18,18 @@ pub enum Error {
         /// The parser's message(s).
         message: String,
     },
+    /// A condition reads a variable that is not one of `result`, `baseline`,
+    /// `resultSamples`, `baselineSamples` (a typo would otherwise be an Error at every
+    /// measurement, and abort the rollout after `consecutiveErrorLimit`).
+    #[error("{field}: `{expression}` reads `{variable}`; known: {known}", known = crate::evaluate::VARIABLES.join(", "))]
+    UnknownVariable {
+        /// `successCondition` or `failureCondition`.
+        field: &'static str,
+        /// The expression as written.
+        expression: String,
+        /// The unknown variable.
+        variable: String,
+    },
     /// A `thresholdRange` with neither bound, a NaN bound, or `min > max`.
     #[error("thresholdRange: {0}")]
     InvalidThresholdRange(&'static str),

@@ -32,6 +32,9 @@ use crate::metrics::{Observation, Sample};
 use crate::run::{Measurement, MeasurementPhase};
 use crate::{Error, Result, Timestamp};
 
+/// The variables a condition can read.
+pub const VARIABLES: [&str; 4] = ["result", "baseline", "resultSamples", "baselineSamples"];
+
 /// A compiled `successCondition` or `failureCondition`. Compile once, evaluate often.
 #[derive(Debug, Clone)]
 pub struct Condition {
@@ -44,7 +47,8 @@ impl Condition {
     /// Compiles `source`; `field` names it in errors (`successCondition`, ...).
     ///
     /// # Errors
-    /// [`Error::InvalidExpression`] with the parser's position and message.
+    /// [`Error::InvalidExpression`] with the parser's position and message;
+    /// [`Error::UnknownVariable`] for a variable not in [`VARIABLES`].
     pub fn compile(field: &'static str, source: &str) -> Result<Self> {
         let program = Program::compile(source).map_err(|e| {
             let (line, column) = e.errors.first().map(|p| p.pos).unwrap_or((0, 0));
@@ -52,6 +56,15 @@ impl Condition {
             Error::InvalidExpression { field, expression: source.to_owned(), line, column, message }
         })?;
         let references = program.references();
+        let mut variables = references.variables();
+        variables.sort_unstable();
+        if let Some(unknown) = variables.iter().find(|v| !VARIABLES.contains(v)) {
+            return Err(Error::UnknownVariable {
+                field,
+                expression: source.to_owned(),
+                variable: (*unknown).to_owned(),
+            });
+        }
         let uses_baseline =
             references.has_variable("baseline") || references.has_variable("baselineSamples");
         Ok(Self { source: source.to_owned(), program: Arc::new(program), uses_baseline })

@@ -102,7 +102,7 @@ fn non_bool_results_and_evaluation_errors_are_measurement_errors() {
     let v = e.evaluate(&obs(0.1, 10));
     assert_eq!(v.phase, E);
     assert!(v.message.expect("test fixture").contains("not a bool"));
-    let unknown = Evaluator::new(conditions(Some("nosuchvar < 1.0"), None), 1);
+    let unknown = Evaluator::new(conditions(Some("result < 1.0 && 1 / 0 == 1"), None), 1);
     assert_eq!(phase(&unknown, &obs(0.1, 10)), E);
 }
 
@@ -157,4 +157,20 @@ fn a_verdict_becomes_a_measurement_without_nan() {
     assert_eq!(m.finished_at, crate::Timestamp::from_secs(7));
     let err = crate::Measurement::error(crate::Timestamp::from_secs(8), "sidecar unreachable");
     assert_eq!((err.phase, err.message.as_deref()), (E, Some("sidecar unreachable")));
+}
+
+#[test]
+fn unknown_variables_are_refused_at_compile_time() {
+    let err = Condition::compile("successCondition", "reslt < 0.1").expect_err("typo");
+    assert_eq!(
+        err,
+        Error::UnknownVariable {
+            field: "successCondition",
+            expression: "reslt < 0.1".into(),
+            variable: "reslt".into()
+        }
+    );
+    assert!(err.to_string().contains("known: result, baseline"), "{err}");
+    let all = "result < baseline && resultSamples > 0 && baselineSamples > 0";
+    assert!(Condition::compile("successCondition", all).is_ok());
 }
