@@ -133,6 +133,10 @@ impl Pass<'_> {
                 && self.st.background_started_at.is_none()
             {
                 self.st.background_started_at = Some(self.now);
+                self.started(AnalysisKind::Background);
+            }
+            if newly_ready && step == Step::Analysis {
+                self.started(AnalysisKind::Step);
             }
             match step {
                 Step::SetWeight(_) => self.advance(),
@@ -239,14 +243,21 @@ impl Pass<'_> {
 
     fn resume(&mut self) {
         let Some(pause) = self.st.pause.take() else { return };
+        self.events.push(RolloutEvent::Resumed);
         match pause.analysis {
             Some(AnalysisKind::Step) => {
                 self.st.step_run = self.st.step_run.wrapping_add(1);
-                self.st.step_ready_at = self.st.step_ready_at.map(|_| self.now);
+                if self.st.step_ready_at.is_some() {
+                    self.st.step_ready_at = Some(self.now);
+                    self.started(AnalysisKind::Step);
+                }
             }
             Some(AnalysisKind::Background) => {
                 self.st.background_run = self.st.background_run.wrapping_add(1);
-                self.st.background_started_at = self.st.background_started_at.map(|_| self.now);
+                if self.st.background_started_at.is_some() {
+                    self.st.background_started_at = Some(self.now);
+                    self.started(AnalysisKind::Background);
+                }
             }
             None => {}
         }
@@ -254,7 +265,14 @@ impl Pass<'_> {
             // the deadline does not count the time spent paused
             self.st.step_started_at = self.now;
         }
-        self.events.push(RolloutEvent::Resumed);
+    }
+
+    fn started(&mut self, kind: AnalysisKind) {
+        let run = match kind {
+            AnalysisKind::Step => self.st.step_run,
+            AnalysisKind::Background => self.st.background_run,
+        };
+        self.events.push(RolloutEvent::AnalysisRunStarted { kind, run });
     }
 
     fn retry(&mut self) {

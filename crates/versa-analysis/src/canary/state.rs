@@ -239,6 +239,14 @@ pub enum RolloutEvent {
     Paused(PauseReason),
     /// A stored pause was lifted.
     Resumed,
+    /// An analysis run began (its weight is in force): a new `analysis` step, background
+    /// analysis reaching `startingStep`, or a fresh run after a resume.
+    AnalysisRunStarted {
+        /// Which run.
+        kind: AnalysisKind,
+        /// Its generation.
+        run: u32,
+    },
     /// An analysis run decided against the candidate.
     AnalysisRun {
         /// Which run.
@@ -263,6 +271,7 @@ impl RolloutEvent {
             Self::StepCompleted { .. } => "RolloutStepCompleted",
             Self::Paused(_) => "RolloutPaused",
             Self::Resumed => "RolloutResumed",
+            Self::AnalysisRunStarted { .. } => "AnalysisRunRunning",
             Self::AnalysisRun { phase: AnalysisPhase::Error, .. } => "AnalysisRunError",
             Self::AnalysisRun { phase: AnalysisPhase::Inconclusive, .. } => {
                 "AnalysisRunInconclusive"

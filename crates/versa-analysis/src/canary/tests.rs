@@ -93,6 +93,7 @@ fn walks_weights_waits_for_them_and_times_pauses_from_when_in_force() {
     assert!(d.events.is_empty());
     let d = next(&s, &d.state, &seen(80, Some(10)));
     assert_eq!(d.state.step, 2); // at the analysis step
+    assert_eq!(reasons(&d), ["RolloutStepCompleted", "AnalysisRunRunning"]);
     // every completed step starts a new step-run generation
     assert_eq!(
         d.analyses,
@@ -202,6 +203,7 @@ fn inconclusive_pauses_by_default_and_resume_starts_a_fresh_run() {
     let resumed = next(&s, &paused.state, &resume);
     assert_eq!(resumed.outcome, Outcome::Progressing);
     assert_eq!(resumed.state.step_run, run + 1);
+    assert_eq!(reasons(&resumed), ["RolloutResumed", "AnalysisRunRunning"]);
     assert_eq!(
         resumed.analyses,
         [AnalysisRequest { kind: AnalysisKind::Step, run: run + 1, started_at: t(200) }]
@@ -230,6 +232,7 @@ fn background_analysis_starts_at_its_step_once_in_force_and_aborts_even_when_pau
     let d = next(&s, &d.state, &seen(10, Some(10)));
     // step 0 completed, step 1 (pause) reached: background starts now
     assert_eq!(d.state.background_started_at, Some(t(10)));
+    assert_eq!(reasons(&d), ["RolloutStepCompleted", "AnalysisRunRunning"]);
     assert_eq!(
         d.analyses,
         [AnalysisRequest { kind: AnalysisKind::Background, run: 0, started_at: t(10) }]
