@@ -56,9 +56,9 @@ pub fn next(strategy: &CanaryStrategy, state: &RolloutState, observed: &Observed
         }
         Some(Command::PromoteFull) => return pass.promote(),
         Some(Command::Pause) => pass.pause(PauseReason::UserPaused, None, None),
-        Some(Command::Resume) => pass.resume(),
+        Some(Command::Resume) => pass.resume(false),
         Some(Command::Promote) => {
-            pass.resume();
+            pass.resume(true);
             pass.advance();
         }
         Some(Command::Retry) | None => {}
@@ -241,10 +241,13 @@ impl Pass<'_> {
         }
     }
 
-    fn resume(&mut self) {
+    /// Lifts a stored pause; `skipping_step` when the current step is skipped next (its
+    /// analysis run is not restarted then).
+    fn resume(&mut self, skipping_step: bool) {
         let Some(pause) = self.st.pause.take() else { return };
         self.events.push(RolloutEvent::Resumed);
         match pause.analysis {
+            Some(AnalysisKind::Step) if skipping_step => {}
             Some(AnalysisKind::Step) => {
                 self.st.step_run = self.st.step_run.wrapping_add(1);
                 if self.st.step_ready_at.is_some() {
