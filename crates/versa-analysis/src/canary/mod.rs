@@ -20,7 +20,11 @@
 //!   which restarts from the first step with fresh analysis runs;
 //! * `progressDeadlineSeconds`: a step whose weight is not in force that long after the
 //!   step began aborts the rollout (`ProgressDeadlineExceeded`): the sidecars are not
-//!   applying the split, and the safe state is all traffic on the baseline.
+//!   applying the split, and the safe state is all traffic on the baseline. Time in a
+//!   stored pause (user, analysis) does not count; time under `paused: true` in the spec
+//!   does, as that pause is not stored (a pass that wrote status on every call would
+//!   wake its own watch forever).
+//! * a spec change naming another candidate is a new rollout: [`RolloutState::start`].
 
 mod machine;
 mod state;
