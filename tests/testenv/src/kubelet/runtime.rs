@@ -301,7 +301,7 @@ fn find_program(rootfs: &Path, program: &str, path: Option<&str>) -> Option<Stri
     let path = path.unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     path.split(':').filter(|d| !d.is_empty()).find_map(|dir| {
         let inside = format!("{}/{program}", dir.trim_end_matches('/'));
-        let host = rootfs.join(super::sandbox::resolve_in(rootfs, &inside));
+        let host = rootfs.join(super::sandbox::resolve_in(rootfs, &inside)?);
         let executable = std::fs::metadata(host).is_ok_and(|m| {
             use std::os::unix::fs::PermissionsExt as _;
             m.is_file() && m.permissions().mode() & 0o111 != 0

@@ -10,6 +10,7 @@
 //! system calls run, and a failure is reported as `step << 16 | errno`
 //! (see [`describe_failure`]).
 
+use anyhow::Context as _;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::process::CommandExt as _;
@@ -99,12 +100,17 @@ impl Plan {
             upper.display(),
             work.display()
         );
-        let mut mounts = self.mounts.clone();
-        // Outer mounts first, so a nested one lands on top.
-        mounts.sort_by_key(|m| m.target.matches('/').filter(|_| true).count());
+        let too_many_links = |path: &str| format!("too many levels of symbolic links: {path}");
+        let mut mounts = Vec::new();
+        for mount in &self.mounts {
+            let inside = resolve_in(&self.lower, &mount.target)
+                .with_context(|| too_many_links(&mount.target))?;
+            mounts.push((inside, mount));
+        }
+        // Outer mounts first (by the resolved path), so a nested one lands on top.
+        mounts.sort_by_key(|(inside, _)| inside.components().count());
         let mut prepared = Vec::new();
-        for mount in &mounts {
-            let inside = resolve_in(&self.lower, &mount.target);
+        for (inside, mount) in mounts {
             let mut dirs = Vec::new();
             let mut host = merged.clone();
             let parts: Vec<_> = inside.components().collect();
@@ -122,7 +128,8 @@ impl Plan {
                 read_only: mount.read_only,
             });
         }
-        let cwd = resolve_in(&self.lower, &self.working_dir);
+        let cwd = resolve_in(&self.lower, &self.working_dir)
+            .with_context(|| too_many_links(&self.working_dir))?;
         let mut cwd_dirs = Vec::new();
         let mut host = merged.clone();
         for part in cwd.components() {
@@ -153,8 +160,9 @@ impl Plan {
 
 /// A container path with the image's symlinks resolved inside the rootfs
 /// (as `securejoin` does), so a mount never follows a link out of it.
-/// Relative to the rootfs, without `..`.
-pub(crate) fn resolve_in(rootfs: &Path, path: &str) -> PathBuf {
+/// Relative to the rootfs, without `..`; `None` past 40 symbolic links
+/// (the kernel's ELOOP), rather than treating a link as a plain directory.
+pub(crate) fn resolve_in(rootfs: &Path, path: &str) -> Option<PathBuf> {
     let mut pending: Vec<std::ffi::OsString> =
         Path::new(path).components().rev().filter_map(normal).collect();
     let mut out = PathBuf::new();
@@ -166,17 +174,18 @@ pub(crate) fn resolve_in(rootfs: &Path, path: &str) -> PathBuf {
         }
         let candidate = out.join(&part);
         match std::fs::read_link(rootfs.join(&candidate)) {
-            Ok(target) if links < 40 => {
+            Ok(_) if links >= 40 => return None,
+            Ok(target) => {
                 links += 1;
                 if target.is_absolute() {
                     out = PathBuf::new();
                 }
                 pending.extend(target.components().rev().filter_map(normal));
             }
-            _ => out = candidate,
+            Err(_) => out = candidate,
         }
     }
-    out
+    Some(out)
 }
 
 fn normal(c: Component<'_>) -> Option<std::ffi::OsString> {
@@ -308,6 +317,11 @@ impl Child {
             check(9, libc::setgroups(self.groups.len(), self.groups.as_ptr()))?;
             check(9, libc::setgid(self.gid))?;
             check(9, libc::setuid(self.uid))?;
+            // Descriptors inherited from whoever started the kubelet (a
+            // jobserver pipe, say) end at exec, as in a runtime's container.
+            // Close-on-exec, not closed: the spawn's own error pipe must stay.
+            // Kernels before 5.11 lack the flag; nothing else depends on it.
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
         }
         Ok(())
     }
@@ -325,11 +339,20 @@ mod tests {
         std::os::unix::fs::symlink("/usr/lib", r.join("lib")).expect("abs link");
         std::os::unix::fs::symlink("../../../../etc", r.join("usr/up")).expect("rel link");
         std::os::unix::fs::symlink("/", r.join("loop")).expect("root link");
-        assert_eq!(resolve_in(r, "/lib/x"), Path::new("usr/lib/x"));
-        assert_eq!(resolve_in(r, "/usr/up/hosts"), Path::new("etc/hosts"), "clamped at the root");
-        assert_eq!(resolve_in(r, "/loop/loop/a"), Path::new("a"));
-        assert_eq!(resolve_in(r, "/../../models"), Path::new("models"));
-        assert_eq!(resolve_in(r, "/"), Path::new(""));
+        let resolve = |p: &str| resolve_in(r, p);
+        assert_eq!(resolve("/lib/x").as_deref(), Some(Path::new("usr/lib/x")));
+        assert_eq!(resolve("/usr/up/hosts").as_deref(), Some(Path::new("etc/hosts")), "clamped");
+        assert_eq!(resolve("/loop/loop/a").as_deref(), Some(Path::new("a")));
+        assert_eq!(resolve("/../../models").as_deref(), Some(Path::new("models")));
+        assert_eq!(resolve("/").as_deref(), Some(Path::new("")));
+        // A chain longer than the kernel follows is an error, never a
+        // link left in the path (which the host would then follow).
+        for i in 0..41 {
+            std::os::unix::fs::symlink(format!("/l{}", i + 1), r.join(format!("l{i}"))).expect("l");
+        }
+        std::fs::create_dir(r.join("l41")).expect("end");
+        assert_eq!(resolve("/l2/x").as_deref(), Some(Path::new("l41/x")), "39 links");
+        assert_eq!(resolve("/l0/x"), None, "41 links");
     }
 
     #[test]
