@@ -6,7 +6,11 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Read when the script runs, not baked in when it is built: a build
     // script binary may be reused from a checkout at another path.
-    let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    // TensorFlow Serving's contract, vendored untouched at the top level.
+    let proto_root = manifest_dir.join("../../proto");
+    // Versa's own extensions (package `versa.v1`), kept apart from it.
+    let versa_root = manifest_dir.join("proto");
     let files = [
         "tensorflow_serving/apis/prediction_service.proto",
         "tensorflow_serving/apis/model_service.proto",
@@ -18,14 +22,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tensorflow_serving/config/platform_config.proto",
         "tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
         "tensorflow/core/framework/tensor.proto",
+        "versa/v1/telemetry.proto",
     ];
-    let descriptors = protox::compile(files, [&proto_root])?;
+    let descriptors = protox::compile(files, [&proto_root, &versa_root])?;
 
     // Rebuild when any proto changes (protox reports every file it read).
     for file in &descriptors.file {
-        let path = proto_root.join(file.name());
-        if path.exists() {
-            println!("cargo:rerun-if-changed={}", path.display());
+        for root in [&proto_root, &versa_root] {
+            let path = root.join(file.name());
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
         }
     }
 

@@ -31,7 +31,26 @@ pub mod tensorflow {
     }
 }
 
-/// The encoded `FileDescriptorSet` of every file under `proto/`, for text-format
+/// Versa's own gRPC extensions (package `versa.v1`, from this crate's
+/// `proto/`), beside TensorFlow Serving's contract and never inside it:
+/// [`versa::v1::telemetry_server`] and [`versa::v1::telemetry_client`], the
+/// per-version request counters the operator reads on the ModelService port.
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic,
+    rust_2018_idioms
+)]
+pub mod versa {
+    /// Version 1 of Versa's extensions.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/versa.v1.rs"));
+    }
+}
+
+/// The encoded `FileDescriptorSet` of every file compiled (both `proto/` roots), for text-format
 /// parsing and gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/versa_descriptor.bin"));

@@ -253,3 +253,42 @@ fn services_have_upstream_paths() {
     );
     assert_eq!(serving::model_service_server::SERVICE_NAME, "tensorflow.serving.ModelService");
 }
+
+#[test]
+fn versa_extensions_live_in_their_own_package() {
+    use versa_proto::versa::v1;
+    assert_eq!(v1::telemetry_server::SERVICE_NAME, "versa.v1.Telemetry");
+    let set = descriptors();
+    let file = set
+        .file
+        .iter()
+        .find(|f| f.name() == "versa/v1/telemetry.proto")
+        .expect("telemetry.proto compiled");
+    assert_eq!(file.package(), "versa.v1");
+    let response = message(&set, "versa.v1.SnapshotResponse");
+    let fields: Vec<(&str, i32)> = response.field.iter().map(|f| (f.name(), f.number())).collect();
+    assert_eq!(
+        fields,
+        [("process_start_unix_ms", 1), ("taken_at_unix_ms", 2), ("series", 3)],
+        "the operator reads these numbers: never renumber"
+    );
+    let series = message(&set, "versa.v1.SeriesCounters");
+    let fields: Vec<(&str, i32)> = series.field.iter().map(|f| (f.name(), f.number())).collect();
+    assert_eq!(
+        fields,
+        [
+            ("model", 1),
+            ("version", 2),
+            ("label", 3),
+            ("requests", 4),
+            ("errors", 5),
+            ("latency", 6)
+        ]
+    );
+    // Nothing of ours inside TensorFlow Serving's packages.
+    for file in &set.file {
+        if file.package().starts_with("tensorflow") {
+            assert!(!file.name().starts_with("versa/"), "{}", file.name());
+        }
+    }
+}

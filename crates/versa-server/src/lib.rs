@@ -20,6 +20,7 @@ mod ports;
 pub mod rest;
 pub mod serving;
 mod startup;
+pub mod telemetry;
 pub mod token;
 
 pub use ports::serve;

@@ -5,13 +5,13 @@
 //! TensorFlow Serving's `:tensorflow:serving:*` names.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
-use versa_core::{Loader, ServableError, ServableId, ServableStateMonitor};
+use std::time::{Duration, Instant};
+use versa_core::{Code, Loader, ServableError, ServableId, ServableStateMonitor};
 use versa_onnx::{OnnxLoader, OnnxModel};
 
 /// Every metric the server exports.
@@ -30,7 +30,8 @@ pub struct Metrics {
     pub tf_load_latency: IntCounterVec,
     /// `versa_requests_total{model, version, label, status, entrypoint}`
     pub requests: IntCounterVec,
-    /// `versa_request_duration_seconds{model, version, label}`
+    /// `versa_request_duration_seconds{model, version, label}`, buckets
+    /// [`request_duration_buckets`]
     pub request_duration: HistogramVec,
     /// `versa_model_version_state{model, version}`: 10 START … 50 END
     pub version_state: IntGaugeVec,
@@ -54,6 +55,26 @@ pub struct Metrics {
     pub batch_tasks: Histogram,
     /// `versa_batch_rows`: rows per batched run, padding included.
     pub batch_rows: Histogram,
+    /// `versa_model_service_unauthenticated_total`: ModelService and
+    /// Telemetry calls refused for a missing or wrong bearer token.
+    pub unauthenticated: IntCounter,
+    /// When these counters started, in milliseconds since the Unix epoch:
+    /// the registry is made once, at start-up, so this is the process start
+    /// that [`crate::telemetry`] reports.
+    pub started_at_unix_ms: i64,
+}
+
+/// The upper bounds, in seconds, of `versa_request_duration_seconds`:
+/// 0.1 ms × 2^i, 20 of them (up to about 52 s).
+pub fn request_duration_buckets() -> Vec<f64> {
+    (0..20).map(|i| 0.0001 * f64::from(1u32 << i)).collect()
+}
+
+/// Milliseconds since the Unix epoch now (0 if the clock is before it).
+pub fn unix_millis_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// TensorFlow Serving's latency buckets: 10 × 1.8^i µs, 33 of them.
@@ -75,7 +96,6 @@ impl Metrics {
             registry.register(Box::new(h.clone())).expect("registered once");
             h
         };
-        let seconds = prometheus::exponential_buckets(0.0001, 2.0, 20).expect("valid buckets");
         let version_state = IntGaugeVec::new(
             Opts::new("versa_model_version_state", "State of each model version: 10 START, 20 LOADING, 30 AVAILABLE, 40 UNLOADING, 50 END"),
             &["model", "version"],
@@ -156,7 +176,7 @@ impl Metrics {
                 "versa_request_duration_seconds",
                 "Request latency by model, version and label (successful requests).",
                 &["model", "version", "label"],
-                seconds.clone(),
+                request_duration_buckets(),
             ),
             version_state,
             routed_by_split: counter(
@@ -175,6 +195,16 @@ impl Metrics {
                 &["model", "status"],
                 prometheus::exponential_buckets(0.001, 2.0, 20).expect("valid buckets"),
             ),
+            unauthenticated: {
+                let c = IntCounter::new(
+                    "versa_model_service_unauthenticated_total",
+                    "ModelService and Telemetry calls refused for a missing or wrong bearer token.",
+                )
+                .expect("valid counter");
+                registry.register(Box::new(c.clone())).expect("registered once");
+                c
+            },
+            started_at_unix_ms: unix_millis_now(),
             registry,
         }
     }
@@ -202,6 +232,33 @@ impl Metrics {
             })
             .sum();
         Some(total as i64)
+    }
+
+    /// Records one finished request in Versa's per-version series:
+    /// `versa_requests_total`, and `versa_request_duration_seconds` when it
+    /// succeeded. The one place they are counted; `/metrics` and the
+    /// Telemetry snapshot ([`crate::telemetry`]) both read them. `model`
+    /// must be a configured model (or [`crate::serving::UNKNOWN_MODEL`]),
+    /// `version` and `label` those of the version that answered.
+    pub fn record_request(
+        &self,
+        model: &str,
+        answered: (Option<i64>, Option<&str>),
+        entrypoint: &str,
+        code: Code,
+        elapsed: Duration,
+    ) {
+        let (version, label) = answered;
+        let version = version.map(|v| v.to_string()).unwrap_or_default();
+        let label = label.unwrap_or_default();
+        self.requests
+            .with_label_values(&[model, version.as_str(), label, code.name(), entrypoint])
+            .inc();
+        if code == Code::Ok {
+            self.request_duration
+                .with_label_values(&[model, version.as_str(), label])
+                .observe(elapsed.as_secs_f64());
+        }
     }
 
     /// Keeps `versa_model_version_state` up to date from the monitor.

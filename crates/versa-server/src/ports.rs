@@ -1,6 +1,7 @@
 //! Serving: the request-handling state built from the start-up, and the
-//! ports — gRPC (PredictionService, and ModelService unless it has a port of
-//! its own), ModelService alone, REST — each on a listener with a bound on
+//! ports — gRPC (PredictionService, and ModelService with Versa's Telemetry
+//! unless they have a port of their own), ModelService + Telemetry alone,
+//! REST — each on a listener with a bound on
 //! open connections, until the shutdown signal; requests in flight finish.
 
 use crate::Startup;
@@ -9,6 +10,7 @@ use crate::grpc::guard::GuardLayer;
 use crate::listener::{ConnectionTimeouts, LimitedListener};
 use crate::metrics::Metrics;
 use crate::serving::{RequestLimits, Serving};
+use crate::telemetry::TelemetryService;
 use crate::token::BearerToken;
 use crate::{batching, grpc, rest};
 use anyhow::Context as _;
@@ -20,6 +22,7 @@ use tonic::service::interceptor::InterceptedService;
 use versa_onnx::InferencePool;
 use versa_proto::serving::model_service_server::ModelServiceServer;
 use versa_proto::serving::prediction_service_server::PredictionServiceServer;
+use versa_proto::versa::v1::telemetry_server::TelemetryServer;
 
 /// How often the token file is read again for a rotated token.
 const TOKEN_POLL: Duration = Duration::from_secs(1);
@@ -60,6 +63,21 @@ fn model_service(
 ) -> InterceptedService<ModelServiceServer<Serving>, BearerToken> {
     InterceptedService::new(
         ModelServiceServer::new(serving.clone())
+            .max_decoding_message_size(settings.max_receive_message_length)
+            .max_encoding_message_size(settings.max_send_message_length),
+        token,
+    )
+}
+
+/// Versa's Telemetry (per-version counters for the operator), beside
+/// ModelService and behind the same guard.
+fn telemetry_service(
+    serving: &Serving,
+    token: BearerToken,
+    settings: &grpc::channel_args::GrpcSettings,
+) -> InterceptedService<TelemetryServer<TelemetryService>, BearerToken> {
+    InterceptedService::new(
+        TelemetryServer::new(TelemetryService::new(Arc::clone(&serving.metrics)))
             .max_decoding_message_size(settings.max_receive_message_length)
             .max_encoding_message_size(settings.max_send_message_length),
         token,
@@ -138,10 +156,11 @@ fn serving(
 }
 
 /// The ModelService guard: the token file watched for rotation, or open
-/// (with a warning when that is reachable from beyond this machine).
-fn model_service_guard(startup: &Startup) -> BearerToken {
+/// (with a warning when that is reachable from beyond this machine); every
+/// refused call is counted.
+fn model_service_guard(startup: &Startup, metrics: &Metrics) -> BearerToken {
     let flags = &startup.flags;
-    match &startup.model_service_token {
+    let guard = match &startup.model_service_token {
         Some(token) => BearerToken::watching(
             PathBuf::from(&flags.model_service_token_file),
             token.clone(),
@@ -156,7 +175,8 @@ fn model_service_guard(startup: &Startup) -> BearerToken {
             }
             BearerToken::new(None)
         }
-    }
+    };
+    guard.counting(metrics.unauthenticated.clone())
 }
 
 /// Serves until `shutdown` resolves; in-flight requests finish first.
@@ -181,7 +201,7 @@ pub async fn serve(
         );
     }
     let serving = serving(&startup, core, Arc::clone(&metrics));
-    let guard = model_service_guard(&startup);
+    let guard = model_service_guard(&startup, &metrics);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -200,6 +220,7 @@ pub async fn serve(
         "",
         "tensorflow.serving.ModelService",
         "tensorflow.serving.PredictionService",
+        "versa.v1.Telemetry",
         "ModelService",
         "PredictionService",
     ] {
@@ -219,6 +240,10 @@ pub async fn serve(
             .add_optional_service(
                 (flags.model_service_port == 0)
                     .then(|| model_service(&serving, guard.clone(), settings)),
+            )
+            .add_optional_service(
+                (flags.model_service_port == 0)
+                    .then(|| telemetry_service(&serving, guard.clone(), settings)),
             );
         let stop = stopped();
         tasks.spawn(async move {
@@ -234,7 +259,8 @@ pub async fn serve(
         tracing::info!("Running gRPC ModelService at {}", listener.local_addr()?);
         let admin = grpc_builder(&startup, &serving)
             .add_service(health)
-            .add_service(model_service(&serving, guard, settings));
+            .add_service(model_service(&serving, guard.clone(), settings))
+            .add_service(telemetry_service(&serving, guard, settings));
         let stop = stopped();
         tasks.spawn(async move {
             admin

@@ -400,18 +400,12 @@ impl Serving {
         let model = if config.model(model).is_some() { model } else { UNKNOWN_MODEL };
         let m = &self.metrics;
         m.tf_request_count.with_label_values(&[model, code.name()]).inc();
-        let version = answered.version.map(|v| v.to_string()).unwrap_or_default();
-        let label = answered.label.as_deref().unwrap_or_default();
-        m.requests
-            .with_label_values(&[model, version.as_str(), label, code.name(), entrypoint])
-            .inc();
+        let versioned = (answered.version, answered.label.as_deref());
+        m.record_request(model, versioned, entrypoint, code, elapsed);
         if code == Code::Ok {
             m.tf_request_latency
                 .with_label_values(&[model, api, entrypoint])
                 .observe(elapsed.as_micros() as f64);
-            m.request_duration
-                .with_label_values(&[model, version.as_str(), label])
-                .observe(elapsed.as_secs_f64());
         }
     }
 

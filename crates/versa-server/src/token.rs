@@ -28,17 +28,25 @@ pub fn read_token(path: &Path) -> Result<String, TokenError> {
     Ok(token.to_owned())
 }
 
-/// Guards ModelService: with a token configured, every call must carry
-/// `authorization: Bearer <token>`, else UNAUTHENTICATED.
+/// Guards ModelService (and Versa's Telemetry beside it): with a token
+/// configured, every call must carry `authorization: Bearer <token>`, else
+/// UNAUTHENTICATED (counted, with [`counting`](Self::counting)).
 #[derive(Debug, Clone)]
 pub struct BearerToken {
     expected: Option<Arc<RwLock<Arc<str>>>>,
+    refused: Option<prometheus::IntCounter>,
 }
 
 impl BearerToken {
     /// A fixed token (`None`: ModelService is open).
     pub fn new(token: Option<String>) -> Self {
-        Self { expected: token.map(|t| Arc::new(RwLock::new(t.into()))) }
+        Self { expected: token.map(|t| Arc::new(RwLock::new(t.into()))), refused: None }
+    }
+
+    /// Counts every refused call in `refused`.
+    pub fn counting(mut self, refused: prometheus::IntCounter) -> Self {
+        self.refused = Some(refused);
+        self
     }
 
     /// The token `initial` read from `path`, read again every `period`; a
@@ -100,6 +108,9 @@ impl tonic::service::Interceptor for BearerToken {
         if same_secret(presented.as_bytes(), expected.as_bytes()) {
             Ok(request)
         } else {
+            if let Some(refused) = &self.refused {
+                refused.inc();
+            }
             Err(Status::unauthenticated(
                 "ModelService requires a valid bearer token (authorization: Bearer <token>)",
             ))
@@ -135,6 +146,16 @@ mod tests {
         let mut right = Request::new(());
         right.metadata_mut().insert("authorization", "Bearer s3cret".parse().expect("ascii"));
         assert!(guarded.call(right).is_ok());
+    }
+
+    #[test]
+    fn refused_calls_are_counted() {
+        let refused = prometheus::IntCounter::new("refused", "refused").expect("counter");
+        let mut guard = BearerToken::new(Some("s3cret".into())).counting(refused.clone());
+        assert!(guard.call(Request::new(())).is_err());
+        assert!(guard.call(with_token("nope")).is_err());
+        assert!(guard.call(with_token("s3cret")).is_ok());
+        assert_eq!(refused.get(), 2);
     }
 
     #[tokio::test]

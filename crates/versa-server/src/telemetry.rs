@@ -1,0 +1,75 @@
+//! `versa.v1.Telemetry`: the cumulative request counters of every model
+//! version, for the operator's canary analysis (issue 19), served on the
+//! ModelService port behind the same bearer token as reloads.
+//!
+//! Nothing is counted here: a snapshot reads the request metrics that
+//! `/metrics` exports ([`Metrics::requests`], [`Metrics::request_duration`]),
+//! so the two never disagree. The operator subtracts two snapshots with the
+//! same `process_start_unix_ms` to get a window; a changed start time means
+//! the counters were reset.
+//!
+//! # Bounded
+//! A response holds one series per (model, version, label) that answered a
+//! request since the process started: at most the model versions served ×
+//! (the labels configured for them + one for requests naming the version),
+//! each with a fixed number of buckets. Nothing a client sends becomes a
+//! series: a model name is a series only when it is configured, versions
+//! and labels are those of the version that answered, requests no version
+//! answered are left out, and route keys (`x-versa-route-key`) are never
+//! labels.
+
+mod class;
+mod snapshot;
+
+pub use class::{ALL_CODES, ErrorClass, code_named, error_class};
+pub use snapshot::assemble;
+
+use crate::metrics::{Metrics, request_duration_buckets, unix_millis_now};
+use prometheus::core::Collector as _;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+use versa_proto::versa::v1::telemetry_server::Telemetry;
+use versa_proto::versa::v1::{SnapshotRequest, SnapshotResponse};
+
+/// The snapshot of `metrics` taken at `taken_at_unix_ms`.
+pub fn snapshot(metrics: &Metrics, taken_at_unix_ms: i64) -> SnapshotResponse {
+    let requests = metrics.requests.collect();
+    let durations = metrics.request_duration.collect();
+    SnapshotResponse {
+        process_start_unix_ms: metrics.started_at_unix_ms,
+        taken_at_unix_ms,
+        series: assemble(&requests, &durations, &request_duration_buckets()),
+    }
+}
+
+/// The Telemetry service over the server's metrics.
+#[derive(Debug, Clone)]
+pub struct TelemetryService {
+    metrics: Arc<Metrics>,
+}
+
+impl TelemetryService {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
+
+#[tonic::async_trait]
+impl Telemetry for TelemetryService {
+    async fn snapshot(
+        &self,
+        _: Request<SnapshotRequest>,
+    ) -> Result<Response<SnapshotResponse>, Status> {
+        let span = tracing::debug_span!("telemetry_snapshot", series = tracing::field::Empty);
+        let _entered = span.enter();
+        let response = snapshot(&self.metrics, unix_millis_now());
+        span.record("series", response.series.len());
+        for s in &response.series {
+            tracing::trace!(model = %s.model, version = s.version, label = %s.label, requests = s.requests, "series");
+        }
+        Ok(Response::new(response))
+    }
+}
+
+#[cfg(test)]
+mod tests;

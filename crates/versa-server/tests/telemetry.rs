@@ -1,0 +1,311 @@
+//! `versa.v1.Telemetry/Snapshot` on a real server on 127.0.0.1: requests of
+//! every class to two versions, read back per version, label and class;
+//! the bearer token of ModelService guards it; counters are cumulative and
+//! the process start stays put.
+
+use clap::Parser as _;
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+use versa_proto::serving::model_service_client::ModelServiceClient;
+use versa_proto::serving::prediction_service_client::PredictionServiceClient;
+use versa_proto::serving::{GetModelStatusRequest, ModelSpec, PredictRequest, model_spec};
+use versa_proto::tensorflow::{DataType, TensorProto, TensorShapeProto, tensor_shape_proto};
+use versa_proto::versa::v1::telemetry_client::TelemetryClient;
+use versa_proto::versa::v1::{SeriesCounters, SnapshotRequest, SnapshotResponse};
+use versa_server::flags::Flags;
+
+const TOKEN: &str = "telemetry-s3cret";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+}
+
+struct Server {
+    _dir: tempfile::TempDir,
+    grpc: u16,
+    rest: u16,
+    admin: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Model `fraud`, versions 1 (`stable`) and 2 (`canary`), ModelService and
+/// Telemetry on a port of their own behind a token; 1 MiB of request bytes
+/// in flight at most, so a request that broadcasts one value over a large
+/// shape is shed (RESOURCE_EXHAUSTED) after its version is chosen.
+async fn start() -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("fraud");
+    for v in [1, 2] {
+        versa_testmodels::write_version(&base, v, &versa_testmodels::versioned(v)).expect("model");
+    }
+    let config = dir.path().join("models.config");
+    std::fs::write(
+        &config,
+        format!(
+            r#"model_config_list {{
+  config {{
+    name: "fraud"
+    base_path: "{}"
+    model_platform: "onnx"
+    model_version_policy {{ specific {{ versions: 1 versions: 2 }} }}
+    version_labels {{ key: "stable" value: 1 }}
+    version_labels {{ key: "canary" value: 2 }}
+  }}
+}}"#,
+            base.display()
+        ),
+    )
+    .expect("config");
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
+    let (grpc, rest, admin) = (free_port(), free_port(), free_port());
+    let flags = Flags::try_parse_from([
+        "versa-server".to_owned(),
+        "--bind_address=127.0.0.1".to_owned(),
+        format!("--port={grpc}"),
+        format!("--rest_api_port={rest}"),
+        format!("--model_service_port={admin}"),
+        format!("--model_service_token_file={}", token.display()),
+        format!("--model_config_file={}", config.display()),
+        "--max_inflight_request_bytes=1048576".to_owned(),
+    ])
+    .expect("flags");
+    let startup = versa_server::prepare(flags).expect("start-up");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(versa_server::serve(startup, async move {
+        let _ = stopped.await;
+    }));
+    let server = Server { _dir: dir, grpc, rest, admin, stop: Some(stop), task };
+    server.wait_until_available().await;
+    server
+}
+
+fn authed<T>(message: T, token: Option<&str>) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().expect("ascii");
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+impl Server {
+    async fn channel(port: u16) -> Channel {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match Channel::from_shared(format!("http://127.0.0.1:{port}"))
+                .expect("uri")
+                .connect()
+                .await
+            {
+                Ok(channel) => return channel,
+                Err(e) if tokio::time::Instant::now() > deadline => panic!("connect {port}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    async fn wait_until_available(&self) {
+        let mut models = ModelServiceClient::new(Self::channel(self.admin).await);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let spec = ModelSpec { name: "fraud".into(), ..ModelSpec::default() };
+            let request = GetModelStatusRequest { model_spec: Some(spec) };
+            if let Ok(status) = models.get_model_status(authed(request, Some(TOKEN))).await {
+                let versions = &status.get_ref().model_version_status;
+                if versions.len() == 2 && versions.iter().all(|v| v.state == 30) {
+                    return;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "fraud 1 and 2 never became AVAILABLE");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn telemetry(&self) -> TelemetryClient<Channel> {
+        TelemetryClient::new(Self::channel(self.admin).await)
+    }
+
+    async fn snapshot(&self) -> SnapshotResponse {
+        let mut client = self.telemetry().await;
+        client
+            .snapshot(authed(SnapshotRequest {}, Some(TOKEN)))
+            .await
+            .expect("snapshot")
+            .into_inner()
+    }
+
+    /// The REST port's `/metrics` text.
+    async fn metrics_text(&self) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.rest));
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect REST");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.expect("read");
+        text
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.expect("server task").expect("server stopped cleanly");
+    }
+}
+
+/// How a test request is built.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// A good request: `x` = zeros [1, 4].
+    Good,
+    /// An input the signature does not have: INVALID_ARGUMENT.
+    WrongInput,
+    /// One value broadcast over [100000, 4] f32 (1.6 MB decoded), more than
+    /// the 1 MiB in flight: shed, RESOURCE_EXHAUSTED.
+    TooBig,
+}
+
+fn predict(choice: model_spec::VersionChoice, kind: Kind) -> PredictRequest {
+    let dims = |sizes: &[i64]| TensorShapeProto {
+        dim: sizes
+            .iter()
+            .map(|&size| tensor_shape_proto::Dim { size, name: String::new() })
+            .collect(),
+        unknown_rank: false,
+    };
+    let (name, shape, values) = match kind {
+        Kind::Good => ("x", [1, 4], vec![0.0; 4]),
+        Kind::WrongInput => ("z", [1, 4], vec![0.0; 4]),
+        Kind::TooBig => ("x", [100_000, 4], vec![0.0]),
+    };
+    let tensor = TensorProto {
+        dtype: DataType::DtFloat as i32,
+        tensor_shape: Some(dims(&shape)),
+        float_val: values,
+        ..TensorProto::default()
+    };
+    PredictRequest {
+        model_spec: Some(ModelSpec {
+            name: "fraud".into(),
+            version_choice: Some(choice),
+            signature_name: String::new(),
+        }),
+        inputs: [(name.to_owned(), tensor)].into_iter().collect(),
+        ..PredictRequest::default()
+    }
+}
+
+fn label(l: &str) -> model_spec::VersionChoice {
+    model_spec::VersionChoice::VersionLabel(l.to_owned())
+}
+
+/// Sends `n` requests of `kind`; each must end with `expected`.
+async fn send(
+    client: &mut PredictionServiceClient<Channel>,
+    choice: model_spec::VersionChoice,
+    kind: Kind,
+    n: usize,
+    expected: Code,
+) {
+    for _ in 0..n {
+        let code = match client.predict(predict(choice.clone(), kind)).await {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        };
+        assert_eq!(code, expected, "{kind:?} to {choice:?}");
+    }
+}
+
+fn series<'a>(snapshot: &'a SnapshotResponse, version: i64, label: &str) -> &'a SeriesCounters {
+    snapshot
+        .series
+        .iter()
+        .find(|s| s.model == "fraud" && s.version == version && s.label == label)
+        .unwrap_or_else(|| panic!("no series fraud/{version}/{label:?}: {snapshot:#?}"))
+}
+
+/// Requests, errors (server, client) and timed requests of a series.
+fn counts(s: &SeriesCounters) -> (u64, u64, u64, u64) {
+    let errors = s.errors.unwrap_or_default();
+    assert_eq!(errors.model, 0, "no model fault is told apart yet");
+    (s.requests, errors.server, errors.client, s.latency.as_ref().map_or(0, |l| l.count))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_count_every_answered_request_by_version_label_and_class() {
+    let server = start().await;
+    let mut predict = PredictionServiceClient::new(Server::channel(server.grpc).await);
+    let v1 = model_spec::VersionChoice::Version(1);
+    send(&mut predict, label("stable"), Kind::Good, 4, Code::Ok).await;
+    send(&mut predict, label("stable"), Kind::WrongInput, 2, Code::InvalidArgument).await;
+    send(&mut predict, label("stable"), Kind::TooBig, 1, Code::ResourceExhausted).await;
+    send(&mut predict, label("canary"), Kind::Good, 3, Code::Ok).await;
+    send(&mut predict, label("canary"), Kind::WrongInput, 1, Code::InvalidArgument).await;
+    send(&mut predict, label("canary"), Kind::TooBig, 2, Code::ResourceExhausted).await;
+    send(&mut predict, v1, Kind::Good, 2, Code::Ok).await;
+    // No version answers these: they belong to no series.
+    send(&mut predict, label("nope"), Kind::Good, 3, Code::InvalidArgument).await;
+
+    let first = server.snapshot().await;
+    assert!(first.process_start_unix_ms > 0);
+    assert!(first.process_start_unix_ms <= first.taken_at_unix_ms);
+    assert_eq!(first.series.len(), 3, "{first:#?}");
+    // (requests, server errors, client errors, latency count = successes)
+    assert_eq!(counts(series(&first, 1, "stable")), (7, 1, 2, 4));
+    assert_eq!(counts(series(&first, 2, "canary")), (6, 2, 1, 3));
+    assert_eq!(counts(series(&first, 1, "")), (2, 0, 0, 2));
+    for s in &first.series {
+        let latency = s.latency.as_ref().expect("latency");
+        assert_eq!(latency.buckets.len(), 20, "the bounds of versa_request_duration_seconds");
+        assert!(latency.buckets.windows(2).all(|w| w[0].le_seconds < w[1].le_seconds));
+        assert!(latency.buckets.windows(2).all(|w| w[0].count <= w[1].count), "cumulative");
+        assert!(latency.buckets.last().is_some_and(|b| b.count <= latency.count));
+        assert!(latency.sum_seconds > 0.0);
+    }
+
+    // Cumulative: one more good request to the canary, and nothing else moves.
+    send(&mut predict, label("canary"), Kind::Good, 1, Code::Ok).await;
+    let second = server.snapshot().await;
+    assert_eq!(second.process_start_unix_ms, first.process_start_unix_ms);
+    assert!(second.taken_at_unix_ms >= first.taken_at_unix_ms);
+    assert_eq!(counts(series(&second, 2, "canary")), (7, 2, 1, 4));
+    assert_eq!(series(&second, 1, "stable"), series(&first, 1, "stable"));
+    assert_eq!(series(&second, 1, ""), series(&first, 1, ""));
+
+    // The same counters as /metrics: every answered request is there once.
+    let text = server.metrics_text().await;
+    let total: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("versa_requests_total{") && !l.contains("version=\"\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    let answered: u64 = second.series.iter().map(|s| s.requests).sum();
+    assert_eq!(total as u64, answered, "{text}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_service_token_guards_it_and_refusals_are_counted() {
+    let server = start().await;
+    let mut client = server.telemetry().await;
+    let missing = client.snapshot(authed(SnapshotRequest {}, None)).await.expect_err("no token");
+    assert_eq!(missing.code(), Code::Unauthenticated);
+    let wrong = client.snapshot(authed(SnapshotRequest {}, Some("nope"))).await.expect_err("wrong");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    let right = client.snapshot(authed(SnapshotRequest {}, Some(TOKEN))).await.expect("token");
+    assert!(right.get_ref().series.is_empty(), "no request yet: {:#?}", right.get_ref());
+    let text = server.metrics_text().await;
+    assert!(text.contains("versa_model_service_unauthenticated_total 2"), "{text}");
+    // Only where ModelService is: not on the prediction port.
+    let mut elsewhere = TelemetryClient::new(Server::channel(server.grpc).await);
+    let refused = elsewhere.snapshot(authed(SnapshotRequest {}, Some(TOKEN))).await;
+    assert_eq!(refused.expect_err("not served there").code(), Code::Unimplemented);
+    server.stop().await;
+}
