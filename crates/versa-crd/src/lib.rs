@@ -12,6 +12,9 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub mod strategy;
+pub use strategy::Strategy;
+
 /// API group.
 pub const GROUP: &str = "serving.versa.dev";
 
@@ -137,6 +140,7 @@ fn default_mount_path() -> String {
 #[x_kube(validation = kube::core::Rule::new("!has(self.traffic) || self.traffic.all(k, has(self.labels) && k in self.labels)").message("every traffic key must be one of the model's labels"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.traffic) || size(self.traffic) == 0 || self.traffic.map(k, self.traffic[k]).sum() == 100").message("traffic weights must sum to 100"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.labels) || !has(self.versionPolicy) || !has(self.versionPolicy.specific) || self.labels.all(l, self.labels[l] in self.versionPolicy.specific.versions)").message("labels must point at versions the version policy serves"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.strategy) || !has(self.strategy.canary) || !has(self.traffic) || size(self.traffic) == 0").message("traffic and strategy.canary cannot be used together: the canary sets the weights"))]
 pub struct ModelSpec {
     /// Model name, as clients address it (`/v1/models/<name>`).
     #[schemars(length(min = 1, max = 253))]
@@ -160,6 +164,11 @@ pub struct ModelSpec {
     /// e.g. `{stable: 90, canary: 10}`. Weights sum to 100.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub traffic: BTreeMap<String, u32>,
+    /// How a change of the `stable` label rolls out: with `canary`, by
+    /// weighted steps judged by the sidecars' metrics, promoting or
+    /// aborting by itself. Absent: labels and traffic apply as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
 }
 
 /// Version policy: exactly one of `latest`, `all`, `specific`.

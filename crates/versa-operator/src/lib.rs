@@ -15,5 +15,6 @@ pub mod report;
 pub mod resources;
 pub mod sidecar;
 pub mod status;
+pub mod strategy;
 pub mod telemetry;
 pub mod validate;

@@ -191,6 +191,9 @@ fn model_problems(spec: &ModelDeploymentSpec, out: &mut Vec<String>) {
     let mut names = BTreeSet::new();
     for model in &spec.models {
         let m = &model.name;
+        if let Some(canary) = model.strategy.as_ref().and_then(|s| s.canary.as_ref()) {
+            canary_problems(model, canary, out);
+        }
         if m.is_empty() {
             out.push("every model needs a name".into());
         } else if !names.insert(m.as_str()) {
@@ -256,4 +259,36 @@ fn model_problems(spec: &ModelDeploymentSpec, out: &mut Vec<String>) {
             out.push(format!("model {m}: traffic weights sum to {total}, they must sum to 100"));
         }
     }
+}
+
+/// A model's `strategy.canary`: its own rules ([`crate::strategy::compile`])
+/// and how it fits the rest of the model.
+fn canary_problems(
+    model: &versa_crd::ModelSpec,
+    canary: &versa_crd::strategy::CanaryStrategy,
+    out: &mut Vec<String>,
+) {
+    let m = &model.name;
+    if !model.traffic.is_empty() {
+        out.push(format!(
+            "model {m}: traffic and strategy.canary cannot be used together: the canary sets the weights"
+        ));
+    }
+    if model.labels.contains_key(&canary.canary_label) {
+        out.push(format!(
+            "model {m}: labels.{label} is the rollout's own (strategy.canary.canaryLabel): remove it or choose another canaryLabel",
+            label = canary.canary_label
+        ));
+    }
+    if model.transition == versa_crd::Transition::ResourcePreserving {
+        out.push(format!(
+            "model {m}: a canary serves both versions at once: transition must be AvailabilityPreserving"
+        ));
+    }
+    if let Err(problems) = crate::strategy::compile(m, canary) {
+        out.extend(problems);
+    }
+    out.push(format!(
+        "model {m}: strategy.canary is not run by this version of the operator yet: remove it to roll out by labels and traffic"
+    ));
 }

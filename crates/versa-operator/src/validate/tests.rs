@@ -163,3 +163,27 @@ fn every_problem_is_reported_at_once() {
     );
     assert_eq!(problems("Bad.Name", &s, &SpecPolicy::default()).len(), 5);
 }
+
+#[test]
+fn a_canary_strategy_fits_the_rest_of_the_model() {
+    let strategy = "strategy: {canary: {steps: [{setWeight: 10}, {pause: {}}]}}";
+    let s = spec(&format!(
+        "[{{name: a, basePath: /m, transition: ResourcePreserving, labels: {{stable: 1, canary: 2}}, traffic: {{stable: 90, canary: 10}}, {strategy}}}]"
+    ));
+    let found = check(&s);
+    for expected in [
+        "model a: traffic and strategy.canary cannot be used together: the canary sets the weights",
+        "model a: labels.canary is the rollout's own (strategy.canary.canaryLabel)",
+        "model a: a canary serves both versions at once: transition must be AvailabilityPreserving",
+        "model a: strategy.canary is not run by this version of the operator yet",
+    ] {
+        assert!(found.iter().any(|p| p.starts_with(expected)), "missing {expected:?}: {found:?}");
+    }
+    // The strategy's own rules are reported too, by field.
+    let s = spec("[{name: a, basePath: /m, strategy: {canary: {steps: [{setWeight: 120}]}}}]");
+    let found = check(&s);
+    assert!(
+        found.iter().any(|p| p == "model a: strategy.canary.steps[0].setWeight: 120 exceeds 100"),
+        "{found:?}"
+    );
+}
