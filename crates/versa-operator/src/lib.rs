@@ -2,6 +2,7 @@
 //! validate → plan (pure) → apply (owned resources, per-Pod config reloads) →
 //! status.
 
+pub mod canary_serving;
 pub mod check;
 pub mod children;
 pub mod controller;

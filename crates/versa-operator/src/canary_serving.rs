@@ -1,0 +1,200 @@
+//! What a model's sidecars serve while a canary rolls out: the labels and
+//! weights that carry the step, and the versions that must stay loaded.
+//! Pure: the spec's labels, what the rollout knows (baseline, candidate,
+//! weight, outcome), the clock in; the served labels, traffic and kept
+//! versions out. The spec is never changed: the candidate's transient label
+//! and the weights live in the sidecars' config and in status only.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The label every client reaches by default.
+pub const STABLE: &str = "stable";
+
+/// Where one model's rollout stands, as status records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutView {
+    /// The version `stable` named before the commit (what the candidate is
+    /// measured against).
+    pub baseline: i64,
+    /// The version the spec's `stable` names now.
+    pub candidate: i64,
+    pub outcome: Outcome,
+}
+
+/// The rollout's outcome so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Walking the steps (or paused on one): the candidate takes `weight`
+    /// percent of the unlabelled requests.
+    InProgress { weight: u8 },
+    /// Every request on the candidate since `at_ms` (unix ms); the baseline
+    /// stays loaded for `unloadDelaySeconds`, for an instant rollback.
+    Promoted { at_ms: i64 },
+    /// Every request back on the baseline since `at_ms`; the candidate
+    /// stays loaded (serving nothing) for `abortUnloadDelaySeconds`.
+    Aborted { at_ms: i64 },
+}
+
+/// What the sidecars serve for the model.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Served {
+    pub labels: BTreeMap<String, i64>,
+    /// Empty: every unlabelled request goes to `stable`.
+    pub traffic: BTreeMap<String, u32>,
+    /// Versions to keep loaded beyond those the labels and the version
+    /// policy name.
+    pub keep_loaded: Vec<i64>,
+}
+
+/// How long finished rollouts keep the other version loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delays {
+    pub unload: Duration,
+    pub abort_unload: Duration,
+}
+
+/// The labels, weights and kept versions for `spec_labels` (the spec's,
+/// `stable` naming the candidate) under `rollout` at `now_ms`.
+pub fn served(
+    spec_labels: &BTreeMap<String, i64>,
+    canary_label: &str,
+    rollout: &RolloutView,
+    delays: Delays,
+    now_ms: i64,
+) -> Served {
+    let mut labels = spec_labels.clone();
+    let within = |at_ms: i64, delay: Duration| {
+        now_ms.saturating_sub(at_ms) < i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
+    };
+    match rollout.outcome {
+        Outcome::InProgress { weight } => {
+            let weight = u32::from(weight.min(100));
+            labels.insert(STABLE.to_owned(), rollout.baseline);
+            labels.insert(canary_label.to_owned(), rollout.candidate);
+            let traffic = [(STABLE.to_owned(), 100 - weight), (canary_label.to_owned(), weight)];
+            Served { labels, traffic: traffic.into(), keep_loaded: Vec::new() }
+        }
+        Outcome::Promoted { at_ms } => {
+            labels.insert(STABLE.to_owned(), rollout.candidate);
+            let keep = within(at_ms, delays.unload).then_some(rollout.baseline);
+            Served { labels, traffic: BTreeMap::new(), keep_loaded: keep.into_iter().collect() }
+        }
+        Outcome::Aborted { at_ms } => {
+            labels.insert(STABLE.to_owned(), rollout.baseline);
+            let keep = within(at_ms, delays.abort_unload).then_some(rollout.candidate);
+            Served { labels, traffic: BTreeMap::new(), keep_loaded: keep.into_iter().collect() }
+        }
+    }
+}
+
+/// What a change of the spec's `stable` label starts, given the version it
+/// named before (`previous`, from status) and the versions loaded on every
+/// Ready Pod now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Nothing to roll out: no previous stable (a first deployment), or
+    /// `stable` did not move.
+    Direct,
+    /// The rollout in progress goes on: `stable` still names its candidate.
+    Continue,
+    /// A rollback (or a move) to a version every Ready Pod still has
+    /// loaded: applied at once, no steps — the instant rollback.
+    Instant,
+    /// A new candidate: walk the steps from the first.
+    Canary { baseline: i64, candidate: i64 },
+}
+
+/// Decides how a move of `stable` from `previous` to `wanted` rolls out.
+/// `active` is a rollout in progress: a commit back to its baseline is an
+/// instant rollback, a commit to a third version restarts from the same
+/// baseline.
+pub fn start(
+    previous: Option<i64>,
+    wanted: i64,
+    active: Option<&RolloutView>,
+    loaded_everywhere: &[i64],
+) -> Start {
+    if let Some(r) = active.filter(|r| matches!(r.outcome, Outcome::InProgress { .. })) {
+        return if wanted == r.baseline {
+            Start::Instant
+        } else if wanted == r.candidate {
+            Start::Continue
+        } else {
+            Start::Canary { baseline: r.baseline, candidate: wanted }
+        };
+    }
+    match previous {
+        None => Start::Direct,
+        Some(p) if p == wanted => Start::Direct,
+        Some(_) if loaded_everywhere.contains(&wanted) => Start::Instant,
+        Some(p) => Start::Canary { baseline: p, candidate: wanted },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DELAYS: Delays =
+        Delays { unload: Duration::from_secs(300), abort_unload: Duration::from_secs(30) };
+
+    fn labels(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+
+    fn view(outcome: Outcome) -> RolloutView {
+        RolloutView { baseline: 41, candidate: 42, outcome }
+    }
+
+    #[test]
+    fn a_step_serves_the_baseline_as_stable_and_the_candidate_under_its_label() {
+        let spec = labels(&[("stable", 42), ("shadow", 7)]);
+        let s = served(&spec, "canary", &view(Outcome::InProgress { weight: 10 }), DELAYS, 0);
+        assert_eq!(s.labels, labels(&[("stable", 41), ("canary", 42), ("shadow", 7)]));
+        let traffic: Vec<(&str, u32)> = s.traffic.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(traffic, [("canary", 10), ("stable", 90)]);
+        assert_eq!(traffic.iter().map(|(_, w)| w).sum::<u32>(), 100, "weights sum to 100");
+        let over = served(&spec, "canary", &view(Outcome::InProgress { weight: 250 }), DELAYS, 0);
+        assert_eq!(over.traffic["stable"], 0, "a weight over 100 is clamped");
+    }
+
+    #[test]
+    fn after_promotion_the_baseline_stays_loaded_for_the_unload_delay_only() {
+        let spec = labels(&[("stable", 42)]);
+        let promoted = view(Outcome::Promoted { at_ms: 1_000 });
+        let soon = served(&spec, "canary", &promoted, DELAYS, 1_000 + 299_999);
+        assert_eq!((soon.labels, soon.traffic.is_empty()), (labels(&[("stable", 42)]), true));
+        assert_eq!(soon.keep_loaded, [41]);
+        assert!(served(&spec, "canary", &promoted, DELAYS, 301_000).keep_loaded.is_empty());
+    }
+
+    #[test]
+    fn after_an_abort_everything_is_on_the_baseline_and_the_candidate_goes_later() {
+        let spec = labels(&[("stable", 42)]);
+        let aborted = view(Outcome::Aborted { at_ms: 0 });
+        let s = served(&spec, "canary", &aborted, DELAYS, 29_999);
+        assert_eq!(s.labels, labels(&[("stable", 41)]), "the spec still names 42: status says why");
+        assert!(s.traffic.is_empty());
+        assert_eq!(s.keep_loaded, [42]);
+        assert!(served(&spec, "canary", &aborted, DELAYS, 30_000).keep_loaded.is_empty());
+    }
+
+    #[test]
+    fn rollbacks_to_loaded_versions_skip_the_steps() {
+        assert_eq!(start(None, 42, None, &[]), Start::Direct, "first deployment");
+        assert_eq!(start(Some(42), 42, None, &[42]), Start::Direct);
+        assert_eq!(start(Some(41), 42, None, &[41]), Start::Canary { baseline: 41, candidate: 42 });
+        // Promoted 42, 41 still loaded (unload delay): a commit back is instant.
+        assert_eq!(start(Some(42), 41, None, &[41, 42]), Start::Instant);
+        // Mid-rollout: back to the baseline is instant; a third version
+        // restarts against the same baseline.
+        let active = view(Outcome::InProgress { weight: 25 });
+        assert_eq!(start(Some(41), 41, Some(&active), &[41, 42]), Start::Instant);
+        assert_eq!(
+            start(Some(41), 43, Some(&active), &[41, 42]),
+            Start::Canary { baseline: 41, candidate: 43 }
+        );
+        assert_eq!(start(Some(41), 42, Some(&active), &[41, 42]), Start::Continue);
+    }
+}
