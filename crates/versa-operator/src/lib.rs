@@ -15,6 +15,7 @@ pub mod pod_security;
 pub mod report;
 pub mod resources;
 pub mod sidecar;
+pub mod snapshots;
 pub mod status;
 pub mod strategy;
 pub mod telemetry;

@@ -1,6 +1,7 @@
 //! Talking to one Pod's sidecar over its ModelService: what it serves
-//! (`GetModelStatus`) and what it must serve (`HandleReloadConfigRequest`).
-//! Every call carries the bearer token and a deadline.
+//! (`GetModelStatus`), what it must serve (`HandleReloadConfigRequest`) and
+//! its request counters (`versa.v1.Telemetry/Snapshot`, for canary
+//! analysis). Every call carries the bearer token and a deadline.
 
 use crate::plan::{PodModels, VersionState};
 use std::collections::BTreeMap;
@@ -13,6 +14,8 @@ use versa_proto::serving::model_version_status::State;
 use versa_proto::serving::{
     GetModelStatusRequest, ModelServerConfig, ModelSpec, ModelVersionStatus, ReloadConfigRequest,
 };
+use versa_proto::versa::v1::telemetry_client::TelemetryClient;
+use versa_proto::versa::v1::{SnapshotRequest, SnapshotResponse};
 
 /// A sidecar call that failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,7 @@ pub use versa_proto::headers::LEADER_EPOCH as LEADER_EPOCH_HEADER;
 pub struct Sidecar {
     address: String,
     client: ModelServiceClient<Channel>,
+    telemetry: TelemetryClient<Channel>,
     token: MetadataValue<tonic::metadata::Ascii>,
     timeout: Duration,
     /// The leader epoch reloads carry (fencing a replaced leader).
@@ -84,7 +88,8 @@ impl Sidecar {
         let token = format!("Bearer {token}").parse().map_err(|_| SidecarError::Token)?;
         Ok(Self {
             address,
-            client: ModelServiceClient::new(channel),
+            client: ModelServiceClient::new(channel.clone()),
+            telemetry: TelemetryClient::new(channel),
             token,
             timeout: options.call_timeout,
             epoch: None,
@@ -128,6 +133,20 @@ impl Sidecar {
             out.insert(name.clone(), versions);
         }
         Ok(out)
+    }
+
+    /// The sidecar's cumulative request counters
+    /// ([`crate::snapshots::to_snapshot`] reads them).
+    pub async fn snapshot(&self) -> Result<SnapshotResponse, SidecarError> {
+        let request = self.request(SnapshotRequest {});
+        match self.telemetry.clone().snapshot(request).await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(SidecarError::Call {
+                call: "Telemetry/Snapshot",
+                address: self.address.clone(),
+                status: Box::new(status),
+            }),
+        }
     }
 
     /// Sends the whole config. OK means the sidecar has it in force (new

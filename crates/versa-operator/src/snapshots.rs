@@ -1,0 +1,179 @@
+//! A sidecar's `versa.v1.Telemetry/Snapshot` answer as the decision core
+//! reads it: cumulative counters per (model, version), summed over the
+//! labels that reached the version. Pure; the answer is checked, since the
+//! serving image is the ModelDeployment author's: a malformed one is an
+//! error for that Pod's window, never data.
+
+use std::collections::BTreeMap;
+use versa_analysis::{
+    Bucket, ErrorCounts, Histogram, SeriesCounters, SeriesKey, Snapshot, Timestamp,
+};
+use versa_proto::versa::v1::{LatencyHistogram, SnapshotResponse};
+
+/// Why an answer cannot be read as counters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{model} v{version}: latency buckets are not in ascending order of bound")]
+    UnorderedBuckets { model: String, version: i64 },
+    #[error("{model} v{version}: a latency bucket holds more than the histogram's count")]
+    BucketOverCount { model: String, version: i64 },
+    #[error("{model} v{version}: latency sum is not a finite, non-negative number")]
+    BadSum { model: String, version: i64 },
+    #[error("{model} v{version}: its labels report different latency buckets")]
+    MixedBuckets { model: String, version: i64 },
+    #[error("{model} v{version}: more errors or latency observations than requests")]
+    MoreThanRequests { model: String, version: i64 },
+}
+
+/// The decision core's [`Snapshot`] of one answer.
+pub fn to_snapshot(answer: &SnapshotResponse) -> Result<Snapshot, SnapshotError> {
+    let mut series: BTreeMap<SeriesKey, SeriesCounters> = BTreeMap::new();
+    for s in &answer.series {
+        let (model, version) = (s.model.clone(), s.version);
+        let latency = histogram(s.latency.as_ref(), &model, version)?;
+        let errors = s.errors.unwrap_or_default();
+        let errors =
+            ErrorCounts { server: errors.server, model: errors.model, client: errors.client };
+        let failed = errors.server.saturating_add(errors.model).saturating_add(errors.client);
+        if failed > s.requests || latency.count > s.requests {
+            return Err(SnapshotError::MoreThanRequests { model, version });
+        }
+        let entry = series.entry(SeriesKey::new(model.clone(), version)).or_default();
+        add(entry, &SeriesCounters { requests: s.requests, errors, latency })
+            .ok_or(SnapshotError::MixedBuckets { model, version })?;
+    }
+    Ok(Snapshot {
+        process_start: Timestamp::from_millis(answer.process_start_unix_ms),
+        taken_at: Timestamp::from_millis(answer.taken_at_unix_ms),
+        series,
+    })
+}
+
+fn histogram(
+    h: Option<&LatencyHistogram>,
+    model: &str,
+    version: i64,
+) -> Result<Histogram, SnapshotError> {
+    let Some(h) = h else { return Ok(Histogram::default()) };
+    let err = |e: fn(String, i64) -> SnapshotError| e(model.to_owned(), version);
+    let ascending = h.buckets.windows(2).all(|w| w[0].le_seconds < w[1].le_seconds)
+        && h.buckets.iter().all(|b| b.le_seconds.is_finite());
+    if !ascending {
+        return Err(err(|model, version| SnapshotError::UnorderedBuckets { model, version }));
+    }
+    let cumulative = h.buckets.windows(2).all(|w| w[0].count <= w[1].count);
+    if !cumulative || h.buckets.last().is_some_and(|b| b.count > h.count) {
+        return Err(err(|model, version| SnapshotError::BucketOverCount { model, version }));
+    }
+    if !(h.sum_seconds.is_finite() && h.sum_seconds >= 0.0) {
+        return Err(err(|model, version| SnapshotError::BadSum { model, version }));
+    }
+    Ok(Histogram {
+        buckets: h.buckets.iter().map(|b| Bucket { le: b.le_seconds, count: b.count }).collect(),
+        count: h.count,
+        sum: h.sum_seconds,
+    })
+}
+
+/// Adds one label's counters to a version's; `None` when their buckets differ.
+fn add(total: &mut SeriesCounters, more: &SeriesCounters) -> Option<()> {
+    let first = total.latency.buckets.is_empty() && total.latency.count == 0;
+    if !first {
+        let same = total.latency.buckets.len() == more.latency.buckets.len()
+            && total.latency.buckets.iter().zip(&more.latency.buckets).all(|(a, b)| a.le == b.le);
+        if !same {
+            return None;
+        }
+    }
+    total.requests = total.requests.saturating_add(more.requests);
+    total.errors.server = total.errors.server.saturating_add(more.errors.server);
+    total.errors.model = total.errors.model.saturating_add(more.errors.model);
+    total.errors.client = total.errors.client.saturating_add(more.errors.client);
+    if first {
+        total.latency.buckets = more.latency.buckets.clone();
+    } else {
+        for (mine, theirs) in total.latency.buckets.iter_mut().zip(&more.latency.buckets) {
+            mine.count = mine.count.saturating_add(theirs.count);
+        }
+    }
+    total.latency.count = total.latency.count.saturating_add(more.latency.count);
+    total.latency.sum += more.latency.sum;
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use versa_proto::versa::v1 as pb;
+
+    fn series(
+        label: &str,
+        requests: u64,
+        server: u64,
+        buckets: &[(f64, u64)],
+    ) -> pb::SeriesCounters {
+        let count = requests - server;
+        pb::SeriesCounters {
+            model: "fraud".into(),
+            version: 42,
+            label: label.into(),
+            requests,
+            errors: Some(pb::ErrorCounts { server, model: 0, client: 1 }),
+            latency: Some(pb::LatencyHistogram {
+                buckets: buckets
+                    .iter()
+                    .map(|(le, c)| pb::Bucket { le_seconds: *le, count: *c })
+                    .collect(),
+                count,
+                sum_seconds: 0.5,
+            }),
+        }
+    }
+
+    fn answer(series: Vec<pb::SeriesCounters>) -> SnapshotResponse {
+        SnapshotResponse { process_start_unix_ms: 1_000, taken_at_unix_ms: 5_000, series }
+    }
+
+    #[test]
+    fn labels_of_one_version_are_summed_into_its_series() {
+        let a = answer(vec![
+            series("stable", 10, 2, &[(0.01, 3), (0.1, 8)]),
+            series("", 5, 0, &[(0.01, 1), (0.1, 5)]),
+        ]);
+        let s = to_snapshot(&a).expect("valid");
+        assert_eq!(
+            (s.process_start, s.taken_at),
+            (Timestamp::from_millis(1_000), Timestamp::from_millis(5_000))
+        );
+        let c = &s.series[&SeriesKey::new("fraud", 42)];
+        assert_eq!((c.requests, c.errors.server, c.errors.client), (15, 2, 2));
+        assert_eq!(c.latency.count, 13);
+        assert_eq!(c.latency.buckets.iter().map(|b| b.count).collect::<Vec<_>>(), [4, 13]);
+        assert!((c.latency.sum - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn malformed_answers_are_errors_not_data() {
+        let bad = |s: pb::SeriesCounters| to_snapshot(&answer(vec![s])).expect_err("malformed");
+        assert!(matches!(
+            bad(series("", 10, 0, &[(0.1, 3), (0.01, 5)])),
+            SnapshotError::UnorderedBuckets { .. }
+        ));
+        assert!(matches!(
+            bad(series("", 10, 0, &[(0.1, 11)])),
+            SnapshotError::BucketOverCount { .. }
+        ));
+        assert!(matches!(
+            bad(series("", 10, 0, &[(0.1, 5), (1.0, 4)])),
+            SnapshotError::BucketOverCount { .. }
+        ));
+        let mut nan = series("", 10, 0, &[(0.1, 5)]);
+        nan.latency.as_mut().expect("latency").sum_seconds = f64::NAN;
+        assert!(matches!(bad(nan), SnapshotError::BadSum { .. }));
+        let mut over = series("", 3, 0, &[]);
+        over.errors = Some(pb::ErrorCounts { server: 2, model: 1, client: 1 });
+        assert!(matches!(bad(over), SnapshotError::MoreThanRequests { .. }));
+        let mixed = answer(vec![series("a", 5, 0, &[(0.1, 1)]), series("b", 5, 0, &[(0.2, 1)])]);
+        assert!(matches!(to_snapshot(&mixed), Err(SnapshotError::MixedBuckets { .. })));
+    }
+}
