@@ -88,6 +88,33 @@ pub fn served(
     }
 }
 
+/// The model the planner is given while `rollout` runs: the spec's model
+/// with the served labels and weights, and — when the spec lists specific
+/// versions — every version a served label names or the rollout keeps
+/// added to them, so the planner's unloading phase never drops the
+/// baseline under `stable` or a version kept for a rollback. (`latest` and
+/// `all` policies serve what is on disk: the versions must be among them.)
+pub fn planned_model(
+    spec: &versa_crd::ModelSpec,
+    canary_label: &str,
+    rollout: &RolloutView,
+    delays: Delays,
+    now_ms: i64,
+) -> versa_crd::ModelSpec {
+    let served = served(&spec.labels, canary_label, rollout, delays, now_ms);
+    let mut model = spec.clone();
+    if let Some(specific) = model.version_policy.as_mut().and_then(|p| p.specific.as_mut()) {
+        let mut versions: std::collections::BTreeSet<i64> =
+            specific.versions.iter().copied().collect();
+        versions.extend(served.labels.values().copied());
+        versions.extend(served.keep_loaded.iter().copied());
+        specific.versions = versions.into_iter().collect();
+    }
+    model.labels = served.labels;
+    model.traffic = served.traffic;
+    model
+}
+
 /// What a change of the spec's `stable` label starts, given the version it
 /// named before (`previous`, from status) and the versions loaded on every
 /// Ready Pod now.
@@ -178,6 +205,33 @@ mod tests {
         assert!(s.traffic.is_empty());
         assert_eq!(s.keep_loaded, [42]);
         assert!(served(&spec, "canary", &aborted, DELAYS, 30_000).keep_loaded.is_empty());
+    }
+
+    #[test]
+    fn the_planner_keeps_every_version_a_served_label_or_a_rollback_needs() {
+        let spec: versa_crd::ModelSpec = serde_yaml::from_str(
+            "{name: fraud, basePath: /m, versionPolicy: {specific: {versions: [42]}}, labels: {stable: 42}}",
+        )
+        .expect("model");
+        let versions = |m: &versa_crd::ModelSpec| {
+            m.version_policy.as_ref().and_then(|p| p.specific.as_ref()).map(|s| s.versions.clone())
+        };
+        let step =
+            planned_model(&spec, "canary", &view(Outcome::InProgress { weight: 10 }), DELAYS, 0);
+        assert_eq!(versions(&step), Some(vec![41, 42]), "the baseline serves stable");
+        assert_eq!(step.labels, labels(&[("stable", 41), ("canary", 42)]));
+        assert_eq!(step.traffic.values().sum::<u32>(), 100);
+        let promoted = view(Outcome::Promoted { at_ms: 0 });
+        assert_eq!(
+            versions(&planned_model(&spec, "canary", &promoted, DELAYS, 1)),
+            Some(vec![41, 42])
+        );
+        assert_eq!(
+            versions(&planned_model(&spec, "canary", &promoted, DELAYS, 300_000)),
+            Some(vec![42]),
+            "the baseline goes after the unload delay"
+        );
+        assert_eq!(spec.labels, labels(&[("stable", 42)]), "the spec itself is untouched");
     }
 
     #[test]
