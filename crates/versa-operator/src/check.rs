@@ -173,41 +173,61 @@ impl std::fmt::Display for Access {
     }
 }
 
+/// Everything the operator does to objects where it watches, as
+/// (API group, resource with subresource, verbs): the chart's RBAC
+/// (`templates/rbac.yaml`), which a test holds equal to it both ways.
+pub const WATCHED_ACCESS: &[(&str, &str, &[&str])] = &[
+    ("serving.versa.dev", "modeldeployments", &["get", "list", "watch"]),
+    ("serving.versa.dev", "modeldeployments/status", &["get", "patch"]),
+    ("apps", "deployments", &["get", "list", "watch", "create", "patch"]),
+    ("apps", "replicasets", &["list"]),
+    ("", "services", &["get", "create", "patch"]),
+    ("", "configmaps", &["get", "create", "patch"]),
+    ("", "secrets", &["get", "create", "patch"]),
+    ("", "pods", &["get", "list", "watch"]),
+    ("events.k8s.io", "events", &["create", "patch"]),
+];
+
+/// With `--network_policy`.
+pub const NETWORK_POLICY_ACCESS: (&str, &str, &[&str]) =
+    ("networking.k8s.io", "networkpolicies", &["get", "create", "patch"]);
+
+/// With leader election, in the Lease's namespace.
+pub const LEASE_ACCESS: (&str, &str, &[&str]) =
+    ("coordination.k8s.io", "leases", &["get", "create", "update"]);
+
+/// The installation check's own read of the CRD (by name; the check fails
+/// by itself when it is refused).
+pub const CRD_ACCESS: (&str, &str, &[&str]) =
+    ("apiextensions.k8s.io", "customresourcedefinitions", &["get"]);
+
 /// What the operator needs: the chart's RBAC, seen from the other side.
 pub fn needed_access(options: &CheckOptions) -> Vec<Access> {
-    let watched = |group, resource, subresource, verb| Access {
-        group,
-        resource,
-        subresource,
-        verb,
-        namespace: options.namespace.clone(),
-    };
-    let mut needed = vec![
-        watched("serving.versa.dev", "modeldeployments", None, "watch"),
-        watched("serving.versa.dev", "modeldeployments", Some("status"), "patch"),
-        watched("apps", "deployments", None, "create"),
-        watched("apps", "deployments", None, "patch"),
-        watched("apps", "deployments", None, "watch"),
-        watched("apps", "replicasets", None, "list"),
-        watched("", "pods", None, "watch"),
-        watched("", "services", None, "patch"),
-        watched("", "configmaps", None, "patch"),
-        watched("", "secrets", None, "create"),
-        watched("events.k8s.io", "events", None, "create"),
-    ];
+    let expand =
+        |(group, resource, verbs): (&'static str, &'static str, &'static [&'static str]),
+         namespace: Option<String>| {
+            let (resource, subresource) = match resource.split_once('/') {
+                Some((r, sub)) => (r, Some(sub)),
+                None => (resource, None),
+            };
+            verbs
+                .iter()
+                .map(move |verb| Access {
+                    group,
+                    resource,
+                    subresource,
+                    verb,
+                    namespace: namespace.clone(),
+                })
+                .collect::<Vec<_>>()
+        };
+    let mut needed: Vec<Access> =
+        WATCHED_ACCESS.iter().flat_map(|rule| expand(*rule, options.namespace.clone())).collect();
     if options.network_policy {
-        needed.push(watched("networking.k8s.io", "networkpolicies", None, "patch"));
+        needed.extend(expand(NETWORK_POLICY_ACCESS, options.namespace.clone()));
     }
     if let Some(lease) = &options.lease {
-        for verb in ["get", "update"] {
-            needed.push(Access {
-                group: "coordination.k8s.io",
-                resource: "leases",
-                subresource: None,
-                verb,
-                namespace: Some(lease.namespace.clone()),
-            });
-        }
+        needed.extend(expand(LEASE_ACCESS, Some(lease.namespace.clone())));
     }
     needed
 }

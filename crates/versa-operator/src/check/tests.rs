@@ -114,3 +114,68 @@ fn findings_print_ok_or_the_problem() {
     assert_eq!(Finding::ok("list ModelDeployments").to_string(), "ok    list ModelDeployments");
     assert_eq!(Finding::failed("x", "forbidden").to_string(), "FAIL  x: forbidden");
 }
+
+/// The rules of the chart's RBAC template, as (group, resource, verb): its
+/// rules are written as flow lists, one key per line.
+fn chart_rules() -> std::collections::BTreeSet<(String, String, String)> {
+    let path =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/versa-operator/templates/rbac.yaml");
+    let text = std::fs::read_to_string(path).expect("rbac.yaml");
+    let list = |line: &str, key: &str| -> Option<Vec<String>> {
+        let rest = line.trim().trim_start_matches("- ").strip_prefix(key)?;
+        let inner = rest.trim().strip_prefix('[')?.strip_suffix(']')?;
+        Some(inner.split(',').map(|s| s.trim().trim_matches('"').to_owned()).collect())
+    };
+    let mut rules = std::collections::BTreeSet::new();
+    let (mut groups, mut resources) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        if let Some(g) = list(line, "apiGroups:") {
+            groups = g;
+        } else if let Some(r) = list(line, "resources:") {
+            resources = r;
+        } else if let Some(verbs) = list(line, "verbs:") {
+            for g in &groups {
+                for r in &resources {
+                    for v in &verbs {
+                        rules.insert((g.clone(), r.clone(), v.clone()));
+                    }
+                }
+            }
+        }
+    }
+    rules
+}
+
+#[test]
+fn the_access_checked_is_exactly_the_charts_rbac() {
+    let options = CheckOptions {
+        namespace: None,
+        lease: Some(LeaseRef {
+            namespace: "versa-system".into(),
+            name: "versa-operator".into(),
+            duration: std::time::Duration::from_secs(15),
+        }),
+        network_policy: true,
+    };
+    let checked: std::collections::BTreeSet<(String, String, String)> = needed_access(&options)
+        .iter()
+        .map(|a| {
+            let resource = match a.subresource {
+                Some(sub) => format!("{}/{sub}", a.resource),
+                None => a.resource.to_owned(),
+            };
+            (a.group.to_owned(), resource, a.verb.to_owned())
+        })
+        .collect();
+    let mut checked = checked;
+    let (group, resource, verbs) = CRD_ACCESS;
+    checked.extend(verbs.iter().map(|v| (group.to_owned(), resource.to_owned(), (*v).to_owned())));
+    let chart = chart_rules();
+    assert!(chart.len() > 20, "the template's rules were not read: {chart:?}");
+    let granted_unchecked: Vec<_> = chart.difference(&checked).collect();
+    let checked_not_granted: Vec<_> = checked.difference(&chart).collect();
+    assert!(
+        granted_unchecked.is_empty() && checked_not_granted.is_empty(),
+        "granted but not checked: {granted_unchecked:?}; checked but not granted: {checked_not_granted:?}"
+    );
+}
