@@ -7,6 +7,7 @@ pub mod guard;
 use crate::admission::Ticket;
 use crate::core::ReloadOutcome;
 use crate::error::{ServingError, proto_code};
+use crate::recorded::Recorded;
 use crate::serving::{Answered, ModelRequest, Serving, check_input_names, select_outputs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,10 +96,12 @@ impl PredictionService for Serving {
         let body = request.into_inner();
         let Some(spec) = body.model_spec.as_ref() else { return Err(missing_spec()) };
         let model = ModelRequest::from_spec(spec).with_route_key(key);
-        let mut answered = Answered::default();
-        let result = self.predict_proto(&model, body, deadline, &mut answered, ticket).await;
+        let mut recorded = Recorded::new(self, &model.name, ("Predict", "GRPC"), started, deadline);
+        let result =
+            self.predict_proto(&model, body, deadline, &mut recorded.answered, ticket).await;
         let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
-        self.record(&model.name, &answered, "Predict", "GRPC", code, started.elapsed());
+        let answered = recorded.answered.clone();
+        recorded.finish(code);
         let mut response = Response::new(result?);
         tell_client(response.metadata_mut(), &answered);
         Ok(response)

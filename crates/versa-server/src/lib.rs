@@ -17,6 +17,7 @@ pub mod listener;
 pub mod metrics;
 mod panics;
 mod ports;
+mod recorded;
 pub mod rest;
 pub mod serving;
 mod startup;

@@ -35,12 +35,25 @@ struct Server {
 /// Telemetry on a port of their own behind a token; 1 MiB of request bytes
 /// in flight at most, so a request that broadcasts one value over a large
 /// shape is shed (RESOURCE_EXHAUSTED) after its version is chosen.
-async fn start() -> Server {
+/// With `slow`, also model `slow` (version 1, a MobileNetV2-sized CNN),
+/// and 256 MiB in flight.
+async fn start(slow: bool) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = dir.path().join("fraud");
     for v in [1, 2] {
         versa_testmodels::write_version(&base, v, &versa_testmodels::versioned(v)).expect("model");
     }
+    let slow_base = dir.path().join("slow");
+    let slow_config = if slow {
+        versa_testmodels::write_version(&slow_base, 1, &versa_testmodels::mobilenet_v2_like())
+            .expect("model");
+        format!(
+            r#"config {{ name: "slow" base_path: "{}" model_platform: "onnx" }}"#,
+            slow_base.display()
+        )
+    } else {
+        String::new()
+    };
     let config = dir.path().join("models.config");
     std::fs::write(
         &config,
@@ -54,6 +67,7 @@ async fn start() -> Server {
     version_labels {{ key: "stable" value: 1 }}
     version_labels {{ key: "canary" value: 2 }}
   }}
+  {slow_config}
 }}"#,
             base.display()
         ),
@@ -62,6 +76,8 @@ async fn start() -> Server {
     let token = dir.path().join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
     let (grpc, rest, admin) = (free_port(), free_port(), free_port());
+    // The slow model's abandoned runs hold their inputs until they end.
+    let in_flight = if slow { 256 << 20 } else { 1 << 20 };
     let flags = Flags::try_parse_from([
         "versa-server".to_owned(),
         "--bind_address=127.0.0.1".to_owned(),
@@ -70,7 +86,7 @@ async fn start() -> Server {
         format!("--model_service_port={admin}"),
         format!("--model_service_token_file={}", token.display()),
         format!("--model_config_file={}", config.display()),
-        "--max_inflight_request_bytes=1048576".to_owned(),
+        format!("--max_inflight_request_bytes={in_flight}"),
     ])
     .expect("flags");
     let startup = versa_server::prepare(flags).expect("start-up");
@@ -79,7 +95,10 @@ async fn start() -> Server {
         let _ = stopped.await;
     }));
     let server = Server { _dir: dir, grpc, rest, admin, stop: Some(stop), task };
-    server.wait_until_available().await;
+    server.wait_until_available("fraud", 2).await;
+    if slow {
+        server.wait_until_available("slow", 1).await;
+    }
     server
 }
 
@@ -108,19 +127,19 @@ impl Server {
         }
     }
 
-    async fn wait_until_available(&self) {
+    async fn wait_until_available(&self, model: &str, versions: usize) {
         let mut models = ModelServiceClient::new(Self::channel(self.admin).await);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
-            let spec = ModelSpec { name: "fraud".into(), ..ModelSpec::default() };
+            let spec = ModelSpec { name: model.into(), ..ModelSpec::default() };
             let request = GetModelStatusRequest { model_spec: Some(spec) };
             if let Ok(status) = models.get_model_status(authed(request, Some(TOKEN))).await {
-                let versions = &status.get_ref().model_version_status;
-                if versions.len() == 2 && versions.iter().all(|v| v.state == 30) {
+                let status = &status.get_ref().model_version_status;
+                if status.len() == versions && status.iter().all(|v| v.state == 30) {
                     return;
                 }
             }
-            assert!(tokio::time::Instant::now() < deadline, "fraud 1 and 2 never became AVAILABLE");
+            assert!(tokio::time::Instant::now() < deadline, "{model} never became AVAILABLE");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -240,7 +259,7 @@ fn counts(s: &SeriesCounters) -> (u64, u64, u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_count_every_answered_request_by_version_label_and_class() {
-    let server = start().await;
+    let server = start(false).await;
     let mut predict = PredictionServiceClient::new(Server::channel(server.grpc).await);
     let v1 = model_spec::VersionChoice::Version(1);
     send(&mut predict, label("stable"), Kind::Good, 4, Code::Ok).await;
@@ -293,7 +312,7 @@ async fn snapshots_count_every_answered_request_by_version_label_and_class() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_model_service_token_guards_it_and_refusals_are_counted() {
-    let server = start().await;
+    let server = start(false).await;
     let mut client = server.telemetry().await;
     let missing = client.snapshot(authed(SnapshotRequest {}, None)).await.expect_err("no token");
     assert_eq!(missing.code(), Code::Unauthenticated);
@@ -307,5 +326,67 @@ async fn the_model_service_token_guards_it_and_refusals_are_counted() {
     let mut elsewhere = TelemetryClient::new(Server::channel(server.grpc).await);
     let refused = elsewhere.snapshot(authed(SnapshotRequest {}, Some(TOKEN))).await;
     assert_eq!(refused.expect_err("not served there").code(), Code::Unimplemented);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_their_deadline_or_abandoned_are_counted_as_errors_of_their_version() {
+    let server = start(true).await;
+    let mut predict = PredictionServiceClient::new(Server::channel(server.grpc).await);
+    let image = TensorProto {
+        dtype: DataType::DtFloat as i32,
+        tensor_shape: Some(TensorShapeProto {
+            dim: [8, 3, 224, 224]
+                .into_iter()
+                .map(|size| tensor_shape_proto::Dim { size, name: String::new() })
+                .collect(),
+            unknown_rank: false,
+        }),
+        float_val: vec![0.5],
+        ..TensorProto::default()
+    };
+    const LATE: u64 = 3;
+    const PATIENCE: Duration = Duration::from_millis(25);
+    for _ in 0..LATE {
+        let mut request = Request::new(PredictRequest {
+            model_spec: Some(ModelSpec { name: "slow".into(), ..ModelSpec::default() }),
+            inputs: [("image".to_owned(), image.clone())].into_iter().collect(),
+            ..PredictRequest::default()
+        });
+        // Long enough to reach the handler (and be attributed to a
+        // version), far shorter than a run of 8 images: tonic or the
+        // handler gives up first.
+        request.set_timeout(PATIENCE);
+        let status = predict.predict(request).await.expect_err("too slow");
+        assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled), "{status:?}");
+    }
+    // Clients that give up without telling a deadline: their handlers are
+    // dropped (stream reset) and recorded as CANCELLED, the client's doing.
+    const GONE: u64 = 2;
+    for _ in 0..GONE {
+        let request = PredictRequest {
+            model_spec: Some(ModelSpec { name: "slow".into(), ..ModelSpec::default() }),
+            inputs: [("image".to_owned(), image.clone())].into_iter().collect(),
+            ..PredictRequest::default()
+        };
+        let call = predict.predict(request);
+        let given_up = tokio::time::timeout(PATIENCE, call).await;
+        assert!(given_up.is_err(), "the client gave up first");
+    }
+    // Dropped handlers are recorded as they are dropped: wait for all.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let snapshot = server.snapshot().await;
+        let late = snapshot.series.iter().find(|s| s.model == "slow");
+        if let Some(s) = late
+            && s.requests == LATE + GONE
+        {
+            assert_eq!(s.version, 1);
+            assert_eq!(counts(s), (LATE + GONE, LATE, GONE, 0), "{s:#?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not all counted: {snapshot:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.stop().await;
 }

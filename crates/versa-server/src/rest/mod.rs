@@ -9,6 +9,7 @@ pub mod tensors;
 
 use crate::admission::Ticket;
 use crate::error::ServingError;
+use crate::recorded::Recorded;
 use crate::serving::{Answered, ModelRequest, Serving, select_outputs};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -238,10 +239,12 @@ async fn predict(
     started: std::time::Instant,
 ) -> Response {
     let deadline = crate::deadline::after(app.options.timeout);
-    let mut answered = Answered::default();
-    let result = predict_json(app, &request, headers, body, deadline, &mut answered).await;
+    let mut recorded =
+        Recorded::new(&app.serving, &request.name, ("predict", "REST"), started, Some(deadline));
+    let result = predict_json(app, &request, headers, body, deadline, &mut recorded.answered).await;
     let code = result.as_ref().map_or_else(|f| f.error.code, |_| Code::Ok);
-    app.serving.record(&request.name, &answered, "predict", "REST", code, started.elapsed());
+    let answered = recorded.answered.clone();
+    recorded.finish(code);
     match result {
         Ok((body, ticket)) => {
             // The answer holds the request's bytes until it is sent.
