@@ -22,6 +22,7 @@ mod cluster;
 pub mod helm;
 pub mod kubelet;
 mod process;
+pub mod serving;
 pub mod versa;
 
 pub use cluster::{ClusterOptions, TestCluster, k8s_bin_dir};

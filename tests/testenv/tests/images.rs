@@ -95,22 +95,8 @@ async fn the_server_image_serves_a_mounted_model_like_tensorflow_servings_image(
     let (status, body) =
         rest(&ip, "/v1/models/versioned:predict", Some(r#"{"instances": [[0, 0, 0, 0]]}"#)).await;
     assert_eq!(status, 200, "{body}");
-    let mut grpc = versa_proto::serving::model_service_client::ModelServiceClient::connect(
-        format!("http://{ip}:8500"),
-    )
-    .await
-    .expect("gRPC on 8500");
-    let status = grpc
-        .get_model_status(versa_proto::serving::GetModelStatusRequest {
-            model_spec: Some(versa_proto::serving::ModelSpec {
-                name: "versioned".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("gRPC status")
-        .into_inner();
-    assert_eq!(status.model_version_status[0].version, 3);
+    let version = versa_testenv::serving::grpc_model_version(&ip, "versioned").await;
+    assert_eq!(version.expect("gRPC status on 8500"), 3);
 
     // The process is the image's entrypoint, inside the image's root, as 65532.
     let pid = f.kubelet.pod_pid("default", "tf-serving-style").expect("a process");

@@ -64,22 +64,8 @@ async fn answers(ip: &str) {
     let status =
         reqwest::get(format!("http://{ip}:8501/v1/models/versioned")).await.expect("REST").status();
     assert_eq!(status, 200, "REST on {ip}");
-    let mut grpc = versa_proto::serving::model_service_client::ModelServiceClient::connect(
-        format!("http://{ip}:8500"),
-    )
-    .await
-    .expect("gRPC connect");
-    let status = grpc
-        .get_model_status(versa_proto::serving::GetModelStatusRequest {
-            model_spec: Some(versa_proto::serving::ModelSpec {
-                name: "versioned".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("gRPC status")
-        .into_inner();
-    assert_eq!(status.model_version_status[0].version, 3);
+    let version = versa_testenv::serving::grpc_model_version(ip, "versioned").await;
+    assert_eq!(version.expect("gRPC status on 8500"), 3);
 }
 
 #[tokio::test]

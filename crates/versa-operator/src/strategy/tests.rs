@@ -70,23 +70,7 @@ fn flagger_step_weights_expand_under_the_background_analysis() {
 
 #[test]
 fn every_problem_is_named_with_its_field() {
-    let spec = canary(
-        r#"
-canaryLabel: stable
-steps:
-  - setWeight: 101
-  - pause: {duration: soon}
-  - {setWeight: 10, pause: {}}
-  - analysis:
-      metrics:
-        - {name: a, provider: {builtin: {metric: errorRate}}, successCondition: "result <"}
-        - {name: a, provider: {builtin: {metric: latency, quantile: 0}}, thresholdRange: {max: 0.2}}
-        - {name: b, provider: {builtin: {metric: errorRate}}}
-        - {name: c, provider: {prometheus: {address: "prom:9090", query: "up"}}, thresholdRange: {min: 1}}
-        - {name: d, provider: {builtin: {metric: requestCount}}, thresholdRange: {min: 5, max: 1}, interval: 1y}
-stepWeights: [5]
-"#,
-    );
+    let spec = canary(&format!("canaryLabel: stable\nstepWeights: [5]\n{}", text_steps_only()));
     let problems = compile("fraud", &spec).expect_err("invalid");
     let text = problems.join("\n");
     for expected in [
