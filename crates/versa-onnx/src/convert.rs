@@ -93,7 +93,12 @@ pub fn checked_shape(
     let mut shape = Vec::with_capacity(dims.len());
     let mut elements: usize = 1;
     // The product with zero dimensions counted as one: what strides span.
-    // `[0, 2^40, 2^40]` has no elements but strides no index type holds.
+    // `[0, 2^40, 2^40]` has no elements but strides no index type holds;
+    // and tract sizes a buffer by multiplying the element size by each
+    // dimension in turn, so `[i64::MAX, 0]` of strings overflows there
+    // before the zero is reached: the span in bytes of the largest element
+    // type must fit too.
+    const LARGEST_ELEMENT: usize = 32;
     let mut span: usize = 1;
     for (&got, &want) in dims.iter().zip(&spec.shape) {
         let size = usize::try_from(got).map_err(|_| invalid("dimensions must be >= 0"))?;
@@ -103,7 +108,7 @@ pub fn checked_shape(
         elements = elements.checked_mul(size).ok_or_else(|| invalid("too many elements"))?;
         span = span
             .checked_mul(size.max(1))
-            .filter(|s| isize::try_from(*s).is_ok())
+            .filter(|s| s.checked_mul(LARGEST_ELEMENT).is_some_and(|b| isize::try_from(b).is_ok()))
             .ok_or_else(|| invalid("dimensions too large"))?;
         shape.push(size);
     }

@@ -210,3 +210,31 @@ fn check_wire(wire: &[u8]) -> Result<(), TestCaseError> {
     }
     Ok(())
 }
+
+/// Found by the property test above: a string tensor with no elements but a
+/// dimension of i64::MAX made tract's allocation fail inside an `unwrap`.
+#[test]
+fn an_empty_tensor_with_a_huge_dimension_is_refused_not_a_panic() {
+    for dtype in [DataType::DtString, DataType::DtFloat, DataType::DtComplex64] {
+        for dims in [[i64::MAX, 0], [0, i64::MAX], [1 << 40, 0]] {
+            let proto = TensorProto {
+                dtype: dtype as i32,
+                tensor_shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&size| tensor_shape_proto::Dim { size, name: String::new() })
+                        .collect(),
+                    unknown_rank: false,
+                }),
+                ..TensorProto::default()
+            };
+            let mut budget = TensorBudget::new(1 << 20, "--max_request_tensor_bytes");
+            let result = tensor_from_proto(&proto, &spec("x", dtype, &[-1, -1]), &mut budget);
+            // Reaching here is the point (no panic); no real tensor has a
+            // dimension of i64::MAX, so that one is refused.
+            if dims.contains(&i64::MAX) {
+                assert!(result.is_err(), "{dtype:?} {dims:?} accepted");
+            }
+        }
+    }
+}
