@@ -116,8 +116,11 @@ pub fn planned_model(
 }
 
 /// What a change of the spec's `stable` label starts, given the version it
-/// named before (`previous`, from status) and the versions loaded on every
-/// Ready Pod now.
+/// named before (`previous`, from status) and the versions kept loaded for
+/// a rollback: earlier stable versions still within their rollout's
+/// `unloadDelaySeconds` (from status). A version that is merely loaded —
+/// by a `latest`/`all` policy, or under another label — is not one of
+/// them: moving `stable` to it is a new candidate and runs the canary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
     /// Nothing to roll out: no previous stable (a first deployment), or
@@ -125,8 +128,8 @@ pub enum Start {
     Direct,
     /// The rollout in progress goes on: `stable` still names its candidate.
     Continue,
-    /// A rollback (or a move) to a version every Ready Pod still has
-    /// loaded: applied at once, no steps — the instant rollback.
+    /// A rollback to a version kept loaded for it: applied at once, no
+    /// steps — the instant rollback.
     Instant,
     /// A new candidate: walk the steps from the first.
     Canary { baseline: i64, candidate: i64 },
@@ -140,7 +143,7 @@ pub fn start(
     previous: Option<i64>,
     wanted: i64,
     active: Option<&RolloutView>,
-    loaded_everywhere: &[i64],
+    kept_for_rollback: &[i64],
 ) -> Start {
     if let Some(r) = active.filter(|r| matches!(r.outcome, Outcome::InProgress { .. })) {
         return if wanted == r.baseline {
@@ -154,7 +157,7 @@ pub fn start(
     match previous {
         None => Start::Direct,
         Some(p) if p == wanted => Start::Direct,
-        Some(_) if loaded_everywhere.contains(&wanted) => Start::Instant,
+        Some(_) if kept_for_rollback.contains(&wanted) => Start::Instant,
         Some(p) => Start::Canary { baseline: p, candidate: wanted },
     }
 }
@@ -237,18 +240,21 @@ mod tests {
     #[test]
     fn rollbacks_to_loaded_versions_skip_the_steps() {
         assert_eq!(start(None, 42, None, &[]), Start::Direct, "first deployment");
-        assert_eq!(start(Some(42), 42, None, &[42]), Start::Direct);
-        assert_eq!(start(Some(41), 42, None, &[41]), Start::Canary { baseline: 41, candidate: 42 });
-        // Promoted 42, 41 still loaded (unload delay): a commit back is instant.
-        assert_eq!(start(Some(42), 41, None, &[41, 42]), Start::Instant);
+        assert_eq!(start(Some(42), 42, None, &[]), Start::Direct);
+        assert_eq!(start(Some(41), 42, None, &[]), Start::Canary { baseline: 41, candidate: 42 });
+        // Promoted 42, 41 kept for its unload delay: a commit back is instant.
+        assert_eq!(start(Some(42), 41, None, &[41]), Start::Instant);
+        // 43 loaded only because a `latest: 2` policy or another label
+        // serves it: still a new candidate, never a skipped canary.
+        assert_eq!(start(Some(42), 43, None, &[41]), Start::Canary { baseline: 42, candidate: 43 });
         // Mid-rollout: back to the baseline is instant; a third version
         // restarts against the same baseline.
         let active = view(Outcome::InProgress { weight: 25 });
-        assert_eq!(start(Some(41), 41, Some(&active), &[41, 42]), Start::Instant);
+        assert_eq!(start(Some(41), 41, Some(&active), &[]), Start::Instant);
         assert_eq!(
-            start(Some(41), 43, Some(&active), &[41, 42]),
+            start(Some(41), 43, Some(&active), &[]),
             Start::Canary { baseline: 41, candidate: 43 }
         );
-        assert_eq!(start(Some(41), 42, Some(&active), &[41, 42]), Start::Continue);
+        assert_eq!(start(Some(41), 42, Some(&active), &[]), Start::Continue);
     }
 }

@@ -35,12 +35,17 @@ pub fn to_snapshot(answer: &SnapshotResponse) -> Result<Snapshot, SnapshotError>
         let errors =
             ErrorCounts { server: errors.server, model: errors.model, client: errors.client };
         let failed = errors.server.saturating_add(errors.model).saturating_add(errors.client);
-        if failed > s.requests || latency.count > s.requests {
+        // Latency covers the successful requests only.
+        if failed.saturating_add(latency.count) > s.requests {
             return Err(SnapshotError::MoreThanRequests { model, version });
         }
         let entry = series.entry(SeriesKey::new(model.clone(), version)).or_default();
         add(entry, &SeriesCounters { requests: s.requests, errors, latency })
-            .ok_or(SnapshotError::MixedBuckets { model, version })?;
+            .ok_or_else(|| SnapshotError::MixedBuckets { model: model.clone(), version })?;
+        // Finite sums can add up to infinity, which later subtracts to NaN.
+        if !entry.latency.sum.is_finite() {
+            return Err(SnapshotError::BadSum { model, version });
+        }
     }
     Ok(Snapshot {
         process_start: Timestamp::from_millis(answer.process_start_unix_ms),
@@ -118,7 +123,7 @@ mod tests {
             version: 42,
             label: label.into(),
             requests,
-            errors: Some(pb::ErrorCounts { server, model: 0, client: 1 }),
+            errors: Some(pb::ErrorCounts { server, model: 0, client: 0 }),
             latency: Some(pb::LatencyHistogram {
                 buckets: buckets
                     .iter()
@@ -146,7 +151,7 @@ mod tests {
             (Timestamp::from_millis(1_000), Timestamp::from_millis(5_000))
         );
         let c = &s.series[&SeriesKey::new("fraud", 42)];
-        assert_eq!((c.requests, c.errors.server, c.errors.client), (15, 2, 2));
+        assert_eq!((c.requests, c.errors.server, c.errors.client), (15, 2, 0));
         assert_eq!(c.latency.count, 13);
         assert_eq!(c.latency.buckets.iter().map(|b| b.count).collect::<Vec<_>>(), [4, 13]);
         assert!((c.latency.sum - 1.0).abs() < 1e-9);
@@ -173,6 +178,13 @@ mod tests {
         let mut over = series("", 3, 0, &[]);
         over.errors = Some(pb::ErrorCounts { server: 2, model: 1, client: 1 });
         assert!(matches!(bad(over), SnapshotError::MoreThanRequests { .. }));
+        let mut huge = series("a", 10, 0, &[(0.1, 5)]);
+        huge.latency.as_mut().expect("latency").sum_seconds = f64::MAX;
+        let overflow = answer(vec![huge.clone(), huge]);
+        assert!(matches!(to_snapshot(&overflow), Err(SnapshotError::BadSum { .. })), "inf sum");
+        let mut both = series("", 10, 4, &[(0.1, 5)]);
+        both.latency.as_mut().expect("latency").count = 7;
+        assert!(matches!(bad(both), SnapshotError::MoreThanRequests { .. }), "4 errors + 7 > 10");
         let mixed = answer(vec![series("a", 5, 0, &[(0.1, 1)]), series("b", 5, 0, &[(0.2, 1)])]);
         assert!(matches!(to_snapshot(&mixed), Err(SnapshotError::MixedBuckets { .. })));
     }
