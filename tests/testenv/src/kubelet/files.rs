@@ -244,6 +244,21 @@ async fn service_account_token(
     Ok((account, token.to_owned()))
 }
 
+/// What both forms of credentials need: the API server, the Pod's
+/// ServiceAccount with a fresh token, and the Pod's work directory.
+async fn credentials<'a>(
+    client: &kube::Client,
+    options: &'a KubeletOptions,
+    pod: &Pod,
+    namespace: &str,
+) -> anyhow::Result<(&'a super::ApiAccess, String, String, PathBuf)> {
+    let api =
+        options.api.as_ref().context("service-account credentials need KubeletOptions::api")?;
+    let (account, token) = service_account_token(client, pod, namespace).await?;
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    Ok((api, account, token, options.workdir.join("pods").join(uid)))
+}
+
 /// The in-cluster credentials directory (`token`, `ca.crt`, `namespace`)
 /// that is mounted at [`SERVICE_ACCOUNT_DIR`].
 pub(super) async fn service_account_dir(
@@ -252,11 +267,8 @@ pub(super) async fn service_account_dir(
     pod: &Pod,
     namespace: &str,
 ) -> anyhow::Result<PathBuf> {
-    let api =
-        options.api.as_ref().context("service-account credentials need KubeletOptions::api")?;
-    let (_, token) = service_account_token(client, pod, namespace).await?;
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let dir = options.workdir.join("pods").join(uid).join(".serviceaccount");
+    let (api, _, token, pod_dir) = credentials(client, options, pod, namespace).await?;
+    let dir = pod_dir.join(".serviceaccount");
     let files: BTreeMap<String, Vec<u8>> = [
         ("token".to_owned(), token.into_bytes()),
         ("ca.crt".to_owned(), api.ca_pem.clone()),
@@ -275,11 +287,7 @@ pub(super) async fn service_account_kubeconfig(
     pod: &Pod,
     namespace: &str,
 ) -> anyhow::Result<PathBuf> {
-    let api =
-        options.api.as_ref().context("service-account credentials need KubeletOptions::api")?;
-    let (account, token) = service_account_token(client, pod, namespace).await?;
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let dir = options.workdir.join("pods").join(uid);
+    let (api, account, token, dir) = credentials(client, options, pod, namespace).await?;
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("service-account.kubeconfig");
     let ca = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &api.ca_pem);
