@@ -58,6 +58,10 @@ pub use versa_proto::headers::RELOAD_OUTCOME as RELOAD_OUTCOME_HEADER;
 
 pub use versa_proto::headers::LEADER_EPOCH as LEADER_EPOCH_HEADER;
 
+/// Largest `Telemetry/Snapshot` answer read from a sidecar (1 MiB: thousands
+/// of series); a larger one is an error for that Pod.
+pub const TELEMETRY_MAX_BYTES: usize = 1024 * 1024;
+
 /// One sidecar.
 #[derive(Debug, Clone)]
 pub struct Sidecar {
@@ -89,7 +93,8 @@ impl Sidecar {
         Ok(Self {
             address,
             client: ModelServiceClient::new(channel.clone()),
-            telemetry: TelemetryClient::new(channel),
+            // The serving image is the ModelDeployment author's: its answer is bounded.
+            telemetry: TelemetryClient::new(channel).max_decoding_message_size(TELEMETRY_MAX_BYTES),
             token,
             timeout: options.call_timeout,
             epoch: None,
@@ -216,6 +221,8 @@ mod tests {
     use super::*;
     use versa_proto::serving::model_service_server::{ModelService, ModelServiceServer};
     use versa_proto::serving::{GetModelStatusResponse, ReloadConfigResponse, StatusProto};
+    use versa_proto::versa::v1::SeriesCounters;
+    use versa_proto::versa::v1::telemetry_server::{Telemetry, TelemetryServer};
 
     /// A ModelService that answers reloads after `delay` with `outcome`.
     struct FakeSidecar {
@@ -264,6 +271,56 @@ mod tests {
             ..SidecarOptions::default()
         };
         Sidecar::connect("127.0.0.1".parse().expect("ip"), "t", &options).await.expect("connect")
+    }
+
+    /// A Telemetry service that answers every snapshot with `answer`.
+    struct FakeTelemetry {
+        answer: SnapshotResponse,
+    }
+
+    #[tonic::async_trait]
+    impl Telemetry for FakeTelemetry {
+        async fn snapshot(
+            &self,
+            _: tonic::Request<SnapshotRequest>,
+        ) -> Result<tonic::Response<SnapshotResponse>, tonic::Status> {
+            Ok(tonic::Response::new(self.answer.clone()))
+        }
+    }
+
+    /// A sidecar whose Telemetry answers `answer` of about `bytes` bytes:
+    /// one series whose model name is that long.
+    async fn fake_telemetry(bytes: usize) -> Sidecar {
+        let series =
+            SeriesCounters { model: "m".repeat(bytes), split: true, ..SeriesCounters::default() };
+        let answer = SnapshotResponse { series: vec![series], ..SnapshotResponse::default() };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let incoming = futures::stream::unfold(listener, |l| async move {
+            Some((l.accept().await.map(|(s, _)| s), l))
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TelemetryServer::new(FakeTelemetry { answer }))
+                .serve_with_incoming(incoming),
+        );
+        let options = SidecarOptions { port, ..SidecarOptions::default() };
+        Sidecar::connect("127.0.0.1".parse().expect("ip"), "t", &options).await.expect("connect")
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_answer_over_the_limit_is_an_error_not_read() {
+        let small = fake_telemetry(1_000).await.snapshot().await.expect("read");
+        assert_eq!(small.series[0].model.len(), 1_000);
+        let near = fake_telemetry(TELEMETRY_MAX_BYTES - 64).await.snapshot().await;
+        assert!(near.is_ok(), "just under the limit: {:?}", near.map(|_| ()));
+        // Under tonic's default limit (4 MiB), over ours.
+        match fake_telemetry(2 * TELEMETRY_MAX_BYTES).await.snapshot().await {
+            Err(SidecarError::Call { call: "Telemetry/Snapshot", status, .. }) => {
+                assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+            }
+            other => panic!("a 2 MiB answer was {:?}", other.map(|a| a.series.len())),
+        }
     }
 
     #[tokio::test]

@@ -3,12 +3,27 @@
 //! labels that reached the version. Pure; the answer is checked, since the
 //! serving image is the ModelDeployment author's: a malformed one is an
 //! error for that Pod's window, never data.
+//!
+//! Only the series the model's traffic split routed count (`split`):
+//! requests that named the version or the label themselves are left out,
+//! so a client calling `version_label: canary` directly can neither dilute
+//! nor poison the candidate's numbers. Bounds: at most [`MAX_SERIES`]
+//! series, model names of at most [`MAX_MODEL_NAME`] bytes and at most
+//! [`MAX_BUCKETS`] latency buckets per series; more is an error naming the
+//! limit.
 
 use std::collections::BTreeMap;
 use versa_analysis::{
     Bucket, ErrorCounts, Histogram, SeriesCounters, SeriesKey, Snapshot, Timestamp,
 };
 use versa_proto::versa::v1::{LatencyHistogram, SnapshotResponse};
+
+/// Most series one answer may hold.
+pub const MAX_SERIES: usize = 4096;
+/// Longest model name in an answer, in bytes.
+pub const MAX_MODEL_NAME: usize = 256;
+/// Most latency buckets one series may hold.
+pub const MAX_BUCKETS: usize = 64;
 
 /// Why an answer cannot be read as counters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,13 +38,30 @@ pub enum SnapshotError {
     MixedBuckets { model: String, version: i64 },
     #[error("{model} v{version}: more errors or latency observations than requests")]
     MoreThanRequests { model: String, version: i64 },
+    #[error("{series} series: more than the limit of {MAX_SERIES}")]
+    TooManySeries { series: usize },
+    #[error("model name {prefix:?}… longer than the limit of {MAX_MODEL_NAME} bytes")]
+    ModelNameTooLong { prefix: String },
+    #[error("{model} v{version}: {buckets} latency buckets, more than the limit of {MAX_BUCKETS}")]
+    TooManyBuckets { model: String, version: i64, buckets: usize },
 }
 
 /// The decision core's [`Snapshot`] of one answer.
 pub fn to_snapshot(answer: &SnapshotResponse) -> Result<Snapshot, SnapshotError> {
+    if answer.series.len() > MAX_SERIES {
+        return Err(SnapshotError::TooManySeries { series: answer.series.len() });
+    }
     let mut series: BTreeMap<SeriesKey, SeriesCounters> = BTreeMap::new();
-    for s in &answer.series {
+    for s in answer.series.iter().filter(|s| s.split) {
+        if s.model.len() > MAX_MODEL_NAME {
+            let end = (0..=32).rev().find(|i| s.model.is_char_boundary(*i)).unwrap_or(0);
+            return Err(SnapshotError::ModelNameTooLong { prefix: s.model[..end].to_owned() });
+        }
         let (model, version) = (s.model.clone(), s.version);
+        let buckets = s.latency.as_ref().map_or(0, |l| l.buckets.len());
+        if buckets > MAX_BUCKETS {
+            return Err(SnapshotError::TooManyBuckets { model, version, buckets });
+        }
         let latency = histogram(s.latency.as_ref(), &model, version)?;
         let errors = s.errors.unwrap_or_default();
         let errors =
@@ -123,6 +155,7 @@ mod tests {
             version: 42,
             label: label.into(),
             requests,
+            split: true,
             errors: Some(pb::ErrorCounts { server, model: 0, client: 0 }),
             latency: Some(pb::LatencyHistogram {
                 buckets: buckets
@@ -187,5 +220,30 @@ mod tests {
         assert!(matches!(bad(both), SnapshotError::MoreThanRequests { .. }), "4 errors + 7 > 10");
         let mixed = answer(vec![series("a", 5, 0, &[(0.1, 1)]), series("b", 5, 0, &[(0.2, 1)])]);
         assert!(matches!(to_snapshot(&mixed), Err(SnapshotError::MixedBuckets { .. })));
+    }
+
+    #[test]
+    fn only_the_split_counts_a_client_naming_the_candidate_does_not() {
+        let mut direct = series("canary", 1_000, 1_000, &[(0.1, 0)]);
+        direct.split = false;
+        let a = answer(vec![series("canary", 10, 1, &[(0.1, 9)]), direct]);
+        let c = &to_snapshot(&a).expect("valid").series[&SeriesKey::new("fraud", 42)];
+        assert_eq!((c.requests, c.errors.server), (10, 1), "the direct 1,000 failures left out");
+    }
+
+    #[test]
+    fn oversized_answers_are_refused_naming_the_limit() {
+        let many = answer(vec![series("", 1, 0, &[]); MAX_SERIES + 1]);
+        let err = to_snapshot(&many).expect_err("too many");
+        assert!(err.to_string().contains("4096"), "{err}");
+        let mut long = series("", 1, 0, &[]);
+        long.model = "é".repeat(200);
+        let err = to_snapshot(&answer(vec![long])).expect_err("long name");
+        assert!(
+            matches!(err, SnapshotError::ModelNameTooLong { ref prefix } if prefix.len() <= 32)
+        );
+        let buckets: Vec<(f64, u64)> = (0..=MAX_BUCKETS).map(|i| (i as f64 + 1.0, 0)).collect();
+        let err = to_snapshot(&answer(vec![series("", 1, 0, &buckets)])).expect_err("buckets");
+        assert!(err.to_string().contains("limit of 64"), "{err}");
     }
 }

@@ -184,6 +184,20 @@ pub struct Flags {
     /// alone; 0: on `--port` with everything else, as upstream.
     #[arg(long = "model_service_port", default_value_t = 0)]
     pub model_service_port: u16,
+    /// Versa: the shortest wait a client may demand and still blame the
+    /// server, in versa.v1.Telemetry (the operator's canary `errorRate`):
+    /// a DEADLINE_EXCEEDED under a gRPC deadline (`grpc-timeout`) the
+    /// client set shorter than this counts as the client's error, not the
+    /// server's, so no client can fail a canary with `grpc-timeout: 1n`;
+    /// and a request its client cancelled after waiting at least this long
+    /// unanswered counts as the server's, as a missed deadline would, so a
+    /// version too slow for callers who give up shows as failing. The
+    /// requests' status in /metrics is unchanged (see
+    /// `versa_requests_reclassified_total`); server-set deadlines
+    /// (--rest_api_timeout_in_ms) are always the server's. 0: every
+    /// DEADLINE_EXCEEDED is the server's and every CANCELLED the client's.
+    #[arg(long = "telemetry_min_client_deadline_ms", default_value_t = 100)]
+    pub telemetry_min_client_deadline_ms: u64,
     /// Refuse loads beyond this many bytes of models in total (0: unlimited).
     #[arg(long = "total_model_memory_limit_bytes", default_value_t = 0)]
     pub total_model_memory_limit_bytes: u64,

@@ -32,6 +32,12 @@ pub use versa_proto::headers::{
 /// The deadline a gRPC client set (`grpc-timeout` header), if any. The
 /// value has at most 8 digits (gRPC's wire spec); anything else is ignored.
 pub fn deadline_of<T>(request: &Request<T>) -> Option<Instant> {
+    timeout_of(request).map(crate::deadline::after)
+}
+
+/// The `grpc-timeout` a client set, as [`deadline_of`] reads it: how long
+/// after its arrival the request must be answered.
+pub fn timeout_of<T>(request: &Request<T>) -> Option<Duration> {
     let raw = request.metadata().get("grpc-timeout")?.to_str().ok()?;
     let (value, unit) = raw.split_at(raw.len().checked_sub(1)?);
     if value.is_empty() || value.len() > 8 || !value.bytes().all(|b| b.is_ascii_digit()) {
@@ -47,7 +53,7 @@ pub fn deadline_of<T>(request: &Request<T>) -> Option<Instant> {
         "n" => Duration::from_nanos(value),
         _ => return None,
     };
-    Some(crate::deadline::after(timeout))
+    Some(timeout)
 }
 
 /// The `x-versa-route-key` request metadata: makes a split's choice sticky.
@@ -86,7 +92,8 @@ impl PredictionService for Serving {
         request: Request<PredictRequest>,
     ) -> Result<Response<PredictResponse>, Status> {
         let started = std::time::Instant::now();
-        let deadline = deadline_of(&request);
+        let timeout = timeout_of(&request);
+        let deadline = timeout.map(crate::deadline::after);
         let key = route_key(&request);
         let ticket = request.extensions().get::<guard::TicketHandle>().map(|t| Arc::clone(&t.0));
         if let Some(ticket) = &ticket {
@@ -96,7 +103,8 @@ impl PredictionService for Serving {
         let body = request.into_inner();
         let Some(spec) = body.model_spec.as_ref() else { return Err(missing_spec()) };
         let model = ModelRequest::from_spec(spec).with_route_key(key);
-        let mut recorded = Recorded::new(self, &model.name, ("Predict", "GRPC"), started, deadline);
+        let mut recorded = Recorded::new(self, &model.name, ("Predict", "GRPC"), started, deadline)
+            .with_client_timeout(timeout);
         let result =
             self.predict_proto(&model, body, deadline, &mut recorded.answered, ticket).await;
         let code = result.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
@@ -293,6 +301,9 @@ mod tests {
         let deadline = deadline_of(&request).expect("deadline");
         let left = deadline - Instant::now();
         assert!(left <= Duration::from_millis(250) && left > Duration::from_millis(200));
+        assert_eq!(timeout_of(&request), Some(Duration::from_millis(250)));
+        request.metadata_mut().insert("grpc-timeout", "1n".parse().expect("ascii"));
+        assert_eq!(timeout_of(&request), Some(Duration::from_nanos(1)));
         request.metadata_mut().insert("grpc-timeout", "bogus".parse().expect("ascii"));
         assert!(deadline_of(&request).is_none());
         // The largest the spec allows, in hours: far ahead, no overflow.

@@ -4,6 +4,8 @@
 //! because the latter renames counters (`_total`) and cannot keep
 //! TensorFlow Serving's `:tensorflow:serving:*` names.
 
+use crate::serving::Answered;
+use crate::telemetry::ErrorClass;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -28,11 +30,15 @@ pub struct Metrics {
     pub tf_load_attempt_count: IntCounterVec,
     /// `:tensorflow:cc:saved_model:load_latency{model_path}` (µs)
     pub tf_load_latency: IntCounterVec,
-    /// `versa_requests_total{model, version, label, status, entrypoint}`
+    /// `versa_requests_total{model, version, label, split, status, entrypoint}`
     pub requests: IntCounterVec,
-    /// `versa_request_duration_seconds{model, version, label}`, buckets
+    /// `versa_request_duration_seconds{model, version, label, split}`, buckets
     /// [`request_duration_buckets`]
     pub request_duration: HistogramVec,
+    /// `versa_requests_reclassified_total{model, version, label, split,
+    /// status, class}`: failed requests that Telemetry counts in another
+    /// error class than their status's ([`crate::telemetry::class_by_wait`]).
+    pub reclassified: IntCounterVec,
     /// `versa_model_version_state{model, version}`: 10 START … 50 END
     pub version_state: IntGaugeVec,
     /// `versa_model_load_duration_seconds{model, status}`
@@ -75,6 +81,19 @@ pub fn unix_millis_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The label of Versa's per-version series that tells requests the
+/// model's traffic split routed (`"true"`) from those that named their
+/// version or label, or asked for the latest of a model without a split
+/// (`"false"`): a canary analysis measures the former only.
+pub const SPLIT: &str = "split";
+
+/// The `version`, `label` and `split` label values of a request's series.
+fn series_labels(answered: &Answered) -> (String, &str, &'static str) {
+    let version = answered.version.map(|v| v.to_string()).unwrap_or_default();
+    let label = answered.label.as_deref().unwrap_or_default();
+    (version, label, if answered.split { "true" } else { "false" })
 }
 
 /// TensorFlow Serving's latency buckets: 10 × 1.8^i µs, 33 of them.
@@ -169,14 +188,19 @@ impl Metrics {
             ),
             requests: counter(
                 "versa_requests_total",
-                "Requests by model, version, label, status and entry point.",
-                &["model", "version", "label", "status", "entrypoint"],
+                "Requests by model, version, label, split (\"true\": the model's traffic split chose the version), status and entry point.",
+                &["model", "version", "label", SPLIT, "status", "entrypoint"],
             ),
             request_duration: histogram(
                 "versa_request_duration_seconds",
-                "Request latency by model, version and label (successful requests).",
-                &["model", "version", "label"],
+                "Request latency by model, version, label and split (successful requests).",
+                &["model", "version", "label", SPLIT],
                 request_duration_buckets(),
+            ),
+            reclassified: counter(
+                "versa_requests_reclassified_total",
+                "Failed requests counted by Telemetry in another error class than their status's: DEADLINE_EXCEEDED under a client deadline shorter than --telemetry_min_client_deadline_ms (class client), CANCELLED after waiting at least that long (class server).",
+                &["model", "version", "label", SPLIT, "status", "class"],
             ),
             version_state,
             routed_by_split: counter(
@@ -239,26 +263,42 @@ impl Metrics {
     /// succeeded. The one place they are counted; `/metrics` and the
     /// Telemetry snapshot ([`crate::telemetry`]) both read them. `model`
     /// must be a configured model (or [`crate::serving::UNKNOWN_MODEL`]),
-    /// `version` and `label` those of the version that answered.
+    /// `answered` the version that answered, the label that led to it and
+    /// whether the split chose it.
     pub fn record_request(
         &self,
         model: &str,
-        answered: (Option<i64>, Option<&str>),
+        answered: &Answered,
         entrypoint: &str,
         code: Code,
         elapsed: Duration,
     ) {
-        let (version, label) = answered;
-        let version = version.map(|v| v.to_string()).unwrap_or_default();
-        let label = label.unwrap_or_default();
+        let (version, label, split) = series_labels(answered);
         self.requests
-            .with_label_values(&[model, version.as_str(), label, code.name(), entrypoint])
+            .with_label_values(&[model, version.as_str(), label, split, code.name(), entrypoint])
             .inc();
         if code == Code::Ok {
             self.request_duration
-                .with_label_values(&[model, version.as_str(), label])
+                .with_label_values(&[model, version.as_str(), label, split])
                 .observe(elapsed.as_secs_f64());
         }
+    }
+
+    /// Counts a failed request, already recorded by [`record_request`]
+    /// with `code`, as one Telemetry puts in `class` instead of the code's.
+    ///
+    /// [`record_request`]: Self::record_request
+    pub fn record_reclassified(
+        &self,
+        model: &str,
+        answered: &Answered,
+        code: Code,
+        class: ErrorClass,
+    ) {
+        let (version, label, split) = series_labels(answered);
+        self.reclassified
+            .with_label_values(&[model, version.as_str(), label, split, code.name(), class.name()])
+            .inc();
     }
 
     /// Keeps `versa_model_version_state` up to date from the monitor.

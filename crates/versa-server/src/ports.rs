@@ -147,6 +147,7 @@ fn serving(
         limits: RequestLimits { max_request_tensor_bytes: limits.max_request_tensor_bytes },
         decode_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
         tensor_content_outputs: flags.enable_serialization_as_tensor_content,
+        min_client_deadline: Duration::from_millis(flags.telemetry_min_client_deadline_ms),
         batcher: startup.batching.clone().map(|options| {
             batching::Batcher::new(options, Arc::clone(&metrics))
                 .with_inline_limit(inline)

@@ -5,6 +5,7 @@
 use crate::core::ServerCore;
 use crate::error::{ServingError, proto_code};
 use crate::metrics::Metrics;
+use crate::recorded::{Finished, Sink};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,9 @@ pub struct Serving {
     pub tensor_content_outputs: bool,
     /// Request batching (`--enable_batching`), for models with a batch dimension.
     pub batcher: Option<crate::batching::Batcher>,
+    /// `--telemetry_min_client_deadline_ms` (zero: off): see
+    /// [`crate::telemetry::class_by_wait`].
+    pub min_client_deadline: Duration,
 }
 
 /// Which model, version and signature a request is for.
@@ -97,6 +101,9 @@ pub struct Resolved {
     pub signature_name: String,
     /// The label that led to the version (named, or chosen by a split).
     pub label: Option<String>,
+    /// True when the model's traffic split chose the version (the request
+    /// named neither a version nor a label).
+    pub by_split: bool,
 }
 
 /// Who answered a request, for metrics and response headers.
@@ -104,11 +111,20 @@ pub struct Resolved {
 pub struct Answered {
     pub version: Option<i64>,
     pub label: Option<String>,
+    /// True when the model's traffic split chose the version: such requests
+    /// are counted apart from those that named their version or label, so
+    /// that a client naming the canary's label cannot weigh in on the
+    /// split's canary analysis ([`crate::metrics::SPLIT`]).
+    pub split: bool,
 }
 
 impl Answered {
     pub fn from(resolved: &Resolved) -> Self {
-        Self { version: Some(resolved.version()), label: resolved.label.clone() }
+        Self {
+            version: Some(resolved.version()),
+            label: resolved.label.clone(),
+            split: resolved.by_split,
+        }
     }
 }
 
@@ -230,7 +246,12 @@ impl Serving {
     pub fn resolve(&self, request: &ModelRequest) -> Result<Resolved, ServingError> {
         let routed = self.route(request)?;
         let signature_name = signature_name(&request.signature)?;
-        Ok(Resolved { handle: routed.handle, signature_name, label: routed.label })
+        Ok(Resolved {
+            handle: routed.handle,
+            signature_name,
+            label: routed.label,
+            by_split: routed.by_split,
+        })
     }
 
     /// Runs a resolved version on inputs in signature order and returns the
@@ -391,22 +412,13 @@ impl Serving {
         &self,
         model: &str,
         answered: &Answered,
-        api: &str,
-        entrypoint: &str,
+        (api, entrypoint): (&'static str, &'static str),
         code: Code,
         elapsed: Duration,
     ) {
-        let config = self.core.config();
-        let model = if config.model(model).is_some() { model } else { UNKNOWN_MODEL };
-        let m = &self.metrics;
-        m.tf_request_count.with_label_values(&[model, code.name()]).inc();
-        let versioned = (answered.version, answered.label.as_deref());
-        m.record_request(model, versioned, entrypoint, code, elapsed);
-        if code == Code::Ok {
-            m.tf_request_latency
-                .with_label_values(&[model, api, entrypoint])
-                .observe(elapsed.as_micros() as f64);
-        }
+        let finished =
+            Finished { model, answered, api, entrypoint, code, elapsed, reclassified: None };
+        self.record_finished(&finished);
     }
 
     /// The state of every version of every model, for readiness reports.
@@ -417,6 +429,29 @@ impl Serving {
             .into_iter()
             .flat_map(|(m, vs)| vs.into_iter().map(move |(v, e)| (m.clone(), v, e.state.state)))
             .collect()
+    }
+}
+
+impl Sink for Serving {
+    fn record_finished(&self, request: &Finished<'_>) {
+        let Finished { model, answered, api, entrypoint, code, elapsed, reclassified } = *request;
+        let config = self.core.config();
+        let model = if config.model(model).is_some() { model } else { UNKNOWN_MODEL };
+        let m = &self.metrics;
+        m.tf_request_count.with_label_values(&[model, code.name()]).inc();
+        m.record_request(model, answered, entrypoint, code, elapsed);
+        if let Some(class) = reclassified {
+            m.record_reclassified(model, answered, code, class);
+        }
+        if code == Code::Ok {
+            m.tf_request_latency
+                .with_label_values(&[model, api, entrypoint])
+                .observe(elapsed.as_micros() as f64);
+        }
+    }
+
+    fn min_client_deadline(&self) -> Duration {
+        self.min_client_deadline
     }
 }
 

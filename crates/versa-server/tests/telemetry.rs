@@ -1,7 +1,7 @@
 //! `versa.v1.Telemetry/Snapshot` on a real server on 127.0.0.1: requests of
-//! every class to two versions, read back per version, label and class;
-//! the bearer token of ModelService guards it; counters are cumulative and
-//! the process start stays put.
+//! every class to two versions, read back per version, label, split and
+//! class; the bearer token of ModelService guards it; counters are
+//! cumulative and the process start stays put.
 
 use clap::Parser as _;
 use std::net::{SocketAddr, TcpListener};
@@ -18,8 +18,12 @@ use versa_server::flags::Flags;
 
 const TOKEN: &str = "telemetry-s3cret";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+/// `N` distinct free ports: each is held until all are chosen, so that the
+/// system cannot hand out one twice.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> =
+        (0..N).map(|_| TcpListener::bind("127.0.0.1:0").expect("port")).collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("address").port())
 }
 
 struct Server {
@@ -31,12 +35,13 @@ struct Server {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-/// Model `fraud`, versions 1 (`stable`) and 2 (`canary`), ModelService and
-/// Telemetry on a port of their own behind a token; 1 MiB of request bytes
-/// in flight at most, so a request that broadcasts one value over a large
-/// shape is shed (RESOURCE_EXHAUSTED) after its version is chosen.
-/// With `slow`, also model `slow` (version 1, a MobileNetV2-sized CNN),
-/// and 256 MiB in flight.
+/// Model `fraud`, versions 1 (`stable`) and 2 (`canary`), split 50/50
+/// between them, ModelService and Telemetry on a port of their own behind
+/// a token; 1 MiB of request bytes in flight at most, so a request that
+/// broadcasts one value over a large shape is shed (RESOURCE_EXHAUSTED)
+/// after its version is chosen. With `slow`, also model `slow` (version 1,
+/// a MobileNetV2-sized CNN), 256 MiB in flight, and a floor of
+/// [`SLOW_FLOOR`] for client deadlines.
 async fn start(slow: bool) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = dir.path().join("fraud");
@@ -66,6 +71,8 @@ async fn start(slow: bool) -> Server {
     model_version_policy {{ specific {{ versions: 1 versions: 2 }} }}
     version_labels {{ key: "stable" value: 1 }}
     version_labels {{ key: "canary" value: 2 }}
+    traffic_split {{ key: "stable" value: 50 }}
+    traffic_split {{ key: "canary" value: 50 }}
   }}
   {slow_config}
 }}"#,
@@ -75,9 +82,10 @@ async fn start(slow: bool) -> Server {
     .expect("config");
     let token = dir.path().join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
-    let (grpc, rest, admin) = (free_port(), free_port(), free_port());
+    let [grpc, rest, admin] = free_ports();
     // The slow model's abandoned runs hold their inputs until they end.
     let in_flight = if slow { 256 << 20 } else { 1 << 20 };
+    let floor = if slow { SLOW_FLOOR.as_millis() } else { 100 };
     let flags = Flags::try_parse_from([
         "versa-server".to_owned(),
         "--bind_address=127.0.0.1".to_owned(),
@@ -87,6 +95,7 @@ async fn start(slow: bool) -> Server {
         format!("--model_service_token_file={}", token.display()),
         format!("--model_config_file={}", config.display()),
         format!("--max_inflight_request_bytes={in_flight}"),
+        format!("--telemetry_min_client_deadline_ms={floor}"),
     ])
     .expect("flags");
     let startup = versa_server::prepare(flags).expect("start-up");
@@ -242,12 +251,25 @@ async fn send(
     }
 }
 
+/// The series of requests to `fraud` that named `version` or `label`.
 fn series<'a>(snapshot: &'a SnapshotResponse, version: i64, label: &str) -> &'a SeriesCounters {
+    find(snapshot, version, label, false)
+}
+
+/// The series of `fraud`'s `version`, reached through `label`, by the split or not.
+fn find<'a>(
+    snapshot: &'a SnapshotResponse,
+    version: i64,
+    label: &str,
+    split: bool,
+) -> &'a SeriesCounters {
     snapshot
         .series
         .iter()
-        .find(|s| s.model == "fraud" && s.version == version && s.label == label)
-        .unwrap_or_else(|| panic!("no series fraud/{version}/{label:?}: {snapshot:#?}"))
+        .find(|s| {
+            s.model == "fraud" && s.version == version && s.label == label && s.split == split
+        })
+        .unwrap_or_else(|| panic!("no series fraud/{version}/{label:?}/{split}: {snapshot:#?}"))
 }
 
 /// Requests, errors (server, client) and timed requests of a series.
@@ -311,6 +333,36 @@ async fn snapshots_count_every_answered_request_by_version_label_and_class() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_the_split_routed_are_counted_apart_from_those_naming_the_canary() {
+    let server = start(false).await;
+    let mut client = PredictionServiceClient::new(Server::channel(server.grpc).await);
+    // A client that names the canary and fails on purpose, of both classes.
+    send(&mut client, label("canary"), Kind::TooBig, 3, Code::ResourceExhausted).await;
+    send(&mut client, label("canary"), Kind::WrongInput, 2, Code::InvalidArgument).await;
+    send(&mut client, model_spec::VersionChoice::Version(2), Kind::Good, 1, Code::Ok).await;
+    // Traffic naming neither version nor label: the split's, 50/50.
+    let mut routed: std::collections::BTreeMap<String, u64> = Default::default();
+    for _ in 0..12 {
+        let mut body = predict(model_spec::VersionChoice::Version(0), Kind::Good);
+        body.model_spec.as_mut().expect("spec").version_choice = None;
+        let answer = client.predict(body).await.expect("served by the split");
+        let label = answer.metadata().get("x-versa-model-label").expect("label").to_str();
+        *routed.entry(label.expect("ascii").to_owned()).or_default() += 1;
+    }
+    let snapshot = server.snapshot().await;
+    for (label, version) in [("stable", 1), ("canary", 2)] {
+        let n = routed.get(label).copied().unwrap_or_default();
+        if n > 0 {
+            assert_eq!(counts(find(&snapshot, version, label, true)), (n, 0, 0, n), "{label}");
+        }
+    }
+    // The direct requests are series of their own: the split's canary is clean.
+    assert_eq!(counts(find(&snapshot, 2, "canary", false)), (5, 3, 2, 0));
+    assert_eq!(counts(find(&snapshot, 2, "", false)), (1, 0, 0, 1));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_model_service_token_guards_it_and_refusals_are_counted() {
     let server = start(false).await;
     let mut client = server.telemetry().await;
@@ -329,8 +381,11 @@ async fn the_model_service_token_guards_it_and_refusals_are_counted() {
     server.stop().await;
 }
 
+/// The slow server's `--telemetry_min_client_deadline_ms`.
+const SLOW_FLOOR: Duration = Duration::from_millis(100);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_past_their_deadline_or_abandoned_are_counted_as_errors_of_their_version() {
+async fn requests_past_their_deadline_or_abandoned_are_errors_of_their_version_by_the_wait() {
     let server = start(true).await;
     let mut predict = PredictionServiceClient::new(Server::channel(server.grpc).await);
     let image = TensorProto {
@@ -345,48 +400,69 @@ async fn requests_past_their_deadline_or_abandoned_are_counted_as_errors_of_thei
         float_val: vec![0.5],
         ..TensorProto::default()
     };
-    const LATE: u64 = 3;
-    const PATIENCE: Duration = Duration::from_millis(25);
-    for _ in 0..LATE {
-        let mut request = Request::new(PredictRequest {
-            model_spec: Some(ModelSpec { name: "slow".into(), ..ModelSpec::default() }),
-            inputs: [("image".to_owned(), image.clone())].into_iter().collect(),
-            ..PredictRequest::default()
-        });
-        // Long enough to reach the handler (and be attributed to a
-        // version), far shorter than a run of 8 images: tonic or the
-        // handler gives up first.
-        request.set_timeout(PATIENCE);
-        let status = predict.predict(request).await.expect_err("too slow");
-        assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled), "{status:?}");
+    let body = || PredictRequest {
+        model_spec: Some(ModelSpec { name: "slow".into(), ..ModelSpec::default() }),
+        inputs: [("image".to_owned(), image.clone())].into_iter().collect(),
+        ..PredictRequest::default()
+    };
+    // Well under the floor (the client's fault) and well over it (the
+    // server's), so that a busy server noticing a cancel late does not
+    // change the class; both long enough to reach the handler (and be
+    // attributed to a version), far shorter than a run of 8 images
+    // (seconds, and they queue behind each other's abandoned runs).
+    const SHORT: Duration = Duration::from_millis(25);
+    const LONG: Duration = Duration::from_millis(300);
+    // Uneven counts, so that any other classing gives other totals.
+    let (short_deadlines, long_deadlines, short_waits, long_waits) = (2, 1, 1, 3);
+    for (patience, n) in [(SHORT, short_deadlines), (LONG, long_deadlines)] {
+        for _ in 0..n {
+            let mut request = Request::new(body());
+            // tonic or the handler gives up first.
+            request.set_timeout(patience);
+            let status = predict.predict(request).await.expect_err("too slow");
+            assert!(
+                matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+                "{status:?}"
+            );
+        }
     }
     // Clients that give up without telling a deadline: their handlers are
-    // dropped (stream reset) and recorded as CANCELLED, the client's doing.
-    const GONE: u64 = 2;
-    for _ in 0..GONE {
-        let request = PredictRequest {
-            model_spec: Some(ModelSpec { name: "slow".into(), ..ModelSpec::default() }),
-            inputs: [("image".to_owned(), image.clone())].into_iter().collect(),
-            ..PredictRequest::default()
-        };
-        let call = predict.predict(request);
-        let given_up = tokio::time::timeout(PATIENCE, call).await;
-        assert!(given_up.is_err(), "the client gave up first");
+    // dropped (stream reset) and recorded as CANCELLED: the client's doing
+    // when it gave up sooner than the floor, the server's when it had
+    // waited that long unanswered.
+    for (patience, n) in [(SHORT, short_waits), (LONG, long_waits)] {
+        for _ in 0..n {
+            let given_up = tokio::time::timeout(patience, predict.predict(body())).await;
+            assert!(given_up.is_err(), "the client gave up first");
+        }
     }
     // Dropped handlers are recorded as they are dropped: wait for all.
+    let all = short_deadlines + long_deadlines + short_waits + long_waits;
+    let (servers, clients) = (long_deadlines + long_waits, short_deadlines + short_waits);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let snapshot = server.snapshot().await;
         let late = snapshot.series.iter().find(|s| s.model == "slow");
         if let Some(s) = late
-            && s.requests == LATE + GONE
+            && s.requests == all
         {
             assert_eq!(s.version, 1);
-            assert_eq!(counts(s), (LATE + GONE, LATE, GONE, 0), "{s:#?}");
+            // (requests, server errors, client errors, timed)
+            assert_eq!(counts(s), (all, servers, clients, 0), "{s:#?}");
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "not all counted: {snapshot:#?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // /metrics keeps the status the clients saw.
+    let text = server.metrics_text().await;
+    let status_total = |status: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with("versa_requests_total{") && l.contains(r#"model="slow""#))
+            .filter(|l| l.contains(&format!(r#"status="{status}""#)))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(status_total("DEADLINE_EXCEEDED") + status_total("CANCELLED"), all, "{text}");
     server.stop().await;
 }

@@ -394,7 +394,7 @@ async fn liveness_readiness_and_metrics() {
         "# TYPE :tensorflow:serving:request_latency histogram",
         ":tensorflow:cc:saved_model:load_attempt_count{",
         "versa_model_version_state{model=\"versioned\",version=\"3\"} 30",
-        "versa_requests_total{entrypoint=\"REST\",label=\"\",model=\"versioned\",status=\"OK\",version=\"3\"} 1",
+        "versa_requests_total{entrypoint=\"REST\",label=\"\",model=\"versioned\",split=\"false\",status=\"OK\",version=\"3\"} 1",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }

@@ -134,3 +134,13 @@ fn model_from_env_serves_what_tensorflow_servings_image_would() {
     let f = parse(&["--model_base_path=/m"]).expect("parses").with_model_from_env(env(vars));
     assert_eq!((f.single_model_name(), f.model_base_path.as_str()), ("default", "/m"));
 }
+
+#[test]
+fn the_telemetry_deadline_floor_defaults_to_100_ms_and_0_turns_it_off() {
+    let f = parse(&["--model_base_path=/m"]).expect("parses");
+    assert_eq!(f.telemetry_min_client_deadline_ms, 100);
+    let f =
+        parse(&["--model_base_path=/m", "--telemetry_min_client_deadline_ms=0"]).expect("parses");
+    assert_eq!(f.telemetry_min_client_deadline_ms, 0);
+    assert!(parse(&["--model_base_path=/m", "--telemetry_min_client_deadline_ms=-1"]).is_err());
+}

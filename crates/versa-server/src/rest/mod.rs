@@ -189,8 +189,7 @@ async fn dispatch(State(app): State<App>, request: axum::extract::Request) -> Re
             app.serving.record(
                 &request.name,
                 &Answered::default(),
-                api,
-                "REST",
+                (api, "REST"),
                 e.code,
                 started.elapsed(),
             );
@@ -245,7 +244,7 @@ async fn predict(
     let code = result.as_ref().map_or_else(|f| f.error.code, |_| Code::Ok);
     let answered = recorded.answered.clone();
     recorded.finish(code);
-    match result {
+    let mut response = match result {
         Ok((body, ticket)) => {
             // The answer holds the request's bytes until it is sent.
             let body = axum::body::Body::new(crate::held_body::HeldBody::new(
@@ -256,16 +255,6 @@ async fn predict(
             response
                 .headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            if let Some(version) = answered.version
-                && let Ok(v) = HeaderValue::from_str(&version.to_string())
-            {
-                response.headers_mut().insert(crate::VERSION_HEADER, v);
-            }
-            if let Some(label) = &answered.label
-                && let Ok(v) = HeaderValue::from_str(label)
-            {
-                response.headers_mut().insert(crate::LABEL_HEADER, v);
-            }
             response
         }
         Err(Failure { error, status }) => {
@@ -275,7 +264,20 @@ async fn predict(
             }
             response
         }
+    };
+    // Failures too name the version (and label) they were routed to, once
+    // known: which side of a canary failed is the client's first question.
+    if let Some(version) = answered.version
+        && let Ok(v) = HeaderValue::from_str(&version.to_string())
+    {
+        response.headers_mut().insert(crate::VERSION_HEADER, v);
     }
+    if let Some(label) = &answered.label
+        && let Ok(v) = HeaderValue::from_str(label)
+    {
+        response.headers_mut().insert(crate::LABEL_HEADER, v);
+    }
+    response
 }
 
 /// Bodies at least this large are decoded on a blocking thread rather than
