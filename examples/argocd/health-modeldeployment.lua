@@ -1,7 +1,8 @@
 -- Argo CD health check for serving.versa.dev/ModelDeployment.
 -- Healthy once the operator has observed the latest generation and every
 -- model's rollout is done; Degraded when a rollout stopped or the spec was
--- refused; Progressing otherwise.
+-- refused (or a canary aborted); Suspended while a canary is paused;
+-- Progressing otherwise.
 hs = {}
 if obj.status == nil then
   hs.status = "Progressing"
@@ -28,6 +29,11 @@ end
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = ready.message or "Ready"
+  return hs
+end
+if progressing ~= nil and progressing.reason == "RolloutPaused" then
+  hs.status = "Suspended"
+  hs.message = progressing.reason .. ": " .. (progressing.message or "")
   return hs
 end
 hs.status = "Progressing"

@@ -355,6 +355,10 @@ class ArgoHealthTest(unittest.TestCase):
         self.assertEqual(moving, ("Progressing", "LoadingVersions: fraud: LoadingVersions"))
         stopped = argocd_health(self.md(4, 4, condition("Ready", "False", "RolloutStopped"), condition("Degraded", "True", "VersionLoadFailed", "model fraud: version 9 failed")))
         self.assertEqual(stopped, ("Degraded", "VersionLoadFailed: model fraud: version 9 failed"))
+        paused = argocd_health(self.md(5, 5, condition("Ready", "False", "RolloutPaused"), condition("Progressing", "False", "RolloutPaused", "model fraud: v1 → v2: PauseStep")))
+        self.assertEqual(paused, ("Suspended", "RolloutPaused: model fraud: v1 → v2: PauseStep"))
+        aborted = argocd_health(self.md(6, 6, condition("Ready", "False", "RolloutAborted"), condition("Degraded", "True", "RolloutAborted", "model fraud: v1 → v2: FailedAnalysis")))
+        self.assertEqual(aborted[0], "Degraded")
 
     def test_the_configmap_patch_carries_the_same_script(self):
         patch = yaml.safe_load((ARGOCD / "argocd-cm-patch.yaml").read_text())

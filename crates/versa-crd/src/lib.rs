@@ -12,7 +12,9 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub mod rollout;
 pub mod strategy;
+pub use rollout::{AnalysisRunStatus, RolloutStatus};
 pub use strategy::Strategy;
 
 /// API group.
@@ -66,6 +68,7 @@ fn owned_flags_rule() -> kube::core::Rule {
     printcolumn = r#"{"name":"Stable","type":"integer","jsonPath":".status.models[0].labels.stable"}"#,
     printcolumn = r#"{"name":"Canary","type":"integer","jsonPath":".status.models[0].labels.canary"}"#,
     printcolumn = r#"{"name":"Canary%","type":"integer","jsonPath":".status.models[0].traffic.canary"}"#,
+    printcolumn = r#"{"name":"Rollout","type":"string","jsonPath":".status.models[0].rollout.summary"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -300,6 +303,9 @@ pub struct ModelStatus {
     /// Why the rollout stopped, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The automated canary (`strategy.canary`), once `stable` moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
 }
 
 /// One version aggregated over the Ready Pods.

@@ -78,14 +78,24 @@ pub fn served(
         Outcome::Promoted { at_ms } => {
             labels.insert(STABLE.to_owned(), rollout.candidate);
             let keep = within(at_ms, delays.unload).then_some(rollout.baseline);
-            Served { labels, traffic: BTreeMap::new(), keep_loaded: keep.into_iter().collect() }
+            Served { labels, traffic: all_on_stable(keep), keep_loaded: keep.into_iter().collect() }
         }
         Outcome::Aborted { at_ms } => {
             labels.insert(STABLE.to_owned(), rollout.baseline);
             let keep = within(at_ms, delays.abort_unload).then_some(rollout.candidate);
-            Served { labels, traffic: BTreeMap::new(), keep_loaded: keep.into_iter().collect() }
+            // For good: a `latest` or `all` policy keeps the candidate loaded.
+            let traffic = all_on_stable(Some(rollout.baseline));
+            Served { labels, traffic, keep_loaded: keep.into_iter().collect() }
         }
     }
+}
+
+/// While another version stays loaded beside `stable`'s, every unlabelled
+/// request is split to `stable` at 100%: without a split, the sidecar sends
+/// them to the latest loaded version — the aborted candidate, or a
+/// promoted candidate's newer baseline.
+fn all_on_stable(kept: Option<i64>) -> BTreeMap<String, u32> {
+    kept.map(|_| BTreeMap::from([(STABLE.to_owned(), 100)])).unwrap_or_default()
 }
 
 /// The model the planner is given while `rollout` runs: the spec's model
@@ -194,9 +204,11 @@ mod tests {
         let spec = labels(&[("stable", 42)]);
         let promoted = view(Outcome::Promoted { at_ms: 1_000 });
         let soon = served(&spec, "canary", &promoted, DELAYS, 1_000 + 299_999);
-        assert_eq!((soon.labels, soon.traffic.is_empty()), (labels(&[("stable", 42)]), true));
+        assert_eq!(soon.labels, labels(&[("stable", 42)]));
+        assert_eq!(soon.traffic, [("stable".to_owned(), 100)].into(), "never the latest loaded");
         assert_eq!(soon.keep_loaded, [41]);
-        assert!(served(&spec, "canary", &promoted, DELAYS, 301_000).keep_loaded.is_empty());
+        let later = served(&spec, "canary", &promoted, DELAYS, 301_000);
+        assert!(later.keep_loaded.is_empty() && later.traffic.is_empty());
     }
 
     #[test]
@@ -205,9 +217,13 @@ mod tests {
         let aborted = view(Outcome::Aborted { at_ms: 0 });
         let s = served(&spec, "canary", &aborted, DELAYS, 29_999);
         assert_eq!(s.labels, labels(&[("stable", 41)]), "the spec still names 42: status says why");
-        assert!(s.traffic.is_empty());
+        // 42, the latest loaded, would take every unlabelled request
+        // without a split.
+        assert_eq!(s.traffic, [("stable".to_owned(), 100)].into());
         assert_eq!(s.keep_loaded, [42]);
-        assert!(served(&spec, "canary", &aborted, DELAYS, 30_000).keep_loaded.is_empty());
+        let later = served(&spec, "canary", &aborted, DELAYS, 30_000);
+        assert!(later.keep_loaded.is_empty());
+        assert_eq!(later.traffic.len(), 1, "a latest policy may still load 42");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! this replica leads, and reports every failure in status, as an Event and
 //! in the failure metric before retrying with exponential back-off.
 
+use crate::canary_pass;
 use crate::children::{self, Existing};
 use crate::fleet::{self, Observed, is_ready};
 use crate::leader::Leadership;
@@ -16,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::plan::{self, Phase, PodView, Routing};
 use crate::report;
 use crate::resources::{self, FIELD_MANAGER, Names};
+use crate::rollout_report;
 use crate::sidecar::SidecarOptions;
 use crate::status::{self, PodCounts};
 use crate::validate::{self, SpecPolicy};
@@ -145,6 +147,9 @@ pub struct Context {
     recorder: Recorder,
     /// Consecutive failures per ModelDeployment, for the back-off.
     failures: Mutex<HashMap<String, u32>>,
+    /// The canaries' analysis windows (snapshots), in memory only: after a
+    /// restart each metric opens a new window.
+    pub(crate) windows: crate::analysis::Windows,
 }
 
 impl std::fmt::Debug for Context {
@@ -158,7 +163,14 @@ impl Context {
         let reporter =
             Reporter { controller: FIELD_MANAGER.into(), instance: options.instance.clone() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, metrics, options, recorder, failures: Mutex::new(HashMap::new()) }
+        Self {
+            client,
+            metrics,
+            options,
+            recorder,
+            failures: Mutex::new(HashMap::new()),
+            windows: crate::analysis::Windows::default(),
+        }
     }
 
     pub(crate) fn recorder(&self) -> &Recorder {
@@ -313,7 +325,11 @@ async fn reconcile_in(md: &ModelDeployment, ctx: &Context, namespace: &str) -> R
     let model_names: Vec<String> = md.spec.models.iter().map(|m| m.name.clone()).collect();
     let observed = fleet::observe(ctx, &pods, &token, &model_names).await;
     let views: Vec<PodView> = observed.iter().map(|o| o.view.clone()).collect();
-    let plan = plan::plan(&md.spec, &views, &status::previous_models(previous, generation), now);
+    // Canaries: the step machine decides what each model serves this pass
+    // (the spec is never changed); due analysis metrics are measured.
+    let canaries = canary_pass::run(ctx, md, &observed, analysis_time(now)).await;
+    let spec = canaries.planned.as_ref().unwrap_or(&md.spec);
+    let plan = plan::plan(spec, &views, &status::previous_models(previous, generation), now);
 
     // Apply: the boot config first, so a Pod (re)starting now gets this
     // phase; the Pods need the ConfigMap and the Secret, so the Deployment
@@ -357,9 +373,11 @@ async fn reconcile_in(md: &ModelDeployment, ctx: &Context, namespace: &str) -> R
         existing: i32::try_from(pods.len()).unwrap_or(i32::MAX),
         ready: i32::try_from(pods.iter().filter(|p| is_ready(p)).count()).unwrap_or(i32::MAX),
     };
-    let new_status =
+    let mut new_status =
         status::after_pass(previous, generation, &plan, &in_force, counts, &pod_errors, now);
+    rollout_report::attach(&mut new_status, &canaries, generation, now);
     report::announce(ctx, md, previous, &plan).await;
+    rollout_report::announce(ctx, md, &canaries).await;
     if previous != Some(&new_status) {
         ctx.acting()?;
         report::write_status(client, namespace, &name, &new_status).await?;
@@ -369,11 +387,31 @@ async fn reconcile_in(md: &ModelDeployment, ctx: &Context, namespace: &str) -> R
         && counts.ready == counts.desired
         && pod_errors.is_empty();
     let stopped = plan.models.iter().any(|m| m.phase == Phase::Stopped);
-    Ok(Action::requeue(if settled || stopped {
-        ctx.options.steady_requeue
-    } else {
-        ctx.options.progress_requeue
-    }))
+    let mut requeue =
+        if settled || stopped { ctx.options.steady_requeue } else { ctx.options.progress_requeue };
+    // A step waiting for its weight looks again soon; a timed pause or an
+    // analysis metric wakes the pass when it is due.
+    let waiting = canaries
+        .rollouts
+        .values()
+        .filter_map(|r| r.status.as_ref())
+        .any(|r| r.phase == "Progressing" && r.state.step_ready_at.is_none());
+    if waiting {
+        requeue = requeue.min(ctx.options.progress_requeue);
+    }
+    if let Some(wake) = canaries.wake {
+        let until = Duration::from_millis(
+            u64::try_from(wake.as_millis().saturating_sub(analysis_time(now).as_millis()))
+                .unwrap_or(0),
+        );
+        requeue = requeue.min(until.max(ctx.options.progress_requeue));
+    }
+    Ok(Action::requeue(requeue))
+}
+
+/// The decision core's clock reading of `now`.
+fn analysis_time(now: Timestamp) -> versa_analysis::Timestamp {
+    versa_analysis::Timestamp::from_millis(now.as_millisecond())
 }
 
 /// The reload token from the Secret the operator owns; a missing, emptied

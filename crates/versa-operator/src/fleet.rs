@@ -110,3 +110,49 @@ pub async fn push(
         .collect()
         .await
 }
+
+/// Every Ready Pod's cumulative counters (`versa.v1.Telemetry/Snapshot`),
+/// a few at a time: the snapshots by Pod, and why the others could not be
+/// read.
+pub async fn snapshots(
+    ctx: &Context,
+    observed: &[Observed],
+) -> (BTreeMap<String, versa_analysis::Snapshot>, Vec<String>) {
+    let jobs: Vec<(String, Sidecar)> = observed
+        .iter()
+        .filter(|o| o.view.ready)
+        .filter_map(|o| o.sidecar.clone().map(|s| (o.view.name.clone(), s)))
+        .collect();
+    let unreachable = observed
+        .iter()
+        .filter(|o| o.view.ready && o.sidecar.is_none())
+        .map(|o| format!("pod {}: sidecar not reachable", o.view.name));
+    let results: Vec<(String, Result<versa_analysis::Snapshot, String>)> =
+        futures::stream::iter(jobs)
+            .map(|(pod, sidecar)| async move {
+                let result = match sidecar.snapshot().await {
+                    Ok(answer) => crate::snapshots::to_snapshot(&answer).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let label = if result.is_ok() { "ok" } else { "error" };
+                ctx.metrics.sidecar_calls.with_label_values(&["Telemetry/Snapshot", label]).inc();
+                (pod, result)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+    let mut snapshots = BTreeMap::new();
+    let mut unread: Vec<String> = unreachable.collect();
+    for (pod, result) in results {
+        match result {
+            Ok(s) => {
+                snapshots.insert(pod, s);
+            }
+            Err(e) => {
+                tracing::warn!(pod = %pod, error = %e, "counters not read");
+                unread.push(format!("pod {pod}: {e}"));
+            }
+        }
+    }
+    (snapshots, unread)
+}

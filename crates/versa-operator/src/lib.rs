@@ -2,6 +2,8 @@
 //! validate → plan (pure) → apply (owned resources, per-Pod config reloads) →
 //! status.
 
+pub mod analysis;
+pub mod canary_pass;
 pub mod canary_serving;
 pub mod check;
 pub mod children;
@@ -14,6 +16,8 @@ pub mod plan;
 pub mod pod_security;
 pub mod report;
 pub mod resources;
+pub mod rollout;
+pub mod rollout_report;
 pub mod sidecar;
 pub mod snapshots;
 pub mod status;

@@ -1,7 +1,8 @@
 //! Reconcile metrics on one registry, served on `/metrics` beside `/healthz`.
 
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry,
+    Encoder as _, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry,
 };
 use std::time::Instant;
 
@@ -13,6 +14,13 @@ pub struct Metrics {
     pub failures: IntCounterVec,
     pub duration: Histogram,
     pub sidecar_calls: IntCounterVec,
+    /// The rollout metrics, named as Argo Rollouts users know them
+    /// (`versa_rollout_*`, `versa_analysis_*`: no operator prefix).
+    rollouts: Registry,
+    pub rollout_step: IntGaugeVec,
+    pub rollout_weight: IntGaugeVec,
+    pub rollout_aborts: IntCounterVec,
+    pub analysis_values: GaugeVec,
 }
 
 impl Default for Metrics {
@@ -50,7 +58,65 @@ impl Metrics {
         ] {
             registry.register(c).expect("names are unique");
         }
-        Self { registry, reconciles, failures, duration, sidecar_calls }
+        let rollouts = Registry::new();
+        let md = ["namespace", "name", "model"];
+        let rollout_step = IntGaugeVec::new(
+            Opts::new(
+                "versa_rollout_step",
+                "Index of the current canary step (steps count once promoted)",
+            ),
+            &md,
+        )
+        .expect("valid");
+        let rollout_weight = IntGaugeVec::new(
+            Opts::new(
+                "versa_rollout_weight",
+                "Percent of unlabelled requests the canary's candidate gets",
+            ),
+            &md,
+        )
+        .expect("valid");
+        let rollout_aborts = IntCounterVec::new(
+            Opts::new("versa_rollout_aborts_total", "Canary rollouts aborted, by reason"),
+            &["namespace", "name", "model", "reason"],
+        )
+        .expect("valid");
+        let analysis_values = GaugeVec::new(
+            Opts::new(
+                "versa_analysis_value",
+                "Last measured value of an analysis metric, per version",
+            ),
+            &["namespace", "name", "model", "metric", "version"],
+        )
+        .expect("valid");
+        for c in [
+            Box::new(rollout_step.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rollout_weight.clone()),
+            Box::new(rollout_aborts.clone()),
+            Box::new(analysis_values.clone()),
+        ] {
+            rollouts.register(c).expect("names are unique");
+        }
+        Self {
+            registry,
+            reconciles,
+            failures,
+            duration,
+            sidecar_calls,
+            rollouts,
+            rollout_step,
+            rollout_weight,
+            rollout_aborts,
+            analysis_values,
+        }
+    }
+
+    /// Sets `versa_analysis_value` of `version` (NaN when not measured).
+    pub fn analysis_value(&self, at: [&str; 3], metric: &str, version: i64, value: Option<f64>) {
+        let [namespace, name, model] = at;
+        self.analysis_values
+            .with_label_values(&[namespace, name, model, metric, &version.to_string()])
+            .set(value.unwrap_or(f64::NAN));
     }
 
     /// Counts a pass and times it until the guard drops.
@@ -62,7 +128,9 @@ impl Metrics {
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let mut families = self.registry.gather();
+        families.extend(self.rollouts.gather());
+        let _ = prometheus::TextEncoder::new().encode(&families, &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
 }

@@ -167,6 +167,8 @@ pub fn after_pass(
                     })
                     .collect(),
                 message: m.stop.as_ref().map(|s| s.message.clone()),
+                // The canary pass attaches it (`rollout_report::attach`).
+                rollout: None,
             }
         })
         .collect();

@@ -229,6 +229,14 @@ fn compile_metric(
     }
     let criteria = criteria(field, m, problems);
     let source = source(field, m, problems);
+    if matches!(source, Some(Source::Builtin(_)))
+        && spec.interval.is_none()
+        && spec.initial_delay.is_none()
+    {
+        problems.push(format!(
+            "{field}: a builtin metric measures the requests of a window: set interval (or initialDelay for one measurement)"
+        ));
+    }
     if problems.len() > before {
         return None;
     }
@@ -306,7 +314,12 @@ fn source(field: &str, m: &AnalysisMetric, problems: &mut Vec<String>) -> Option
                 ));
                 return None;
             }
-            Some(Source::Prometheus { address: p.address.clone(), query: p.query.clone() })
+            // Refused rather than run as an ever-failing measurement: a
+            // rollout would abort on it after consecutiveErrorLimit errors.
+            problems.push(format!(
+                "{field}.provider.prometheus: not measured by this version of the operator yet; use provider.builtin"
+            ));
+            None
         }
         _ => {
             problems.push(format!("{field}.provider: set exactly one of builtin, prometheus"));

@@ -288,7 +288,9 @@ fn canary_problems(
     if let Err(problems) = crate::strategy::compile(m, canary) {
         out.extend(problems);
     }
-    out.push(format!(
-        "model {m}: strategy.canary is not run by this version of the operator yet: remove it to roll out by labels and traffic"
-    ));
+    if !model.labels.contains_key(crate::canary_serving::STABLE) {
+        out.push(format!(
+            "model {m}: strategy.canary rolls out each move of labels.stable: set labels.stable"
+        ));
+    }
 }

@@ -21,6 +21,7 @@ mod certs;
 mod cluster;
 pub mod helm;
 pub mod kubelet;
+pub mod load;
 mod process;
 pub mod serving;
 pub mod versa;

@@ -246,6 +246,25 @@ spec:
         .await
     }
 
+    /// Events recorded on the ModelDeployment `name`, oldest first:
+    /// (reason, note).
+    pub async fn events(&self, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+        use k8s_openapi::api::events::v1::Event;
+        let api: Api<Event> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let mut events: Vec<Event> = api
+            .list(&kube::api::ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect();
+        events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+        Ok(events
+            .into_iter()
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect())
+    }
+
     /// One line per Pod of the ModelDeployment: its phase and its
     /// container's state, for failure messages.
     pub async fn pod_states(&self, name: &str) -> String {
@@ -380,6 +399,20 @@ pub async fn predict(
     model: &str,
     target: Option<&str>,
 ) -> anyhow::Result<Answer> {
+    predict_body(http, ip, model, target, ZEROS).await
+}
+
+/// The body of [`predict`]: one instance of four zeros.
+pub const ZEROS: &str = r#"{"instances": [[0, 0, 0, 0]]}"#;
+
+/// [`predict`] with a REST `:predict` body of the caller's.
+pub async fn predict_body(
+    http: &reqwest::Client,
+    ip: Ipv4Addr,
+    model: &str,
+    target: Option<&str>,
+    body: &'static str,
+) -> anyhow::Result<Answer> {
     let path = match target {
         Some(t) => format!("/v1/models/{model}/{t}:predict"),
         None => format!("/v1/models/{model}:predict"),
@@ -387,7 +420,7 @@ pub async fn predict(
     let response = http
         .post(format!("http://{ip}:8501{path}"))
         .timeout(Duration::from_secs(5))
-        .body(r#"{"instances": [[0, 0, 0, 0]]}"#)
+        .body(body)
         .send()
         .await?;
     let header = |name: &str| {

@@ -6,13 +6,12 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use versa_crd::ModelDeploymentStatus;
+use versa_testenv::load::{Load, Tally};
 use versa_testenv::versa::{
-    Answer, NAMESPACE, OperatorOptions, StatusLog, VersaEnv, assert_phases_in_order,
-    init_test_tracing, predict,
+    NAMESPACE, OperatorOptions, StatusLog, VersaEnv, assert_phases_in_order, init_test_tracing,
+    predict,
 };
 
 const STABLE_1: &str = "[{name: fraud, basePath: ROOT/fraud, versionPolicy: {specific: {versions: [1]}}, labels: {stable: 1}}]";
@@ -59,59 +58,6 @@ async fn serving(http: &reqwest::Client, ips: &[Ipv4Addr], target: &str, version
     }
 }
 
-/// Unversioned predictions against every Pod until stopped: (ok, failed).
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<Vec<String>>,
-}
-
-impl Load {
-    fn start(ips: Vec<Ipv4Addr>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let task = {
-            let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
-            tokio::spawn(async move {
-                let http = reqwest::Client::new();
-                let started = Instant::now();
-                let mut errors = Vec::new();
-                let mut n = 0usize;
-                // Bounded in count and time.
-                while !stop.load(Ordering::Relaxed)
-                    && n < 200_000
-                    && started.elapsed() < Duration::from_secs(150)
-                {
-                    let ip = ips[n % ips.len()];
-                    n += 1;
-                    match predict(&http, ip, "fraud", None).await {
-                        Ok(Answer { status: 200, .. }) => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        other => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            if errors.len() < 10 {
-                                errors.push(format!("{ip}: {other:?}"));
-                            }
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                errors
-            })
-        };
-        Self { stop, ok, failed, task }
-    }
-
-    async fn finish(self) -> (u64, u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let errors = self.task.await.expect("load task");
-        (self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed), errors)
-    }
-}
-
 #[tokio::test]
 async fn canary_promote_and_rollback_move_by_reloads_in_phases_without_restarting_pods() {
     init_test_tracing();
@@ -136,7 +82,8 @@ async fn canary_promote_and_rollback_move_by_reloads_in_phases_without_restartin
     serving(&http, &ips, "labels/stable", 1).await;
     let pods_before = env.pod_restarts("fraud").await.expect("pods");
     assert!(pods_before.values().all(|r| *r == 0), "{pods_before:?}");
-    let load = Load::start(ips.clone());
+    let load =
+        Load::start(ips.clone(), "fraud", Duration::from_millis(5), Duration::from_secs(150));
 
     // Canary v2 at 10%.
     let started = Instant::now();
@@ -203,14 +150,15 @@ async fn canary_promote_and_rollback_move_by_reloads_in_phases_without_restartin
     let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "READY", "MODEL", "STABLE", "CANARY", "CANARY%", "PHASE", "AGE"],
+        ["NAME", "READY", "MODEL", "STABLE", "CANARY", "CANARY%", "ROLLOUT", "PHASE", "AGE"],
         "{table}"
     );
     let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
     // No canary after the rollback: those two columns are empty.
     assert_eq!(row[..5], ["fraud", "3/3", "fraud", "1", "Ready"], "{table}");
 
-    let (ok, failed, errors) = load.finish().await;
+    let Tally { ok, failed, errors, .. } = load.finish().await;
+    let ok: u64 = ok.values().sum();
     eprintln!("unversioned requests during canary, promote, rollback: {ok} ok, {failed} failed");
     assert_eq!(failed, 0, "failed requests: {errors:?}");
     assert!(ok > 20, "the load ran ({ok})");

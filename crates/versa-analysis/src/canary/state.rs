@@ -38,7 +38,7 @@ pub enum AbortReason {
 
 /// Which analysis run.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum AnalysisKind {
     /// The current `analysis` step's run.
     Step,

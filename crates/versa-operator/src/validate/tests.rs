@@ -175,10 +175,19 @@ fn a_canary_strategy_fits_the_rest_of_the_model() {
         "model a: traffic and strategy.canary cannot be used together: the canary sets the weights",
         "model a: labels.canary is the rollout's own (strategy.canary.canaryLabel)",
         "model a: a canary serves both versions at once: transition must be AvailabilityPreserving",
-        "model a: strategy.canary is not run by this version of the operator yet",
     ] {
         assert!(found.iter().any(|p| p.starts_with(expected)), "missing {expected:?}: {found:?}");
     }
+    // A canary is a move of `stable`: without the label there is none.
+    let s = spec("[{name: a, basePath: /m, strategy: {canary: {steps: [{setWeight: 10}]}}}]");
+    assert_eq!(
+        check(&s),
+        ["model a: strategy.canary rolls out each move of labels.stable: set labels.stable"]
+    );
+    let s = spec(
+        "[{name: a, basePath: /m, labels: {stable: 1}, strategy: {canary: {steps: [{setWeight: 10}]}}}]",
+    );
+    assert!(check(&s).is_empty(), "{:?}", check(&s));
     // The strategy's own rules are reported too, by field.
     let s = spec("[{name: a, basePath: /m, strategy: {canary: {steps: [{setWeight: 120}]}}}]");
     let found = check(&s);
@@ -186,4 +195,12 @@ fn a_canary_strategy_fits_the_rest_of_the_model() {
         found.iter().any(|p| p == "model a: strategy.canary.steps[0].setWeight: 120 exceeds 100"),
         "{found:?}"
     );
+}
+
+#[test]
+fn the_automated_canary_example_is_accepted() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/gitops/automated-canary.yaml");
+    let md: versa_crd::ModelDeployment =
+        serde_yaml::from_str(&std::fs::read_to_string(path).expect("example")).expect("parses");
+    assert_eq!(problems("fraud", &md.spec, &SpecPolicy::default()), Vec::<String>::new());
 }

@@ -38,7 +38,10 @@ pub fn default_store() -> PathBuf {
 fn target_dir(exe: &Path) -> Option<&Path> {
     let tagged = |d: &&Path| d.join("CACHEDIR.TAG").is_file();
     let nearest = exe.ancestors().find(tagged)?;
-    Some(nearest.parent().filter(tagged).unwrap_or(nearest))
+    // A target directory made before cargo first ran (`mkdir -p`, as CI
+    // does) has no tag of its own: a parent holding the store is it.
+    let parent_with_store = nearest.parent().filter(|d| d.join("images/store").is_dir());
+    Some(nearest.parent().filter(tagged).or(parent_with_store).unwrap_or(nearest))
 }
 
 /// An image reference, normalised: `name` → `docker.io/library/name:latest`.

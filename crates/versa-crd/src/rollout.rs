@@ -1,0 +1,74 @@
+//! `status.models[].rollout`: where a model's automated canary stands. The
+//! step machine's own state ([`RolloutState`]) is kept whole, so an
+//! operator restart resumes where it was; the rest is what a person (or a
+//! GitOps health check) reads: the versions, the weight, the phase and why,
+//! and every metric's results.
+
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use versa_analysis::MetricStatus;
+use versa_analysis::canary::{Command, RolloutState};
+
+/// One model's rollout from `baseline` to `candidate`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The version `stable` named before the commit: what the candidate is
+    /// measured against, and where an abort sends the traffic.
+    pub baseline: i64,
+    /// The version the spec's `stable` names.
+    pub candidate: i64,
+    /// `Progressing`, `Paused`, `Promoted`, `Aborted`.
+    pub phase: String,
+    /// Why it is paused or aborted, or what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Steps in the strategy.
+    #[serde(default)]
+    pub step_count: u32,
+    /// The candidate's share (percent) of the model's unlabelled requests
+    /// that the operator applies now.
+    #[serde(default)]
+    pub weight: u8,
+    /// The candidate's share every Ready Pod confirmed; absent while they
+    /// differ or are unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_in_force: Option<u8>,
+    /// `step/steps weight% analysis`, for `kubectl get`. (No schema
+    /// default: an API server of 1.20 refuses an empty-string default.)
+    pub summary: String,
+    /// The step machine's state (times are Unix milliseconds).
+    pub state: RolloutState,
+    /// A request to the operator, written to the status subresource
+    /// (`kubectl patch md NAME --subresource=status --type=json -p
+    /// '[{"op":"add","path":"/status/models/0/rollout/command","value":"Promote"}]'`):
+    /// `Promote`, `PromoteFull`, `Abort`, `Retry`, `Pause`, `Resume`. The
+    /// operator applies it once and clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Command>,
+    /// The current `analysis` step's run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_analysis: Option<AnalysisRunStatus>,
+    /// The background analysis run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background_analysis: Option<AnalysisRunStatus>,
+}
+
+/// One analysis run: its generation, phase and every metric's results.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRunStatus {
+    /// The run's generation (a new `analysis` step, a resume or a retry
+    /// starts a new one).
+    pub run: u32,
+    /// `Pending`, `Running`, `Successful`, `Failed`, `Error`, `Inconclusive`.
+    pub phase: String,
+    /// Which metric decided it, and how.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Per metric: counts of measurements by verdict, the last few
+    /// measurements with the candidate's and the baseline's values.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, MetricStatus>,
+}
