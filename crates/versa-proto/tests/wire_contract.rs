@@ -282,7 +282,8 @@ fn versa_extensions_live_in_their_own_package() {
             ("label", 3),
             ("requests", 4),
             ("errors", 5),
-            ("latency", 6)
+            ("latency", 6),
+            ("split", 7)
         ]
     );
     // Nothing of ours inside TensorFlow Serving's packages.
