@@ -78,12 +78,19 @@ impl BuiltinMetric {
                 Sample { value: counters.requests as f64, samples: counters.requests }
             }
             Self::ErrorRate(classes) => {
-                let errors: u64 = [ErrorClass::Server, ErrorClass::Model, ErrorClass::Client]
-                    .into_iter()
-                    .filter(|c| classes.counts(*c))
-                    .map(|c| counters.errors.get(c))
-                    .fold(0, u64::saturating_add);
-                Sample::ratio(errors, counters.requests)
+                // Requests that failed in a class not counted leave the
+                // denominator too: junk requests (client errors by default)
+                // neither dilute a failing candidate nor count against it.
+                let (mut errors, mut excluded) = (0u64, 0u64);
+                for class in [ErrorClass::Server, ErrorClass::Model, ErrorClass::Client] {
+                    let n = counters.errors.get(class);
+                    if classes.counts(class) {
+                        errors = errors.saturating_add(n);
+                    } else {
+                        excluded = excluded.saturating_add(n);
+                    }
+                }
+                Sample::ratio(errors, counters.requests.saturating_sub(excluded))
             }
             Self::Latency { quantile } => Sample {
                 value: histogram_quantile(quantile, &counters.latency),

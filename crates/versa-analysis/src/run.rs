@@ -134,6 +134,30 @@ impl Measurement {
             message: Some(message.into()),
         }
     }
+
+    /// A window with nothing to judge (no Ready Pod: scaled to zero,
+    /// drained): Inconclusive, like a quiet service, never Failed or Error.
+    pub fn inconclusive(now: Timestamp, message: impl Into<String>) -> Self {
+        Self { phase: MeasurementPhase::Inconclusive, ..Self::error(now, message) }
+    }
+}
+
+/// Longest `message` of a measurement kept in status (bytes): with many
+/// Pods and metrics, unbounded messages would push the object past the
+/// API server's size limit and freeze every status write.
+pub const MAX_MEASUREMENT_MESSAGE: usize = 256;
+
+/// `message` cut to [`MAX_MEASUREMENT_MESSAGE`] bytes at a character, with
+/// an ellipsis when cut.
+pub fn bounded_message(message: &str) -> String {
+    if message.len() <= MAX_MEASUREMENT_MESSAGE {
+        return message.to_owned();
+    }
+    let mut end = MAX_MEASUREMENT_MESSAGE - '…'.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
 }
 
 /// A metric's progress, as kept in status.
@@ -268,10 +292,11 @@ impl MetricSpec {
 impl MetricStatus {
     /// Records a measurement and updates the counts and the phase; returns `false`
     /// (status unchanged) when the metric was already decided.
-    pub fn record(&mut self, spec: &MetricSpec, measurement: Measurement) -> bool {
+    pub fn record(&mut self, spec: &MetricSpec, mut measurement: Measurement) -> bool {
         if spec.assess(self).is_completed() {
             return false;
         }
+        measurement.message = measurement.message.as_deref().map(bounded_message);
         match measurement.phase {
             MeasurementPhase::Error => {
                 self.error += 1;

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 pub mod rollout;
 pub mod strategy;
-pub use rollout::{AnalysisRunStatus, RolloutStatus};
+pub use rollout::{AnalysisRunStatus, CommandOutcome, RolloutStatus};
 pub use strategy::Strategy;
 
 /// API group.

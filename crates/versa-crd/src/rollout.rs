@@ -47,12 +47,29 @@ pub struct RolloutStatus {
     /// operator applies it once and clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Command>,
+    /// The last command the operator took, and whether it did anything
+    /// (what `kubectl versa` reports back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_command: Option<CommandOutcome>,
     /// The current `analysis` step's run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_analysis: Option<AnalysisRunStatus>,
     /// The background analysis run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background_analysis: Option<AnalysisRunStatus>,
+}
+
+/// A command the operator took.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandOutcome {
+    /// The command.
+    pub command: Command,
+    /// When the operator took it (Unix milliseconds).
+    pub taken_at: i64,
+    /// Why it did nothing, if it did nothing (it is cleared all the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
 }
 
 /// One analysis run: its generation, phase and every metric's results.

@@ -105,11 +105,13 @@ pub fn measure(
         return Some(Measurement::error(now, "the prometheus provider is not supported"));
     };
     if now_pods.is_empty() {
-        let why = if unread.is_empty() {
-            "no Ready Pod to measure".to_owned()
-        } else {
-            format!("no Ready Pod's counters could be read: {}", unread.join("; "))
-        };
+        // No Pod at all (scaled to zero, drained) is a quiet service:
+        // Inconclusive, never a reason to roll back. Pods that do not
+        // answer are an Error (a candidate may be overloading them).
+        if unread.is_empty() {
+            return Some(Measurement::inconclusive(now, "no Ready Pod to measure"));
+        }
+        let why = format!("no Ready Pod's counters could be read: {}", unread.join("; "));
         return Some(Measurement::error(now, why));
     }
     let windows: Vec<PodWindow> =
@@ -247,6 +249,10 @@ mod tests {
         )
         .expect("error");
         assert_eq!(none.phase, versa_analysis::MeasurementPhase::Error);
+        // No Ready Pod at all (scaled to zero): Inconclusive, never rolled back for it.
+        let empty = measure(&metric, &window, &BTreeMap::new(), &[], (1, 2), "fraud", at(160))
+            .expect("inconclusive");
+        assert_eq!(empty.phase, versa_analysis::MeasurementPhase::Inconclusive);
     }
 
     #[test]

@@ -55,6 +55,12 @@ pub enum Error {
     NotLeading,
     #[error("the pass did not finish within {0:?}; retried")]
     PassTimeout(Duration),
+    /// Not a failure: somebody (a `kubectl versa` command, another writer)
+    /// changed the object between this pass's read and its status write.
+    #[error(
+        "the ModelDeployment changed while the pass ran (its status was not written); passing again"
+    )]
+    StatusChanged,
 }
 
 /// Longest one pass may take; a pass stuck on a call is cut and retried.
@@ -83,6 +89,7 @@ impl Error {
             Error::NoNamespace => "no_namespace",
             Error::NotLeading => "not_leading",
             Error::PassTimeout(_) => "pass_timeout",
+            Error::StatusChanged => "status_changed",
         }
     }
 
@@ -95,7 +102,7 @@ impl Error {
             Error::Conflict(_) => Some("ResourceConflict"),
             Error::Token(_) => Some("TokenError"),
             Error::PassTimeout(_) => Some("ReconcileTimeout"),
-            Error::NoNamespace | Error::NotLeading => None,
+            Error::NoNamespace | Error::NotLeading | Error::StatusChanged => None,
         }
     }
 }
@@ -244,6 +251,11 @@ fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> A
     if matches!(error, Error::NotLeading) {
         return Action::requeue(Duration::from_secs(1));
     }
+    if matches!(error, Error::StatusChanged) {
+        // The watch brings the new object too; this is the backstop.
+        tracing::info!(resource = %md.name_any(), "{error}");
+        return Action::requeue(Duration::from_millis(200));
+    }
     let mut delay = ctx.back_off(&key(&md));
     // Nothing watches the object in the way: look again at least as often
     // as the steady resync, so removing it resumes the rollout soon.
@@ -299,7 +311,7 @@ async fn reconcile_in(md: &ModelDeployment, ctx: &Context, namespace: &str) -> R
         }
         if previous != Some(&status) {
             ctx.acting()?;
-            report::write_status(client, namespace, &name, &status).await?;
+            write_status(client, namespace, md, &status).await?;
         }
         return Ok(Action::await_change());
     }
@@ -376,12 +388,14 @@ async fn reconcile_in(md: &ModelDeployment, ctx: &Context, namespace: &str) -> R
     let mut new_status =
         status::after_pass(previous, generation, &plan, &in_force, counts, &pod_errors, now);
     rollout_report::attach(&mut new_status, &canaries, generation, now);
-    report::announce(ctx, md, previous, &plan).await;
-    rollout_report::announce(ctx, md, &canaries).await;
     if previous != Some(&new_status) {
         ctx.acting()?;
-        report::write_status(client, namespace, &name, &new_status).await?;
+        write_status(client, namespace, md, &new_status).await?;
     }
+    // Events once the state they tell of is stored: a pass whose write
+    // fails (a conflict) tells nothing, and the next one decides again.
+    report::announce(ctx, md, previous, &plan).await;
+    rollout_report::announce(ctx, md, &canaries).await;
 
     let settled = plan.models.iter().all(|m| m.phase == Phase::Ready)
         && counts.ready == counts.desired
@@ -407,6 +421,19 @@ async fn reconcile_in(md: &ModelDeployment, ctx: &Context, namespace: &str) -> R
         requeue = requeue.min(until.max(ctx.options.progress_requeue));
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Writes the pass's status, conditional on the version the pass read.
+async fn write_status(
+    client: &kube::Client,
+    namespace: &str,
+    md: &ModelDeployment,
+    status: &versa_crd::ModelDeploymentStatus,
+) -> Result<()> {
+    let version = md.metadata.resource_version.as_deref();
+    report::write_status(client, namespace, &md.name_any(), version, status)
+        .await
+        .map_err(|e| if report::is_conflict(&e) { Error::StatusChanged } else { Error::Kube(e) })
 }
 
 /// The decision core's clock reading of `now`.

@@ -14,22 +14,46 @@ use serde_json::json;
 use versa_crd::{ModelDeployment, ModelDeploymentStatus};
 
 /// Writes the status subresource (server-side apply, one field manager).
+///
+/// The write is conditional on `resource_version`, the object's version the
+/// pass read: `status.models` is an atomic list, so an unconditional apply
+/// would overwrite a `rollout.command` a user patched in meanwhile. A
+/// changed object fails with 409 Conflict ([`is_conflict`]); the pass runs
+/// again on what it now holds.
 pub async fn write_status(
     client: &kube::Client,
     namespace: &str,
     name: &str,
+    resource_version: Option<&str>,
     status: &ModelDeploymentStatus,
 ) -> Result<(), kube::Error> {
-    let patch = json!({
-        "apiVersion": ModelDeployment::api_version(&()),
-        "kind": ModelDeployment::kind(&()),
-        "status": status,
-    });
+    let patch = status_patch(resource_version, status);
     tracing::debug!(generation = status.observed_generation, "status written");
     Api::<ModelDeployment>::namespaced(client.clone(), namespace)
         .patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
         .await?;
     Ok(())
+}
+
+/// The apply patch of a status write, conditional on `resource_version`.
+fn status_patch(
+    resource_version: Option<&str>,
+    status: &ModelDeploymentStatus,
+) -> serde_json::Value {
+    let mut patch = json!({
+        "apiVersion": ModelDeployment::api_version(&()),
+        "kind": ModelDeployment::kind(&()),
+        "status": status,
+    });
+    if let Some(version) = resource_version {
+        patch["metadata"] = json!({ "resourceVersion": version });
+    }
+    patch
+}
+
+/// Whether a write failed because the object changed since it was read.
+pub fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == 409)
 }
 
 /// The API server refuses Event notes over 1 KiB.
@@ -105,7 +129,8 @@ pub async fn failure(ctx: &Context, md: &ModelDeployment, namespace: &str, error
     }
     if previous != Some(&status) {
         let name = md.metadata.name.as_deref().unwrap_or_default();
-        if let Err(e) = write_status(&ctx.client, namespace, name, &status).await {
+        let version = md.metadata.resource_version.as_deref();
+        if let Err(e) = write_status(&ctx.client, namespace, name, version, &status).await {
             tracing::warn!(error = %e, "the failure could not be written to status");
         }
     }
@@ -121,5 +146,14 @@ mod tests {
         let cut = truncate_bytes(&note, MAX_NOTE_BYTES);
         assert!(cut.len() <= MAX_NOTE_BYTES && cut.len() >= MAX_NOTE_BYTES - 1);
         assert_eq!(truncate_bytes("short", MAX_NOTE_BYTES), "short");
+    }
+
+    #[test]
+    fn a_status_write_is_conditional_on_the_version_read() {
+        let status = ModelDeploymentStatus::default();
+        let patch = status_patch(Some("42"), &status);
+        assert_eq!(patch["metadata"]["resourceVersion"], "42");
+        assert_eq!(patch["kind"], "ModelDeployment");
+        assert!(status_patch(None, &status).get("metadata").is_none());
     }
 }

@@ -11,11 +11,11 @@
 use crate::canary_serving::{self, Delays, RolloutView, STABLE, Start};
 use crate::strategy::{CompiledCanary, CompiledMetric};
 use versa_analysis::canary::{
-    self, AnalysisKind, Decision, Observed, Outcome, RolloutState, RunInput,
+    self, AnalysisKind, Decision, Observed, Outcome, RolloutEvent, RolloutState, RunInput,
 };
 use versa_analysis::run::assess_run;
 use versa_analysis::{Measurement, MetricStatus, Timestamp};
-use versa_crd::{AnalysisRunStatus, ModelSpec, ModelStatus, RolloutStatus};
+use versa_crd::{AnalysisRunStatus, CommandOutcome, ModelSpec, ModelStatus, RolloutStatus};
 
 #[cfg(test)]
 mod tests;
@@ -85,7 +85,13 @@ pub fn decide(
     };
     let decision = canary::next(&canary.strategy, &status.state, &observed);
     status.state = decision.state.clone();
-    status.command = None;
+    if let Some(command) = status.command.take() {
+        let ignored = decision.events.iter().find_map(|e| match e {
+            RolloutEvent::CommandIgnored { why, .. } => Some((*why).to_owned()),
+            _ => None,
+        });
+        status.last_command = Some(CommandOutcome { command, taken_at: now.as_millis(), ignored });
+    }
     status.weight = decision.weight;
     status.step_count = u32::try_from(canary.strategy.steps.len()).unwrap_or(u32::MAX);
     status.weight_in_force = weight_in_force;
@@ -177,6 +183,7 @@ fn fresh(baseline: i64, candidate: i64, now: Timestamp) -> RolloutStatus {
         summary: String::new(),
         state: RolloutState::start(now),
         command: None,
+        last_command: None,
         step_analysis: None,
         background_analysis: None,
     }

@@ -119,5 +119,8 @@ fn describe(event: &RolloutEvent) -> (EventType, String) {
         }
         RolloutEvent::Retried => (Normal, "retried from the first step".into()),
         RolloutEvent::Completed => (Normal, "promoted: the candidate is stable".into()),
+        RolloutEvent::CommandIgnored { command, why } => {
+            (Warning, format!("command {command:?} ignored: {why}"))
+        }
     }
 }

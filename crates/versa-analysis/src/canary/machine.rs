@@ -40,6 +40,10 @@ pub fn next(strategy: &CanaryStrategy, state: &RolloutState, observed: &Observed
         events: Vec::new(),
         requeue_at: None,
     };
+    if let Some(why) = ignored(&pass.st, observed) {
+        let command = observed.command.unwrap_or(Command::Resume);
+        pass.events.push(RolloutEvent::CommandIgnored { command, why });
+    }
     if pass.st.completed_at.is_some() {
         return pass.finish(Outcome::Promoted, 100);
     }
@@ -76,6 +80,30 @@ pub fn next(strategy: &CanaryStrategy, state: &RolloutState, observed: &Observed
         return pass.finish(Outcome::Paused(PauseReason::SpecPaused), weight);
     }
     pass.walk()
+}
+
+/// Why the pending command does nothing in `state`, if it does not.
+fn ignored(state: &RolloutState, observed: &Observed) -> Option<&'static str> {
+    let command = observed.command?;
+    if state.completed_at.is_some() {
+        return Some("the rollout is already promoted");
+    }
+    if state.abort.is_some() {
+        return (command != Command::Retry).then_some(
+            "the rollout is aborted: `retry` restarts it, a commit moving `stable` ends it",
+        );
+    }
+    match command {
+        Command::Retry => Some("nothing to retry: the rollout is not aborted"),
+        Command::Resume if state.pause.is_none() && observed.spec_paused => {
+            Some("the rollout is paused in the spec: a commit removing `paused` resumes it")
+        }
+        Command::Resume if state.pause.is_none() => {
+            Some("nothing to resume: no stored pause (a `pause: {}` step ends with `promote`)")
+        }
+        Command::Pause if state.pause.is_some() => Some("the rollout is already paused"),
+        _ => None,
+    }
 }
 
 struct Pass<'a> {

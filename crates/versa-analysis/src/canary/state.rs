@@ -262,6 +262,13 @@ pub enum RolloutEvent {
     Retried,
     /// The rollout was promoted.
     Completed,
+    /// A `kubectl versa` command that does nothing in this state (it is cleared).
+    CommandIgnored {
+        /// The command.
+        command: Command,
+        /// Why it does nothing.
+        why: &'static str,
+    },
 }
 
 impl RolloutEvent {
@@ -280,6 +287,7 @@ impl RolloutEvent {
             Self::Aborted(_) => "RolloutAborted",
             Self::Retried => "RolloutRetried",
             Self::Completed => "RolloutCompleted",
+            Self::CommandIgnored { .. } => "RolloutCommandIgnored",
         }
     }
 }

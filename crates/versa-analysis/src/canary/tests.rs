@@ -311,7 +311,30 @@ fn abort_and_promote_full_commands() {
     assert_eq!(reasons(&d), ["RolloutCompleted"]);
     let after = next(&s, &d.state, &with_command(2, 100, Command::Abort));
     assert_eq!((after.outcome, after.weight), (Outcome::Promoted, 100));
-    assert!(after.events.is_empty());
+    assert_eq!(reasons(&after), ["RolloutCommandIgnored"], "a late abort is said to do nothing");
+}
+
+#[test]
+fn a_command_that_does_nothing_is_reported_not_dropped() {
+    let s = strategy();
+    let st = RolloutState::start(t(0));
+    for command in [Command::Retry, Command::Resume] {
+        let d = next(&s, &st, &with_command(1, 0, command));
+        assert_eq!(reasons(&d), ["RolloutCommandIgnored"], "{command:?} while progressing");
+        assert_eq!(d.outcome, Outcome::Progressing);
+    }
+    let aborted = next(&s, &st, &with_command(1, 10, Command::Abort));
+    for command in [Command::Promote, Command::Resume, Command::Pause] {
+        let d = next(&s, &aborted.state, &with_command(2, 0, command));
+        assert_eq!(reasons(&d), ["RolloutCommandIgnored"], "{command:?} while aborted");
+        assert!(matches!(d.outcome, Outcome::Degraded(_)));
+    }
+    let paused = next(&s, &st, &with_command(1, 10, Command::Pause));
+    assert_eq!(reasons(&paused), ["RolloutPaused"]);
+    let again = next(&s, &paused.state, &with_command(2, 10, Command::Pause));
+    assert_eq!(reasons(&again), ["RolloutCommandIgnored"]);
+    let resumed = next(&s, &paused.state, &with_command(2, 10, Command::Resume));
+    assert!(!reasons(&resumed).contains(&"RolloutCommandIgnored"));
 }
 
 #[test]

@@ -61,13 +61,26 @@ fn counters(requests: u64, errors: ErrorCounts, h: Histogram) -> SeriesCounters 
 #[test]
 fn error_rate_excludes_client_errors_by_default() {
     let c = counters(100, ErrorCounts { server: 2, model: 3, client: 20 }, Histogram::default());
+    // 5 of the 80 requests that were not the client's fault
     let default = BuiltinMetric::ErrorRate(ErrorClasses::default()).sample(&c);
-    assert!(close(default.value, 0.05));
-    assert_eq!(default.samples, 100);
+    assert!(close(default.value, 5.0 / 80.0), "{}", default.value);
+    assert_eq!(default.samples, 80);
     let all = ErrorClasses { client: true, ..ErrorClasses::default() };
     assert!(close(BuiltinMetric::ErrorRate(all).sample(&c).value, 0.25));
     let server_only = ErrorClasses { server: true, model: false, client: false };
-    assert!(close(BuiltinMetric::ErrorRate(server_only).sample(&c).value, 0.02));
+    assert!(close(BuiltinMetric::ErrorRate(server_only).sample(&c).value, 2.0 / 77.0));
+}
+
+#[test]
+fn junk_requests_do_not_dilute_a_failing_candidate() {
+    // 20 % of the real requests fail; nine times as many invalid ones are added
+    let honest =
+        counters(100, ErrorCounts { server: 0, model: 20, client: 0 }, Histogram::default());
+    let diluted =
+        counters(1000, ErrorCounts { server: 0, model: 20, client: 900 }, Histogram::default());
+    let rate = BuiltinMetric::ErrorRate(ErrorClasses::default());
+    assert!(close(rate.sample(&honest).value, 0.2));
+    assert!(close(rate.sample(&diluted).value, 0.2));
 }
 
 #[test]

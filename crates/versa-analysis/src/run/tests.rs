@@ -216,3 +216,20 @@ fn run_next_due_is_the_earliest_undecided_metric() {
     assert_eq!(due, Some(Timestamp::from_secs(1030)));
     assert_eq!(run_next_due([(&fast, &decided)], T0), None);
 }
+
+#[test]
+fn a_long_measurement_message_is_cut_before_it_reaches_status() {
+    let spec = MetricSpec::new("errors");
+    let mut status = MetricStatus::default();
+    let long = "pod-é: unreachable; ".repeat(100);
+    assert!(status.record(&spec, Measurement::error(Timestamp(1), long)));
+    let kept = status.measurements[0].message.as_deref().unwrap_or_default();
+    assert!(kept.len() <= MAX_MEASUREMENT_MESSAGE && kept.ends_with('…'), "{}", kept.len());
+    assert_eq!(bounded_message("short"), "short");
+}
+
+#[test]
+fn no_pod_to_measure_is_inconclusive_never_an_error() {
+    let m = Measurement::inconclusive(Timestamp(5), "no Ready Pod to measure");
+    assert_eq!((m.phase, m.samples), (MeasurementPhase::Inconclusive, 0));
+}
