@@ -40,6 +40,11 @@ pub struct RolloutStatus {
     pub summary: String,
     /// The step machine's state (times are Unix milliseconds).
     pub state: RolloutState,
+    /// A fingerprint of the strategy's steps and analysis the state was
+    /// reached under: a commit changing them restarts a rollout in progress
+    /// from its first step (a step index means nothing in other steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy_hash: Option<String>,
     /// A request to the operator, written to the status subresource
     /// (`kubectl patch md NAME --subresource=status --type=json -p
     /// '[{"op":"add","path":"/status/models/0/rollout/command","value":"Promote"}]'`):

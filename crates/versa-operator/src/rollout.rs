@@ -34,6 +34,9 @@ pub struct ModelRollout {
     pub decision: Option<Decision>,
     /// The label the candidate is served under while the rollout runs.
     pub canary_label: String,
+    /// A commit changed the steps or analysis of the rollout in progress:
+    /// it started again from its first step on this pass.
+    pub restarted: bool,
 }
 
 /// Decides one pass of `spec`'s canary from `previous` (this model's status
@@ -50,6 +53,7 @@ pub fn decide(
         status: None,
         decision: None,
         canary_label: canary.canary_label.clone(),
+        restarted: false,
     };
     let Some(&wanted) = spec.labels.get(STABLE) else {
         return direct(Start::Direct);
@@ -58,11 +62,18 @@ pub fn decide(
     let last = previous.and_then(|m| m.rollout.as_ref());
     let in_force_stable = previous.and_then(|m| m.labels.get(STABLE).copied());
     let start = begin(last, in_force_stable, wanted, delays, now);
+    let fingerprint = strategy_fingerprint(spec);
+    let mut restarted = false;
     let mut status = match (start, last) {
-        (Start::Continue, Some(last)) => last.clone(),
+        (Start::Continue, Some(last)) => {
+            let mut status = last.clone();
+            restarted = restart_if_changed(&mut status, &fingerprint, now);
+            status
+        }
         (Start::Canary { baseline, candidate }, _) => fresh(baseline, candidate, now),
         _ => return direct(start),
     };
+    status.strategy_hash = Some(fingerprint);
     // A new rollout is at weight 0 until its first push: nothing in force.
     let weight_in_force = match start {
         Start::Continue => previous.and_then(|m| weight_in_force(m, &status, &canary.canary_label)),
@@ -122,7 +133,48 @@ pub fn decide(
         status: Some(status),
         decision: Some(decision),
         canary_label: canary.canary_label.clone(),
+        restarted,
     }
+}
+
+/// A fingerprint of what a step index and an analysis run mean: the steps
+/// (or step weights and interval) and the analysis. `paused`, the reactions
+/// and the delays may change mid-rollout without a restart.
+pub fn strategy_fingerprint(spec: &ModelSpec) -> String {
+    let canary = spec.strategy.as_ref().and_then(|s| s.canary.as_ref());
+    let shape = canary.map(|c| {
+        serde_json::json!({
+            "steps": c.steps, "stepWeights": c.step_weights,
+            "interval": c.interval, "analysis": c.analysis,
+        })
+    });
+    // FNV-1a, 64 bits: stable across builds and platforms.
+    let bytes = serde_json::to_vec(&shape).unwrap_or_default();
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// Restarts a rollout in progress from its first step (new analysis run
+/// generations) when its steps or analysis changed; a promoted or aborted
+/// one stays as it is, and a status from before fingerprints adopts this
+/// one. Whether it restarted.
+fn restart_if_changed(status: &mut RolloutStatus, fingerprint: &str, now: Timestamp) -> bool {
+    let changed = status.strategy_hash.as_deref().is_some_and(|h| h != fingerprint);
+    let live = status.state.completed_at.is_none() && status.state.abort.is_none();
+    if !(changed && live) {
+        return false;
+    }
+    let (step_run, background_run) = (status.state.step_run, status.state.background_run);
+    status.state = RolloutState {
+        step_run: step_run.wrapping_add(1),
+        background_run: background_run.wrapping_add(1),
+        ..RolloutState::start(now)
+    };
+    status.step_analysis = None;
+    status.background_analysis = None;
+    true
 }
 
 /// How a move of `stable` to `wanted` begins, given the last rollout and
@@ -182,6 +234,7 @@ fn fresh(baseline: i64, candidate: i64, now: Timestamp) -> RolloutStatus {
         weight_in_force: None,
         summary: String::new(),
         state: RolloutState::start(now),
+        strategy_hash: None,
         command: None,
         last_command: None,
         step_analysis: None,

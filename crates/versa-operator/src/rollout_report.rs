@@ -72,6 +72,17 @@ pub async fn announce(ctx: &Context, md: &ModelDeployment, canaries: &CanaryPass
         if let Some(status) = &decided.status {
             ctx.metrics.rollout_step.with_label_values(&labels).set(i64::from(status.state.step));
             ctx.metrics.rollout_weight.with_label_values(&labels).set(i64::from(status.weight));
+        } else {
+            // No rollout any more (an instant rollback): no stale gauges.
+            let _ = ctx.metrics.rollout_step.remove_label_values(&labels);
+            let _ = ctx.metrics.rollout_weight.remove_label_values(&labels);
+        }
+        if decided.restarted {
+            let note = format!(
+                "model {model}: the strategy's steps or analysis changed: the rollout starts again from its first step"
+            );
+            tracing::info!(model = %model, "{note}");
+            report::publish(ctx, md, EventType::Normal, "RolloutRestarted", "Rollout", note).await;
         }
         if let crate::canary_serving::Start::Instant = decided.start {
             let note = format!(

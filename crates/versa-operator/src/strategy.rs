@@ -177,6 +177,12 @@ fn compile_step(
     if analysis.metrics.is_empty() {
         problems.push(format!("{field}.analysis.metrics: at least one metric"));
     }
+    for m in analysis.metrics.iter().filter(|m| m.interval.is_some() && m.count.is_none()) {
+        problems.push(format!(
+            "{field}.analysis.metrics[{}]: an analysis step needs a count (with an interval alone the metric measures forever and the step never ends; use the background analysis for that)",
+            m.name
+        ));
+    }
     Some((Step::Analysis, Some(metrics)))
 }
 

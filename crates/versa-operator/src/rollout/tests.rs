@@ -180,3 +180,43 @@ fn pods_confirming_another_candidate_are_not_its_weight() {
     assert_eq!(weight_in_force(&m, r, "canary"), None);
     assert_eq!(weight_in_force(&before, r, "canary"), Some(0), "nothing on the candidate yet");
 }
+
+/// `model(stable)` carrying `strategy.canary` with `steps` (and `extra`).
+fn with_strategy(stable: i64, steps: &str, extra: &str) -> (ModelSpec, CompiledCanary) {
+    let yaml = format!("{{steps: {steps}, unloadDelaySeconds: 300{extra}}}");
+    let spec: versa_crd::strategy::CanaryStrategy = serde_yaml::from_str(&yaml).expect("canary");
+    let compiled = compile("fraud", &spec).expect("compiles");
+    let mut m = model(stable);
+    m.strategy = Some(versa_crd::Strategy { canary: Some(spec) });
+    (m, compiled)
+}
+
+#[test]
+fn new_steps_mid_rollout_restart_it_rather_than_reinterpret_the_step_index() {
+    let long = "[{setWeight: 10}, {setWeight: 20}, {setWeight: 30}, {pause: {}}, {setWeight: 40}]";
+    let (m1, c1) = with_strategy(1, long, "");
+    let before = confirmed(&decide(&m1, &c1, None, at(0)));
+    let (m2, c2) = with_strategy(2, long, "");
+    let mut last = decide(&m2, &c2, Some(&before), at(10));
+    for t in 11..20 {
+        last = decide(&m2, &c2, Some(&confirmed(&last)), at(t));
+    }
+    let st = last.status.as_ref().expect("rollout");
+    assert_eq!((st.phase.as_str(), st.state.step), ("Paused", 3), "at the pause step");
+
+    // `paused` and the delays may change without a restart.
+    let (paused, cp) = with_strategy(2, long, ", paused: true, abortUnloadDelaySeconds: 5");
+    let same = decide(&paused, &cp, Some(&confirmed(&last)), at(30));
+    assert!(!same.restarted);
+    assert_eq!(same.status.as_ref().map(|s| s.state.step), Some(3));
+
+    // A shorter strategy: step 3 is past its end, which must not promote.
+    let (short, cs) = with_strategy(2, "[{setWeight: 5}, {pause: {}}]", "");
+    let again = decide(&short, &cs, Some(&confirmed(&last)), at(40));
+    let st = again.status.as_ref().expect("rollout");
+    assert!(again.restarted);
+    assert_eq!((st.phase.as_str(), st.state.step, st.weight), ("Progressing", 0, 5));
+    assert_ne!(st.state.step_run, last.status.as_ref().map_or(0, |s| s.state.step_run));
+    let next = decide(&short, &cs, Some(&confirmed(&again)), at(41));
+    assert!(!next.restarted, "restarted once, not on every pass");
+}

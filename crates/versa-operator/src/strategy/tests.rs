@@ -101,6 +101,22 @@ fn every_problem_is_named_with_its_field() {
     }
 }
 
+#[test]
+fn an_analysis_step_must_end_so_its_metrics_need_a_count() {
+    let endless = r#"{name: e, provider: {builtin: {metric: errorRate}}, interval: 30s, thresholdRange: {max: 0.1}}"#;
+    let spec = canary(&format!("steps: [{{analysis: {{metrics: [{endless}]}}}}]"));
+    let problems = compile("fraud", &spec).expect_err("an endless step").join("\n");
+    assert!(
+        problems.contains(
+            "strategy.canary.steps[0].analysis.metrics[e]: an analysis step needs a count"
+        ),
+        "{problems}"
+    );
+    // In the background analysis an open-ended metric is the point.
+    let spec = canary(&format!("steps: [{{setWeight: 10}}]\nanalysis: {{metrics: [{endless}]}}"));
+    assert!(compile("fraud", &spec).is_ok());
+}
+
 fn text_steps_only() -> String {
     r#"
 steps:
