@@ -52,7 +52,8 @@ test: testenv check-deps chart-test test-images ## Run every test (unit, scenari
 	$(CARGO) test --workspace --doc
 
 generate: ## Write generated artefacts (crds/, and the chart's copy)
-	$(CARGO) run -q -p versa-crd --bin crdgen > crds/modeldeployments.serving.versa.dev.yaml
+	$(CARGO) run -q -p versa-crd --bin crdgen > crds/modeldeployments.serving.versa.dev.yaml.new
+	mv crds/modeldeployments.serving.versa.dev.yaml.new crds/modeldeployments.serving.versa.dev.yaml
 	cp crds/modeldeployments.serving.versa.dev.yaml charts/versa-operator/crds/
 
 check-generated: generate ## Fail when crds/ or the chart's CRD is stale

@@ -50,6 +50,25 @@ impl Condition {
     /// [`Error::InvalidExpression`] with the parser's position and message;
     /// [`Error::UnknownVariable`] for a variable not in [`VARIABLES`].
     pub fn compile(field: &'static str, source: &str) -> Result<Self> {
+        let refuse = |column: usize, message: String| Error::InvalidExpression {
+            column: isize::try_from(column).unwrap_or(isize::MAX),
+            field,
+            expression: source.chars().take(80).collect(),
+            line: 1,
+            message,
+        };
+        if source.len() > MAX_CONDITION_BYTES {
+            return Err(refuse(
+                MAX_CONDITION_BYTES,
+                format!("longer than {MAX_CONDITION_BYTES} bytes (the condition length limit)"),
+            ));
+        }
+        if let Some(column) = comprehension_at(source) {
+            return Err(refuse(
+                column,
+                "comprehensions (map, filter, all, exists, exists_one) are not allowed: a condition compares numbers, and one nested in another can run for hours".into(),
+            ));
+        }
         let program = Program::compile(source).map_err(|e| {
             let (line, column) = e.errors.first().map(|p| p.pos).unwrap_or((0, 0));
             let message = e.errors.iter().map(|p| p.msg.as_str()).collect::<Vec<_>>().join("; ");
@@ -94,6 +113,39 @@ impl Condition {
             Err(e) => Err(format!("could not evaluate `{}`: {e}", self.source)),
         }
     }
+}
+
+/// Longest condition accepted, in bytes.
+pub const MAX_CONDITION_BYTES: usize = 1024;
+
+/// The 1-based column of the first comprehension macro call
+/// (`.map(`, `.all(`, ...) outside string literals, if any.
+fn comprehension_at(source: &str) -> Option<usize> {
+    const MACROS: [&str; 5] = ["map", "filter", "all", "exists", "exists_one"];
+    let bytes = source.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(_) if b == b'\\' => i += 1,
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'"' || b == b'\'' => quote = Some(b),
+            None if b == b'.' => {
+                let rest = source[i + 1..].trim_start();
+                let name: String =
+                    rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let after = rest[name.len()..].trim_start();
+                if MACROS.contains(&name.as_str()) && after.starts_with('(') {
+                    return Some(i + 1);
+                }
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 fn clamp_i64(n: u64) -> i64 {

@@ -188,9 +188,11 @@ pub struct AnalysisMetric {
     /// `baselineSamples` (ints): true is Successful, e.g.
     /// `result <= baseline * 1.2 + 0.005`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub success_condition: Option<String>,
     /// As `successCondition`; true is Failed (checked first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub failure_condition: Option<String>,
     /// Successful inside `[min, max]`, Failed outside (Flagger's form).
     #[serde(default, skip_serializing_if = "Option::is_none")]

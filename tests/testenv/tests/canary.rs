@@ -176,3 +176,96 @@ async fn a_candidate_failing_its_error_rate_is_aborted_and_the_baseline_serves_o
     let md = env.wait_ready("fraud", g).await.expect("reverted");
     assert!(rollout(&md).is_none());
 }
+
+#[tokio::test]
+async fn a_slow_candidate_is_aborted_on_its_latency_against_the_baseline() {
+    init_test_tracing();
+    let env = VersaEnv::start().await.expect("env");
+    // Version 5 answers exactly what version 5 of `versioned` would, after
+    // 8 × 256³ multiply-adds per request: milliseconds, not microseconds.
+    let fraud = env.models_root().join("fraud");
+    versa_testmodels::write_version(&fraud, 5, &versa_testmodels::slow(5, 256)).expect("write v5");
+    let p90 = "{name: p90, provider: {builtin: {metric: latency, quantile: 0.9}}, interval: 3s, count: 2, successCondition: 'result <= baseline * 2.0 + 0.001', minSampleCount: 10}";
+    let steps = format!(
+        "{{steps: [{{setWeight: 30}}, {{analysis: {{metrics: [{p90}, {ERRORS_UNDER_5_PERCENT}]}}}}, {{setWeight: 100}}], abortUnloadDelaySeconds: 3}}"
+    );
+    let g = env.apply(&env.manifest("fraud", 1, &models("1", 1, &steps))).await.expect("apply");
+    env.wait_ready("fraud", g).await.expect("ready");
+    let ips = env.ready_ips("fraud").await.expect("ips");
+    let load = Load::start(ips, "fraud", Duration::from_millis(3), Duration::from_secs(150));
+
+    let started = std::time::Instant::now();
+    let g = env.apply(&env.manifest("fraud", 1, &models("5", 5, &steps))).await.expect("apply");
+    let md = env
+        .wait_condition("fraud", g, "Degraded", Some("RolloutAborted"), Duration::from_secs(90))
+        .await
+        .expect("aborted");
+    let aborted_after = started.elapsed();
+    let r = rollout(&md).expect("rollout");
+    assert_eq!((r.phase.as_str(), r.baseline, r.candidate), ("Aborted", 1, 5));
+    let run = r.step_analysis.as_ref().expect("the analysis step's run");
+    let p90 = &run.metrics["p90"];
+    let last = p90.measurements.last().expect("a p90 measurement");
+    eprintln!(
+        "slow candidate aborted after {aborted_after:?}: p90 {:?} s vs baseline {:?} s over {} samples; errors {:?}",
+        last.value,
+        last.baseline,
+        last.samples,
+        run.metrics["errors"].measurements.last()
+    );
+    assert_eq!(p90.failed, 1, "{p90:?}");
+    assert!(
+        last.value.zip(last.baseline).is_some_and(|(v, b)| v > 2.0 * b + 0.001),
+        "judged slower than the baseline in the same window: {last:?}"
+    );
+    let message = r.message.clone().unwrap_or_default();
+    assert!(message.contains("FailedAnalysis") && message.contains("p90"), "{message}");
+    let tally = load.finish().await;
+    eprintln!("during the slow canary: {:?} ok by version, {} failed", tally.ok, tally.failed);
+    assert_eq!(tally.failed, 0, "slow is not failing: {:?}", tally.errors);
+    assert!(tally.ok.get(&5).is_some_and(|n| *n > 10), "{:?}", tally.ok);
+}
+
+#[tokio::test]
+async fn a_quiet_model_pauses_inconclusive_and_is_never_rolled_back_for_it() {
+    init_test_tracing();
+    let env = VersaEnv::start().await.expect("env");
+    let steps = format!(
+        "{{steps: [{{setWeight: 40}}, {{analysis: {{metrics: [{ERRORS_UNDER_5_PERCENT}]}}}}, {{setWeight: 100}}]}}"
+    );
+    let g = env.apply(&env.manifest("fraud", 1, &models("1", 1, &steps))).await.expect("apply");
+    env.wait_ready("fraud", g).await.expect("ready");
+
+    // No load at all: every window has fewer than minSampleCount requests.
+    let g = env.apply(&env.manifest("fraud", 1, &models("2", 2, &steps))).await.expect("apply");
+    let md = env
+        .wait_for("fraud", "paused inconclusive", Duration::from_secs(60), |md| {
+            rollout(md).is_some_and(|r| r.phase == "Paused")
+        })
+        .await
+        .expect("paused");
+    let r = rollout(&md).expect("rollout");
+    let message = r.message.clone().unwrap_or_default();
+    assert!(message.contains("InconclusiveAnalysis"), "{message}");
+    let run = r.step_analysis.as_ref().expect("run");
+    assert_eq!(run.phase, "Inconclusive");
+    let errors = &run.metrics["errors"];
+    assert_eq!((errors.inconclusive, errors.failed), (1, 0), "{errors:?}");
+    assert!(errors.measurements.iter().all(|m| m.samples < 20), "{errors:?}");
+    let status = md.status.as_ref().expect("status");
+    assert_eq!(status.observed_generation, Some(g));
+    assert!(
+        status.conditions.iter().any(|c| c.type_ == "Degraded" && c.status == "False"),
+        "a pause is not a failure: {:?}",
+        status.conditions
+    );
+    // It stays paused at its weight: never aborted for being quiet.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let md = env.get("fraud").await.expect("get");
+    let r = rollout(&md).expect("rollout");
+    assert_eq!((r.phase.as_str(), r.weight, r.weight_in_force), ("Paused", 40, Some(40)));
+    let reasons: Vec<String> =
+        env.events("fraud").await.expect("events").into_iter().map(|e| e.0).collect();
+    assert!(reasons.iter().any(|r| r == "AnalysisRunInconclusive"), "{reasons:?}");
+    assert!(!reasons.iter().any(|r| r == "RolloutAborted"), "{reasons:?}");
+}

@@ -174,3 +174,22 @@ fn unknown_variables_are_refused_at_compile_time() {
     let all = "result < baseline && resultSamples > 0 && baselineSamples > 0";
     assert!(Condition::compile("successCondition", all).is_ok());
 }
+
+#[test]
+fn comprehensions_and_huge_conditions_are_refused_at_compile() {
+    for src in [
+        "[1, 2].map(result, result * 2).size() > 0",
+        "[1,2,3].all(x, [1,2,3].exists(y, x < y)) || result > 0",
+        "[1] .exists_one (x, x > 0)",
+        "[1].filter(x, true).size() == 1 && result < 1.0",
+    ] {
+        let err = Condition::compile("successCondition", src).expect_err(src).to_string();
+        assert!(err.contains("comprehensions"), "{src}: {err}");
+    }
+    // The words inside strings, and ordinary calls, are fine.
+    assert!(Condition::compile("successCondition", "'.map(' != 'x' && result < 1.0").is_ok());
+    assert!(Condition::compile("successCondition", "has(x.y) || result < 1.0").is_err()); // unknown variable, not a macro
+    let long = format!("result < {}", "1.0 + ".repeat(200) + "1.0");
+    let err = Condition::compile("successCondition", &long).expect_err("too long").to_string();
+    assert!(err.contains("1024 bytes"), "{err}");
+}
