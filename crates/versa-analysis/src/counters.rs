@@ -186,6 +186,24 @@ pub struct Snapshot {
     pub series: BTreeMap<SeriesKey, SeriesCounters>,
 }
 
+impl Snapshot {
+    /// The series of `model` only, at the same times: what a window of one
+    /// model's metric keeps (another model's series can neither reset the
+    /// Pod's window nor mismatch its buckets, nor take memory).
+    pub fn of_model(&self, model: &str) -> Snapshot {
+        Snapshot {
+            process_start: self.process_start,
+            taken_at: self.taken_at,
+            series: self
+                .series
+                .iter()
+                .filter(|(k, _)| k.model == model)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+}
+
 /// Why a Pod contributes no data to a window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResetReason {

@@ -47,7 +47,15 @@ pub struct WindowKey {
 pub struct Window {
     pub started_at: Timestamp,
     pub pods: BTreeMap<String, Snapshot>,
+    /// Windows in a row before this one in which no Pod had data (every
+    /// Pod new or restarted).
+    pub empty_before: u32,
 }
+
+/// Windows in a row without data from any Pod that make an Error: Pods
+/// that keep restarting (a candidate crashing them) must not leave a run
+/// waiting for ever without a word.
+pub const MAX_EMPTY_WINDOWS: u32 = 3;
 
 /// What to do for one metric this pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +84,13 @@ pub fn action(
         return (None, None);
     };
     let Some(window) = window else {
+        // Opened one window length before it is due, not earlier: with an
+        // `initialDelay` longer than the window, the warm-up stays out.
+        let length = i64::try_from(window_length(spec).as_millis()).unwrap_or(i64::MAX);
+        let open_at = Timestamp(due.as_millis().saturating_sub(length));
+        if now < open_at {
+            return (None, Some(open_at));
+        }
         let ready = due.max(now.saturating_add(window_length(spec)));
         return (Some(Action::Open), Some(ready));
     };
@@ -124,6 +139,19 @@ pub fn measure(
     Some(metric.evaluator.evaluate(&observation).into_measurement(&observation, now))
 }
 
+/// After the `in_a_row`-th window in a row without data: an Error once
+/// there are [`MAX_EMPTY_WINDOWS`] (and the count starts again), else
+/// nothing to record. Returns the measurement and the count to keep.
+pub fn after_empty_window(in_a_row: u32, now: Timestamp) -> (Option<Measurement>, u32) {
+    if in_a_row < MAX_EMPTY_WINDOWS {
+        return (None, in_a_row);
+    }
+    let why = format!(
+        "no Pod had data over {in_a_row} windows in a row: every Pod was new or restarted (are they crashing?)"
+    );
+    (Some(Measurement::error(now, why)), 0)
+}
+
 /// The operator's memory of windows.
 #[derive(Debug, Default)]
 pub struct Windows {
@@ -140,6 +168,11 @@ impl Windows {
         if map.len() >= MAX_WINDOWS && !map.contains_key(&key) {
             let oldest = map.iter().min_by_key(|(_, w)| w.started_at).map(|(k, _)| k.clone());
             if let Some(oldest) = oldest {
+                tracing::warn!(
+                    deployment = %oldest.deployment, model = %oldest.model, metric = %oldest.metric,
+                    limit = MAX_WINDOWS,
+                    "analysis window forgotten: more open windows than the limit; the metric opens a new one"
+                );
                 map.remove(&oldest);
             }
         }
@@ -175,7 +208,7 @@ mod tests {
         let s = spec(60);
         let empty = MetricStatus::default();
         assert_eq!(action(&s, &empty, at(100), None, at(100)), (Some(Action::Open), Some(at(160))));
-        let w = Window { started_at: at(100), pods: BTreeMap::new() };
+        let w = Window { started_at: at(100), pods: BTreeMap::new(), empty_before: 0 };
         assert_eq!(action(&s, &empty, at(100), Some(&w), at(130)), (None, Some(at(160))));
         assert_eq!(
             action(&s, &empty, at(100), Some(&w), at(160)),
@@ -187,6 +220,26 @@ mod tests {
             action(&s, &empty, at(100), None, at(1_000)),
             (Some(Action::Open), Some(at(1_060)))
         );
+    }
+
+    #[test]
+    fn pods_that_keep_restarting_make_an_error_not_an_endless_wait() {
+        assert_eq!(after_empty_window(1, at(5)), (None, 1));
+        assert_eq!(after_empty_window(2, at(5)), (None, 2));
+        let (m, next) = after_empty_window(3, at(5));
+        assert_eq!(m.map(|m| m.phase), Some(versa_analysis::MeasurementPhase::Error));
+        assert_eq!(next, 0);
+    }
+
+    #[test]
+    fn with_a_long_initial_delay_the_first_window_leaves_the_warm_up_out() {
+        // initialDelay 5m, interval 1m: the first measurement is due at 400
+        // and covers 340..400, never the start of the run.
+        let s = MetricSpec { initial_delay: Some(Duration::from_secs(300)), ..spec(60) };
+        let empty = MetricStatus::default();
+        assert_eq!(action(&s, &empty, at(100), None, at(100)), (None, Some(at(340))));
+        assert_eq!(action(&s, &empty, at(100), None, at(339)), (None, Some(at(340))));
+        assert_eq!(action(&s, &empty, at(100), None, at(340)), (Some(Action::Open), Some(at(400))));
     }
 
     fn pod(start: i64, taken: i64, requests: u64, errors: (u64, u64)) -> Snapshot {
@@ -224,7 +277,7 @@ mod tests {
         let then: BTreeMap<String, Snapshot> =
             [("a".into(), pod(0, 100, 1_000, (100, 0))), ("b".into(), pod(0, 100, 0, (0, 0)))]
                 .into();
-        let window = Window { started_at: at(100), pods: then };
+        let window = Window { started_at: at(100), pods: then, empty_before: 0 };
         // Pod a: 20 more candidate requests, 10 failed (errors counted
         // since the window began only). Pod b restarted: no data.
         let now: BTreeMap<String, Snapshot> =
@@ -265,7 +318,7 @@ mod tests {
             run,
             metric: "x".into(),
         };
-        let w = |s| Window { started_at: at(s), pods: BTreeMap::new() };
+        let w = |s| Window { started_at: at(s), pods: BTreeMap::new(), empty_before: 0 };
         windows.put(key("a", 1), w(1));
         windows.put(key("a", 2), w(2));
         windows.put(key("b", 1), w(3));

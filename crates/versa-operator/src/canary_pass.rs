@@ -117,11 +117,29 @@ async fn measure_metric(
     let (action, wake) =
         analysis::action(&metric.spec, &stored, request.started_at, window.as_ref(), now);
     let Some(action) = action else { return (wake, false) };
-    let (pods, unread) = counters.get(ctx).await;
+    let (all_pods, unread) = counters.get(ctx).await;
+    let pods: BTreeMap<String, versa_analysis::Snapshot> =
+        all_pods.iter().map(|(pod, s)| (pod.clone(), s.of_model(&key.model))).collect();
     let mut recorded = false;
+    let mut empty_before = 0;
     if let (Action::Measure, Some(window)) = (action, window.as_ref()) {
-        let measurement =
-            analysis::measure(metric, window, pods, unread, (baseline, candidate), &key.model, now);
+        let mut measurement = analysis::measure(
+            metric,
+            window,
+            &pods,
+            unread,
+            (baseline, candidate),
+            &key.model,
+            now,
+        );
+        if measurement.is_none() {
+            empty_before = window.empty_before + 1;
+            tracing::info!(
+                model = %key.model, version = candidate, metric = %name, in_a_row = empty_before,
+                "no Pod had data over the window (every Pod new or restarted): the next one is measured"
+            );
+            (measurement, empty_before) = analysis::after_empty_window(empty_before, now);
+        }
         if let Some(m) = measurement {
             tracing::info!(
                 model = %key.model, version = candidate, metric = %name,
@@ -134,7 +152,7 @@ async fn measure_metric(
             recorded = true;
         }
     }
-    ctx.windows.put(key, Window { started_at: now, pods: pods.clone() });
+    ctx.windows.put(key, Window { started_at: now, pods, empty_before });
     (if recorded { Some(now) } else { wake }, recorded)
 }
 

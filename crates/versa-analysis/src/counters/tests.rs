@@ -156,3 +156,17 @@ fn merge_refuses_different_bucket_bounds() {
         Err(Error::BucketLayoutMismatch { model: "m".into(), version: 1 })
     );
 }
+
+#[test]
+fn one_models_window_ignores_another_models_series() {
+    let mut a = snap(1, 100, &[(1, series(100, 0, 0, hist(&[10, 50, 99], 100, 9.0)))]);
+    let mut b = snap(1, 130, &[(1, series(160, 3, 0, hist(&[12, 90, 158], 160, 15.0)))]);
+    // Another model's counter goes down (or its buckets differ) in the same Pod.
+    a.series.insert(SeriesKey::new("other", 1), series(50, 0, 0, hist(&[1, 2, 3], 3, 1.0)));
+    let odd = Histogram { buckets: vec![Bucket { le: 5.0, count: 1 }], count: 1, sum: 1.0 };
+    b.series.insert(SeriesKey::new("other", 1), series(10, 0, 0, odd));
+    assert!(matches!(delta(Some(&a), &b), PodWindow::Reset(ResetReason::CounterDecreased(_))));
+    let w = data(delta(Some(&a.of_model("m")), &b.of_model("m")));
+    assert_eq!(w.series.keys().map(|k| k.model.as_str()).collect::<Vec<_>>(), ["m"]);
+    assert_eq!(w.series[&SeriesKey::new("m", 1)].requests, 60);
+}
