@@ -12,15 +12,12 @@
 use crate::canary_pass;
 use crate::children::{self, Existing};
 use crate::fleet::{self, Observed, is_ready};
-use crate::leader::Leadership;
-use crate::metrics::Metrics;
 use crate::plan::{self, Phase, PodView, Routing};
 use crate::report;
-use crate::resources::{self, FIELD_MANAGER, Names};
+use crate::resources::{self, Names};
 use crate::rollout_report;
-use crate::sidecar::SidecarOptions;
 use crate::status::{self, PodCounts};
-use crate::validate::{self, SpecPolicy};
+use crate::validate;
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -28,187 +25,18 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt as _;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument as _;
 use versa_crd::ModelDeployment;
 use versa_proto::text_format;
 
-/// What can go wrong in a pass.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {}", api_message(.0))]
-    Kube(#[from] kube::Error),
-    #[error("cannot apply {object}: {}", api_message(.source))]
-    Apply { object: String, source: kube::Error },
-    #[error("{}", .0.join("; "))]
-    Conflict(Vec<String>),
-    #[error("cannot create a reload token: {0}")]
-    Token(#[from] getrandom::Error),
-    #[error("the ModelDeployment has no namespace")]
-    NoNamespace,
-    #[error("this replica does not hold the lease now: nothing written")]
-    NotLeading,
-    #[error("the pass did not finish within {0:?}; retried")]
-    PassTimeout(Duration),
-    /// Not a failure: somebody (a `kubectl versa` command, another writer)
-    /// changed the object between this pass's read and its status write.
-    #[error(
-        "the ModelDeployment changed while the pass ran (its status was not written); passing again"
-    )]
-    StatusChanged,
-}
-
-/// Longest one pass may take; a pass stuck on a call is cut and retried.
-pub const PASS_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The API server's own message where there is one.
-fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(status) => {
-            format!("{} ({} {})", status.message, status.code, status.reason)
-        }
-        other => other.to_string(),
-    }
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    /// The `error` label of the failure counter.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "kube",
-            Error::Apply { .. } => "apply",
-            Error::Conflict(_) => "conflict",
-            Error::Token(_) => "token",
-            Error::NoNamespace => "no_namespace",
-            Error::NotLeading => "not_leading",
-            Error::PassTimeout(_) => "pass_timeout",
-            Error::StatusChanged => "status_changed",
-        }
-    }
-
-    /// The `Degraded` reason this failure is reported under, or `None`
-    /// when it must not be written (a replica that does not lead).
-    pub fn reason(&self) -> Option<&'static str> {
-        match self {
-            Error::Kube(_) => Some("ApiError"),
-            Error::Apply { .. } => Some("ApplyFailed"),
-            Error::Conflict(_) => Some("ResourceConflict"),
-            Error::Token(_) => Some("TokenError"),
-            Error::PassTimeout(_) => Some("ReconcileTimeout"),
-            Error::NoNamespace | Error::NotLeading | Error::StatusChanged => None,
-        }
-    }
-}
-
-/// How the controller runs.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub sidecar: SidecarOptions,
-    /// Requeue while a rollout moves (versions loading, labels to move).
-    pub progress_requeue: Duration,
-    /// Requeue when all is settled: the backstop for missed events and drift.
-    pub steady_requeue: Duration,
-    /// Cap of the exponential back-off of a failing ModelDeployment.
-    pub max_retry_backoff: Duration,
-    /// Watch one namespace only; all when `None`.
-    pub namespace: Option<String>,
-    /// Names this instance in Events.
-    pub instance: Option<String>,
-    /// Give each ModelDeployment a NetworkPolicy opening the ModelService
-    /// port to these Pods only.
-    pub network_policy: Option<resources::OperatorPods>,
-    /// What ModelDeployments may put into serving Pods.
-    pub policy: SpecPolicy,
-    /// Whether this replica may act (leader election); `None`: always.
-    pub leadership: Option<Leadership>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            sidecar: SidecarOptions::default(),
-            progress_requeue: Duration::from_secs(1),
-            steady_requeue: Duration::from_secs(30),
-            max_retry_backoff: Duration::from_secs(300),
-            namespace: None,
-            instance: None,
-            network_policy: None,
-            policy: SpecPolicy::default(),
-            leadership: None,
-        }
-    }
-}
-
-/// Shared by every pass.
-pub struct Context {
-    pub client: kube::Client,
-    pub metrics: Metrics,
-    pub options: Options,
-    recorder: Recorder,
-    /// Consecutive failures per ModelDeployment, for the back-off.
-    failures: Mutex<HashMap<String, u32>>,
-    /// The canaries' analysis windows (snapshots), in memory only: after a
-    /// restart each metric opens a new window.
-    pub(crate) windows: crate::analysis::Windows,
-}
-
-impl std::fmt::Debug for Context {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("options", &self.options).finish_non_exhaustive()
-    }
-}
-
-impl Context {
-    pub fn new(client: kube::Client, metrics: Metrics, options: Options) -> Self {
-        let reporter =
-            Reporter { controller: FIELD_MANAGER.into(), instance: options.instance.clone() };
-        let recorder = Recorder::new(client.clone(), reporter);
-        Self {
-            client,
-            metrics,
-            options,
-            recorder,
-            failures: Mutex::new(HashMap::new()),
-            windows: crate::analysis::Windows::default(),
-        }
-    }
-
-    pub(crate) fn recorder(&self) -> &Recorder {
-        &self.recorder
-    }
-
-    /// Fails unless this replica may write now.
-    pub(crate) fn acting(&self) -> Result<()> {
-        match &self.options.leadership {
-            Some(l) if !l.acting() => Err(Error::NotLeading),
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts a failure of `key`; returns the wait before its retry.
-    fn back_off(&self, key: &str) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = failures.entry(key.to_owned()).or_insert(0);
-        *n = n.saturating_add(1);
-        retry_delay(*n, self.options.max_retry_backoff)
-    }
-
-    fn succeeded(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
-    }
-}
-
-/// Wait before retry `n` (1-based): 1 s, 2 s, 4 s, … up to `cap`.
-pub fn retry_delay(n: u32, cap: Duration) -> Duration {
-    Duration::from_secs(1u64 << n.saturating_sub(1).min(20)).min(cap)
-}
+pub use crate::context::{Context, Options, retry_delay};
+pub use crate::error::{Error, PASS_TIMEOUT, Result};
 
 /// Runs the controller until the stream of ModelDeployments ends.
 pub async fn run(ctx: Arc<Context>) {
