@@ -104,7 +104,14 @@ class ChartTest(unittest.TestCase):
     def test_rbac_is_exactly_what_the_operator_uses(self):
         docs = render()
         roles = {r["metadata"]["name"]: r for r in by_kind(docs, "ClusterRole")}
-        self.assertEqual(set(roles), {"versa-versa-operator", "versa-versa-operator-crd"})
+        self.assertEqual(set(roles), {"versa-versa-operator", "versa-versa-operator-crd", "versa-versa-operator-view", "versa-versa-operator-edit"})
+        # For people: aggregated roles, bound to nobody by the chart.
+        view, edit = roles.pop("versa-versa-operator-view"), roles.pop("versa-versa-operator-edit")
+        self.assertEqual(view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"], "true")
+        self.assertNotIn("rbac.authorization.k8s.io/aggregate-to-view", edit["metadata"]["labels"])
+        self.assertEqual(sorted(v for rule in view["rules"] for v in rule["verbs"]), ["get", "list", "watch"])
+        self.assertIn({"apiGroups": ["serving.versa.dev"], "resources": ["modeldeployments/status"], "verbs": ["patch"]}, edit["rules"])
+        self.assertEqual({r["metadata"]["name"] for r in by_kind(render({"userRoles": {"enabled": False}}), "ClusterRole")}, {"versa-versa-operator", "versa-versa-operator-crd"})
         role = roles["versa-versa-operator"]
         rules = {(g, r): sorted(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
         self.assertEqual(
@@ -260,7 +267,7 @@ class ChartTest(unittest.TestCase):
 
     def test_watch_namespace_turns_cluster_roles_into_roles(self):
         docs = render({"watchNamespace": "ml"})
-        self.assertEqual([r["metadata"]["name"] for r in by_kind(docs, "ClusterRole")], ["versa-versa-operator-crd"])
+        self.assertEqual([r["metadata"]["name"] for r in by_kind(docs, "ClusterRole")], ["versa-versa-operator-crd", "versa-versa-operator-view", "versa-versa-operator-edit"], "the crd check and the aggregated user roles stay cluster-wide")
         roles = [r for r in by_kind(docs, "Role") if r["metadata"]["namespace"] == "ml"]
         self.assertEqual(len(roles), 1)
         self.assertIn("--namespace=ml", operator_container(docs)["args"])
@@ -366,12 +373,86 @@ class ArgoHealthTest(unittest.TestCase):
         self.assertEqual(script.strip(), (ARGOCD / "health-modeldeployment.lua").read_text().strip())
 
 
+ACTIONS_KEY = "resource.customizations.actions.serving.versa.dev_ModelDeployment"
+
+
+def argocd_actions():
+    """The resource actions as Argo CD reads them: discovery and definitions."""
+    return yaml.safe_load((ARGOCD / "actions-modeldeployment.yaml").read_text())
+
+
+def run_lua(script, obj):
+    """Runs an Argo CD Lua script on `obj` (a Lua table), returning its result."""
+    import lupa
+
+    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
+    run = lua.eval("function(obj, script) _G.obj = obj; return load(script)() end")
+    return lua, run(lua.table_from(obj, recursive=True), script)
+
+
+def lua_to_python(value):
+    """A Lua table (as lupa returns it) as dicts and lists."""
+    if not hasattr(value, "items"):
+        return value
+    items = dict(value.items())
+    if items and all(isinstance(k, int) for k in items):
+        return [lua_to_python(items[k]) for k in sorted(items)]
+    return {k: lua_to_python(v) for k, v in items.items()}
+
+
+class ArgoActionsTest(unittest.TestCase):
+    def md(self, *rollouts):
+        models = []
+        for i, (phase, stored_pause) in enumerate(rollouts):
+            rollout = {"phase": phase, "baseline": 1, "candidate": 2, "state": {"step": 1}}
+            if stored_pause:
+                rollout["state"]["pause"] = {"reason": "UserPaused"}
+            models.append({"name": f"m{i}", "rollout": rollout})
+        models.append({"name": "plain"})
+        return {"metadata": {"name": "fraud"}, "status": {"models": models}}
+
+    def enabled(self, obj):
+        _, actions = run_lua(argocd_actions()["discovery.lua"], obj)
+        return sorted(name for name, a in lua_to_python(actions).items() if not a["disabled"])
+
+    def test_discovery_offers_what_applies_in_each_phase(self):
+        self.assertEqual(self.enabled({"metadata": {}}), [])
+        self.assertEqual(self.enabled(self.md(("Progressing", False))), ["abort", "pause", "promote", "promote-full"])
+        self.assertEqual(self.enabled(self.md(("Paused", False))), ["abort", "promote", "promote-full"], "a pause step ends with promote")
+        self.assertEqual(self.enabled(self.md(("Paused", True))), ["abort", "promote", "promote-full", "resume"])
+        self.assertEqual(self.enabled(self.md(("Aborted", False))), ["retry"])
+        self.assertEqual(self.enabled(self.md(("Promoted", False))), [])
+
+    def test_each_action_writes_its_command_to_the_live_rollouts_only(self):
+        expected = {"promote": "Promote", "promote-full": "PromoteFull", "abort": "Abort", "pause": "Pause", "resume": "Resume", "retry": "Retry"}
+        definitions = {d["name"]: d["action.lua"] for d in argocd_actions()["definitions"]}
+        self.assertEqual(sorted(definitions), sorted(expected))
+        obj = self.md(("Progressing", False), ("Paused", True), ("Aborted", False), ("Promoted", False))
+        for name, command in expected.items():
+            _, result = run_lua(definitions[name], obj)
+            models = lua_to_python(result)["status"]["models"]
+            commands = [m.get("rollout", {}).get("command") for m in models]
+            want = {
+                "Promote": [command, command, None, None, None],
+                "PromoteFull": [command, command, None, None, None],
+                "Abort": [command, command, None, None, None],
+                "Pause": [command, None, None, None, None],
+                "Resume": [None, command, None, None, None],
+                "Retry": [None, None, command, None, None],
+            }[command]
+            self.assertEqual(commands, want, name)
+
+    def test_the_configmap_patch_carries_the_same_actions(self):
+        patch = yaml.safe_load((ARGOCD / "argocd-cm-patch.yaml").read_text())
+        self.assertEqual(yaml.safe_load(patch["data"][ACTIONS_KEY]), argocd_actions())
+
+
 def main():
     if sys.argv[1:] != ["test"]:
         print(__doc__, file=sys.stderr)
         return 2
     loader = unittest.defaultTestLoader
-    suite = unittest.TestSuite([loader.loadTestsFromTestCase(ChartTest), loader.loadTestsFromTestCase(ArgoHealthTest)])
+    suite = unittest.TestSuite([loader.loadTestsFromTestCase(c) for c in (ChartTest, ArgoHealthTest, ArgoActionsTest)])
     result = unittest.TextTestRunner(verbosity=2).run(suite)
     return 0 if result.wasSuccessful() else 1
 
