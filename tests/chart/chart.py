@@ -447,12 +447,28 @@ class ArgoActionsTest(unittest.TestCase):
         self.assertEqual(yaml.safe_load(patch["data"][ACTIONS_KEY]), argocd_actions())
 
 
+class GrafanaDashboardTest(unittest.TestCase):
+    def test_every_series_the_dashboard_queries_is_exported(self):
+        import re
+
+        dashboard = json.loads((ARGOCD.parent / "grafana" / "versa-rollouts.json").read_text())
+        exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+        names = {re.sub(r"_bucket$", "", n) for e in exprs for n in re.findall(r"\bversa_[a-z_]+", e)}
+        crates = ARGOCD.parent.parent / "crates"
+        exported = (crates / "versa-server/src/metrics.rs").read_text() + (crates / "versa-operator/src/metrics.rs").read_text()
+        self.assertGreaterEqual(len(names), 5, names)
+        for name in sorted(names):
+            self.assertIn(f'"{name}"', exported, f"{name} is queried but not exported")
+        for e in exprs:
+            self.assertEqual(e.count("("), e.count(")"), e)
+
+
 def main():
     if sys.argv[1:] != ["test"]:
         print(__doc__, file=sys.stderr)
         return 2
     loader = unittest.defaultTestLoader
-    suite = unittest.TestSuite([loader.loadTestsFromTestCase(c) for c in (ChartTest, ArgoHealthTest, ArgoActionsTest)])
+    suite = unittest.TestSuite([loader.loadTestsFromTestCase(c) for c in (ChartTest, ArgoHealthTest, ArgoActionsTest, GrafanaDashboardTest)])
     result = unittest.TextTestRunner(verbosity=2).run(suite)
     return 0 if result.wasSuccessful() else 1
 

@@ -23,8 +23,24 @@ fn the_demo_walks_through_every_gitops_step() {
     assert!(log.contains("Phase: Succeeded"), "helm test passed");
     assert_eq!(log.matches("s after apply").count(), 5, "five rollouts Ready");
     let traffic: Vec<&str> = log.lines().filter(|l| l.contains("unversioned requests")).collect();
-    assert_eq!(traffic.len(), 5);
+    assert_eq!(traffic.len(), 7);
     assert!(traffic.iter().all(|l| l.contains("(0 failed)")), "{traffic:?}");
     assert!(traffic[0].contains("v1 100.0%") && traffic[3].contains("v2 100.0%"), "{traffic:?}");
+    // The automated canaries: v3 promoted itself, v4 was aborted back to v3.
+    assert!(log.contains("Promoted by itself"), "the good candidate promoted");
+    assert!(log.contains("Aborted by itself"), "the bad candidate aborted");
+    assert!(log.contains("analysis errors: v3") && log.contains("analysis errors: v4"));
+    assert!(traffic[5].contains("v3 100.0%") && traffic[6].contains("v3 100.0%"), "{traffic:?}");
+    let meanwhile: Vec<&str> =
+        log.lines().filter(|l| l.contains("live requests meanwhile")).collect();
+    assert_eq!(meanwhile.len(), 2);
+    assert!(
+        meanwhile[0].contains("{} failed by version"),
+        "nothing failed on the good canary: {meanwhile:?}"
+    );
+    assert!(
+        meanwhile[1].contains("failed by version") && !meanwhile[1].contains("3:"),
+        "only v4 failed requests, never the baseline: {meanwhile:?}"
+    );
     assert!(log.contains("none restarted"));
 }

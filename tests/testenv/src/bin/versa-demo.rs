@@ -2,7 +2,10 @@
 //! the Helm CLI (`helm install`, then `helm test`), the example
 //! ModelDeployment and example models, and a walk through the GitOps steps
 //! (canary → 50% → promote → roll back) with `kubectl get md` and the share of
-//! traffic per version printed at each step. Every Pod runs from Versa's
+//! traffic per version printed at each step; then two automated canaries
+//! (one commit each, `strategy.canary`): a good version the operator
+//! promotes by itself and a bad one it aborts, with every step and analysis
+//! measurement printed as it happens. Every Pod runs from Versa's
 //! images (`make test-images`). The cluster stays up for exploring until
 //! Ctrl-C (or exits with `--exit-when-done`).
 
@@ -11,7 +14,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use versa_testenv::helm::Helm;
-use versa_testenv::versa::{NAMESPACE, VersaEnv, is_ready, predict};
+use versa_testenv::load::Load;
+use versa_testenv::versa::{NAMESPACE, VersaEnv, ZEROS, is_ready, predict};
 
 /// The demo's values: its models are a host directory, so `hostPath` is
 /// allowed (the chart's default leaves it out), and rollouts requeue fast.
@@ -120,6 +124,63 @@ async fn follow(env: &VersaEnv, clock: &Clock, generation: i64) -> anyhow::Resul
     }
 }
 
+/// Follows an automated canary until it ends by itself, printing each
+/// change of its summary and every analysis measurement (candidate against
+/// baseline) as the operator records it. Returns the final phase.
+async fn follow_canary(env: &VersaEnv, clock: &Clock, generation: i64) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let (mut summary, mut seen) = (String::new(), 0usize);
+    loop {
+        let md = env.get("fraud").await?;
+        let status = md.status.as_ref().filter(|s| s.observed_generation == Some(generation));
+        if let Some(r) = status.and_then(|s| s.models.first()).and_then(|m| m.rollout.as_ref()) {
+            if r.summary != summary {
+                let in_force = r.weight_in_force.map_or("-".to_owned(), |w| format!("{w}%"));
+                clock.say(&format!("  rollout {}   (weight in force {in_force})", r.summary));
+                summary.clone_from(&r.summary);
+            }
+            let measured: Vec<String> = r
+                .step_analysis
+                .iter()
+                .flat_map(|run| &run.metrics)
+                .flat_map(|(name, m)| m.measurements.iter().map(move |x| (name, x)))
+                .map(|(name, x)| {
+                    let value = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.4}"));
+                    format!(
+                        "  analysis {name}: v{} {} vs baseline v{} {} over {} requests → {:?}",
+                        r.candidate,
+                        value(x.value),
+                        r.baseline,
+                        value(x.baseline),
+                        x.samples,
+                        x.phase
+                    )
+                })
+                .collect();
+            for line in measured.iter().skip(seen) {
+                clock.say(line);
+            }
+            seen = seen.max(measured.len());
+            let ready = status.is_some_and(|s| {
+                s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+            match r.phase.as_str() {
+                "Promoted" if ready => return Ok(r.phase.clone()),
+                "Aborted" if r.weight_in_force == Some(0) => {
+                    let why = r.message.clone().unwrap_or_default();
+                    clock.say(&format!("  aborted: {why}; all traffic back on v{}", r.baseline));
+                    return Ok(r.phase.clone());
+                }
+                _ => {}
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the automated canary did not end in 180 s; see `kubectl versa status fraud`");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// 400 unversioned predictions across the Pods: the share per version.
 async fn traffic(env: &VersaEnv) -> anyhow::Result<String> {
     let ips = env.ready_ips("fraud").await?;
@@ -196,6 +257,10 @@ async fn main() -> anyhow::Result<()> {
     clock.say(&format!("cluster up: {}", env.cluster.server()));
 
     install(&env, &clock, &args.chart).await?;
+    // Version 4 for the automated canary that must fail: it loads and
+    // answers, but fails every request with an input above 0.5.
+    let fraud = env.models_root().join("fraud");
+    versa_testmodels::write_version(&fraud, 4, &versa_testmodels::failing(4))?;
 
     let mut steps: Vec<PathBuf> = std::fs::read_dir(&args.steps)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -216,11 +281,32 @@ async fn main() -> anyhow::Result<()> {
         clock.say(&format!("{title}  (kubectl apply -f {})", step.display()));
         let file = manifests.join(step.file_name().context("file name")?);
         std::fs::write(&file, localise(step, env.models_root())?)?;
+        let automated = std::fs::read_to_string(step)?.contains("strategy:");
+        // Live traffic for the analysis to judge: half of it inputs a broken
+        // version fails on.
+        let load = if automated {
+            let ips = env.ready_ips("fraud").await?;
+            let bodies = [ZEROS, r#"{"instances": [[1, 1, 1, 1]]}"#];
+            let limit = Duration::from_secs(200);
+            Some(Load::start_with(ips, "fraud", &bodies, Duration::from_millis(2), limit))
+        } else {
+            None
+        };
         let started = Instant::now();
         kubectl(&env, &["apply", "-f", &file.display().to_string()])?;
         let generation = env.get("fraud").await?.metadata.generation.unwrap_or_default();
-        follow(&env, &clock, generation).await?;
-        clock.say(&format!("  Ready {:.2}s after apply", started.elapsed().as_secs_f64()));
+        if let Some(load) = load {
+            let phase = follow_canary(&env, &clock, generation).await?;
+            let secs = started.elapsed().as_secs_f64();
+            let tally = load.finish().await;
+            clock.say(&format!(
+                "  {phase} by itself {secs:.1}s after the commit; live requests meanwhile: {:?} ok by version, {:?} failed by version",
+                tally.ok, tally.failed_by_version
+            ));
+        } else {
+            follow(&env, &clock, generation).await?;
+            clock.say(&format!("  Ready {:.2}s after apply", started.elapsed().as_secs_f64()));
+        }
         eprint!("{}", kubectl(&env, &["get", "modeldeployments"])?);
         clock.say(&format!("  {}", traffic(&env).await?));
         let pods = env.pod_restarts("fraud").await?;
@@ -232,8 +318,9 @@ async fn main() -> anyhow::Result<()> {
     if restarted {
         bail!("a serving Pod restarted or was replaced during the walk-through");
     }
-    clock
-        .say("done: canary → 50% → promote → rollback; the same 3 Pods throughout, none restarted");
+    clock.say(
+        "done: canary → 50% → promote → rollback, then an automated canary promoted and one aborted; the same 3 Pods throughout, none restarted",
+    );
     if args.exit_when_done {
         return Ok(());
     }
@@ -246,6 +333,13 @@ async fn main() -> anyhow::Result<()> {
         args.chart.display()
     );
     eprintln!("  kubectl describe md fraud");
+    eprintln!(
+        "  PATH=$PATH:{} kubectl versa status fraud   # the rollout plugin",
+        versa_testenv::workspace_binary("versa-demo")
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
     eprintln!(
         "  kubectl apply -f {}/02-canary-10.yaml   # manifests pointed at this machine's models",
         manifests.display()
