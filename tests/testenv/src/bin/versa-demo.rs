@@ -129,7 +129,8 @@ async fn follow(env: &VersaEnv, clock: &Clock, generation: i64) -> anyhow::Resul
 /// baseline) as the operator records it. Returns the final phase.
 async fn follow_canary(env: &VersaEnv, clock: &Clock, generation: i64) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(180);
-    let (mut summary, mut seen) = (String::new(), 0usize);
+    let mut summary = String::new();
+    let mut seen = std::collections::BTreeSet::new();
     loop {
         let md = env.get("fraud").await?;
         let status = md.status.as_ref().filter(|s| s.observed_generation == Some(generation));
@@ -142,9 +143,16 @@ async fn follow_canary(env: &VersaEnv, clock: &Clock, generation: i64) -> anyhow
             let measured: Vec<String> = r
                 .step_analysis
                 .iter()
-                .flat_map(|run| &run.metrics)
-                .flat_map(|(name, m)| m.measurements.iter().map(move |x| (name, x)))
-                .map(|(name, x)| {
+                .flat_map(|run| {
+                    let run_id = run.run;
+                    run.metrics.iter().flat_map(move |(name, m)| {
+                        m.measurements.iter().map(move |x| (run_id, name, x))
+                    })
+                })
+                .filter(|(run_id, name, x)| {
+                    seen.insert((r.candidate, *run_id, (*name).clone(), x.finished_at))
+                })
+                .map(|(_, name, x)| {
                     let value = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.4}"));
                     format!(
                         "  analysis {name}: v{} {} vs baseline v{} {} over {} requests → {:?}",
@@ -157,10 +165,9 @@ async fn follow_canary(env: &VersaEnv, clock: &Clock, generation: i64) -> anyhow
                     )
                 })
                 .collect();
-            for line in measured.iter().skip(seen) {
+            for line in &measured {
                 clock.say(line);
             }
-            seen = seen.max(measured.len());
             let ready = status.is_some_and(|s| {
                 s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
             });
