@@ -63,17 +63,17 @@ impl Condition {
                 format!("longer than {MAX_CONDITION_BYTES} bytes (the condition length limit)"),
             ));
         }
-        if let Some(column) = comprehension_at(source) {
-            return Err(refuse(
-                column,
-                "comprehensions (map, filter, all, exists, exists_one) are not allowed: a condition compares numbers, and one nested in another can run for hours".into(),
-            ));
-        }
         let program = Program::compile(source).map_err(|e| {
             let (line, column) = e.errors.first().map(|p| p.pos).unwrap_or((0, 0));
             let message = e.errors.iter().map(|p| p.msg.as_str()).collect::<Vec<_>>().join("; ");
             Error::InvalidExpression { field, expression: source.to_owned(), line, column, message }
         })?;
+        if has_comprehension(program.expression()) {
+            return Err(refuse(
+                0,
+                "comprehensions (map, filter, all, exists, existsOne) are not allowed: a condition compares numbers, and one nested in another can run for hours".into(),
+            ));
+        }
         let references = program.references();
         let mut variables = references.variables();
         variables.sort_unstable();
@@ -118,34 +118,30 @@ impl Condition {
 /// Longest condition accepted, in bytes.
 pub const MAX_CONDITION_BYTES: usize = 1024;
 
-/// The 1-based column of the first comprehension macro call
-/// (`.map(`, `.all(`, ...) outside string literals, if any.
-fn comprehension_at(source: &str) -> Option<usize> {
-    const MACROS: [&str; 5] = ["map", "filter", "all", "exists", "exists_one"];
-    let bytes = source.as_bytes();
-    let mut quote: Option<u8> = None;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match quote {
-            Some(_) if b == b'\\' => i += 1,
-            Some(q) if b == q => quote = None,
-            Some(_) => {}
-            None if b == b'"' || b == b'\'' => quote = Some(b),
-            None if b == b'.' => {
-                let rest = source[i + 1..].trim_start();
-                let name: String =
-                    rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-                let after = rest[name.len()..].trim_start();
-                if MACROS.contains(&name.as_str()) && after.starts_with('(') {
-                    return Some(i + 1);
-                }
-            }
-            None => {}
+/// Whether the parsed expression holds a comprehension (what every macro
+/// like `map`, `all`, `exists`, `existsOne` or `filter` expands to): read
+/// from the syntax tree that is evaluated, so no spelling, comment or
+/// string trick hides one.
+fn has_comprehension(e: &cel::IdedExpr) -> bool {
+    use cel::common::ast::{EntryExpr, Expr};
+    match &e.expr {
+        Expr::Comprehension(_) => true,
+        Expr::Call(call) => {
+            call.target.as_deref().is_some_and(has_comprehension)
+                || call.args.iter().any(has_comprehension)
         }
-        i += 1;
+        Expr::List(list) => list.elements.iter().any(has_comprehension),
+        Expr::Map(map) => map.entries.iter().any(|entry| match &entry.expr {
+            EntryExpr::MapEntry(m) => has_comprehension(&m.key) || has_comprehension(&m.value),
+            EntryExpr::StructField(f) => has_comprehension(&f.value),
+        }),
+        Expr::Struct(st) => st.entries.iter().any(|entry| match &entry.expr {
+            EntryExpr::MapEntry(m) => has_comprehension(&m.key) || has_comprehension(&m.value),
+            EntryExpr::StructField(f) => has_comprehension(&f.value),
+        }),
+        Expr::Select(select) => has_comprehension(&select.operand),
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => false,
     }
-    None
 }
 
 fn clamp_i64(n: u64) -> i64 {

@@ -24,6 +24,20 @@ fn phase(md: &ModelDeployment) -> &str {
     rollout(md).map_or("", |r| r.phase.as_str())
 }
 
+/// Prints when each rollout summary (step, weight, analysis) was first
+/// written, from `since`: the time per step the figures report.
+fn print_steps(log: &StatusLog, since: std::time::Instant) {
+    let mut last = String::new();
+    for e in log.entries() {
+        let Some(r) = e.status.models.first().and_then(|m| m.rollout.as_ref()) else { continue };
+        if r.summary != last {
+            let at = e.at.saturating_duration_since(since).as_secs_f64();
+            eprintln!("  +{at:5.1}s  {}  (weight in force {:?})", r.summary, r.weight_in_force);
+            last.clone_from(&r.summary);
+        }
+    }
+}
+
 const ERRORS_UNDER_5_PERCENT: &str = "{name: errors, provider: {builtin: {metric: errorRate}}, interval: 3s, count: 2, thresholdRange: {max: 0.05}, minSampleCount: 20}";
 
 async fn started() -> (VersaEnv, Vec<std::net::Ipv4Addr>, String) {
@@ -46,6 +60,7 @@ async fn a_moved_stable_walks_its_steps_judged_by_the_sidecars_and_promotes_itse
         Load::start(ips.clone(), "fraud", Duration::from_millis(3), Duration::from_secs(150));
 
     // One commit: stable 1 → 2. Nothing else is committed.
+    let since = std::time::Instant::now();
     let g = env.apply(&env.manifest("fraud", 2, &models("2", 2, &steps))).await.expect("apply");
     let md = env
         .wait_for("fraud", "rollout Promoted", Duration::from_secs(120), |md| {
@@ -54,6 +69,7 @@ async fn a_moved_stable_walks_its_steps_judged_by_the_sidecars_and_promotes_itse
         })
         .await
         .expect("promoted");
+    print_steps(&log, since);
     let r = rollout(&md).expect("rollout");
     assert_eq!((r.baseline, r.candidate, r.weight), (1, 2, 100));
     let run = r.step_analysis.as_ref().expect("the analysis step's run");
@@ -126,11 +142,17 @@ async fn a_candidate_failing_its_error_rate_is_aborted_and_the_baseline_serves_o
         Duration::from_secs(150),
     );
 
+    let (log, since) = (StatusLog::start(&env, "fraud"), std::time::Instant::now());
     let g = env.apply(&env.manifest("fraud", 2, &models("4", 4, &steps))).await.expect("apply");
     let md = env
         .wait_condition("fraud", g, "Degraded", Some("RolloutAborted"), Duration::from_secs(90))
         .await
         .expect("aborted");
+    print_steps(&log, since);
+    eprintln!(
+        "errors: {:?}",
+        rollout(&md).and_then(|r| r.step_analysis.as_ref()).map(|a| &a.metrics)
+    );
     let r = rollout(&md).expect("rollout");
     assert_eq!((r.phase.as_str(), r.weight, r.baseline, r.candidate), ("Aborted", 0, 1, 4));
     let message = r.message.clone().unwrap_or_default();
@@ -194,13 +216,14 @@ async fn a_slow_candidate_is_aborted_on_its_latency_against_the_baseline() {
     let ips = env.ready_ips("fraud").await.expect("ips");
     let load = Load::start(ips, "fraud", Duration::from_millis(3), Duration::from_secs(150));
 
-    let started = std::time::Instant::now();
+    let (log, started) = (StatusLog::start(&env, "fraud"), std::time::Instant::now());
     let g = env.apply(&env.manifest("fraud", 1, &models("5", 5, &steps))).await.expect("apply");
     let md = env
         .wait_condition("fraud", g, "Degraded", Some("RolloutAborted"), Duration::from_secs(90))
         .await
         .expect("aborted");
     let aborted_after = started.elapsed();
+    print_steps(&log, started);
     let r = rollout(&md).expect("rollout");
     assert_eq!((r.phase.as_str(), r.baseline, r.candidate), ("Aborted", 1, 5));
     let run = r.step_analysis.as_ref().expect("the analysis step's run");
@@ -237,6 +260,7 @@ async fn a_quiet_model_pauses_inconclusive_and_is_never_rolled_back_for_it() {
     env.wait_ready("fraud", g).await.expect("ready");
 
     // No load at all: every window has fewer than minSampleCount requests.
+    let (log, since) = (StatusLog::start(&env, "fraud"), std::time::Instant::now());
     let g = env.apply(&env.manifest("fraud", 1, &models("2", 2, &steps))).await.expect("apply");
     let md = env
         .wait_for("fraud", "paused inconclusive", Duration::from_secs(60), |md| {
@@ -244,6 +268,7 @@ async fn a_quiet_model_pauses_inconclusive_and_is_never_rolled_back_for_it() {
         })
         .await
         .expect("paused");
+    print_steps(&log, since);
     let r = rollout(&md).expect("rollout");
     let message = r.message.clone().unwrap_or_default();
     assert!(message.contains("InconclusiveAnalysis"), "{message}");

@@ -182,13 +182,18 @@ fn comprehensions_and_huge_conditions_are_refused_at_compile() {
         "[1,2,3].all(x, [1,2,3].exists(y, x < y)) || result > 0",
         "[1] .exists_one (x, x > 0)",
         "[1].filter(x, true).size() == 1 && result < 1.0",
+        "[0,0].existsOne(result, true) || result > 0.0",
+        "[0].// a comment\nall(a, true) || result > 0.0",
+        "result < 1.0 // don't\n|| [0].map(a, a).size() > 0",
+        "r\"\\\" == 'x' || [0].exists(a, true) || result > 0.0",
+        "{'k': [0].all(a, true)}['k'] || result > 0.0",
     ] {
         let err = Condition::compile("successCondition", src).expect_err(src).to_string();
         assert!(err.contains("comprehensions"), "{src}: {err}");
     }
-    // The words inside strings, and ordinary calls, are fine.
+    // The words inside strings, and ordinary functions, are fine.
     assert!(Condition::compile("successCondition", "'.map(' != 'x' && result < 1.0").is_ok());
-    assert!(Condition::compile("successCondition", "has(x.y) || result < 1.0").is_err()); // unknown variable, not a macro
+    assert!(Condition::compile("successCondition", "result < 1.0 && resultSamples > 10").is_ok());
     let long = format!("result < {}", "1.0 + ".repeat(200) + "1.0");
     let err = Condition::compile("successCondition", &long).expect_err("too long").to_string();
     assert!(err.contains("1024 bytes"), "{err}");
