@@ -110,14 +110,14 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"], "true")
         self.assertNotIn("rbac.authorization.k8s.io/aggregate-to-view", edit["metadata"]["labels"])
         self.assertEqual(sorted(v for rule in view["rules"] for v in rule["verbs"]), ["get", "list", "watch"])
-        self.assertIn({"apiGroups": ["serving.versa.dev"], "resources": ["modeldeployments/status"], "verbs": ["patch"]}, edit["rules"])
+        self.assertEqual(edit["rules"], [{"apiGroups": ["serving.versa.dev"], "resources": ["modeldeployments"], "verbs": ["create", "update", "patch", "delete", "deletecollection"]}], "no person writes status")
         self.assertEqual({r["metadata"]["name"] for r in by_kind(render({"userRoles": {"enabled": False}}), "ClusterRole")}, {"versa-versa-operator", "versa-versa-operator-crd"})
         role = roles["versa-versa-operator"]
         rules = {(g, r): sorted(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
         self.assertEqual(
             rules,
             {
-                ("serving.versa.dev", "modeldeployments"): ["get", "list", "watch"],
+                ("serving.versa.dev", "modeldeployments"): ["get", "list", "patch", "watch"],
                 ("serving.versa.dev", "modeldeployments/status"): ["get", "patch"],
                 ("apps", "deployments"): ["create", "get", "list", "patch", "watch"],
                 ("apps", "replicasets"): ["list"],
@@ -423,24 +423,26 @@ class ArgoActionsTest(unittest.TestCase):
         self.assertEqual(self.enabled(self.md(("Aborted", False))), ["retry"])
         self.assertEqual(self.enabled(self.md(("Promoted", False))), [])
 
-    def test_each_action_writes_its_command_to_the_live_rollouts_only(self):
+    def test_each_action_sets_the_command_annotation_and_never_status(self):
+        import re
+
         expected = {"promote": "Promote", "promote-full": "PromoteFull", "abort": "Abort", "pause": "Pause", "resume": "Resume", "retry": "Retry"}
         definitions = {d["name"]: d["action.lua"] for d in argocd_actions()["definitions"]}
         self.assertEqual(sorted(definitions), sorted(expected))
-        obj = self.md(("Progressing", False), ("Paused", True), ("Aborted", False), ("Promoted", False))
+        obj = self.md(("Progressing", False), ("Paused", True), ("Aborted", False))
         for name, command in expected.items():
-            _, result = run_lua(definitions[name], obj)
-            models = lua_to_python(result)["status"]["models"]
-            commands = [m.get("rollout", {}).get("command") for m in models]
-            want = {
-                "Promote": [command, command, None, None, None],
-                "PromoteFull": [command, command, None, None, None],
-                "Abort": [command, command, None, None, None],
-                "Pause": [command, None, None, None, None],
-                "Resume": [None, command, None, None, None],
-                "Retry": [None, None, command, None, None],
-            }[command]
-            self.assertEqual(commands, want, name)
+            for annotations in (None, {"team": "ml"}):
+                given = json.loads(json.dumps(obj))
+                if annotations is not None:
+                    given["metadata"]["annotations"] = annotations
+                _, result = run_lua(definitions[name], given)
+                result = lua_to_python(result)
+                self.assertEqual(result["status"], obj["status"], f"{name} leaves status alone")
+                value = result["metadata"]["annotations"]["serving.versa.dev/rollout-command"]
+                # As the operator parses it: "<model> <Command> <id>", id of [A-Za-z0-9-_.:].
+                self.assertRegex(value, rf"^\* {command} [A-Za-z0-9_.:-]{{1,64}}$", name)
+                if annotations is not None:
+                    self.assertEqual(result["metadata"]["annotations"]["team"], "ml", "other annotations kept")
 
     def test_the_configmap_patch_carries_the_same_actions(self):
         patch = yaml.safe_load((ARGOCD / "argocd-cm-patch.yaml").read_text())

@@ -14,11 +14,13 @@ mod target;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use kube::api::Api;
+use kube::ResourceExt as _;
+use kube::api::{Api, Patch, PatchParams};
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 use std::path::PathBuf;
 use std::time::Duration;
-use target::{Target, check_not_pending, choose, command_patch};
+use target::{Progress, annotation_patch, choose, progress};
+use versa_crd::command::{COMMAND_ANNOTATION, CommandRequest};
 use versa_analysis::canary::Command;
 use versa_crd::ModelDeployment;
 
@@ -102,7 +104,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             let md = api.get(name).await.with_context(|| format!("ModelDeployment {name}"))?;
             match output.as_str() {
                 "json" => println!("{}", serde_json::to_string_pretty(&md.status)?),
-                "text" => print!("{}", render::status(&md)),
+                "text" => print!("{}", printable(&render::status(&md))),
                 other => bail!("unknown output {other:?}: text or json"),
             }
             return Ok(());
@@ -114,7 +116,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Action::Pause(t) => (t, Command::Pause),
         Action::Resume(t) => (t, Command::Resume),
     };
-    send(&client, &api, &namespace, args, command).await
+    send(&api, args, command).await
 }
 
 async fn config(cli: &Cli) -> anyhow::Result<Config> {
@@ -130,90 +132,63 @@ async fn config(cli: &Cli) -> anyhow::Result<Config> {
     })
 }
 
-/// Writes the command (retrying when the object changed between read and
-/// write), then waits for the operator to take it.
-async fn send(
-    client: &kube::Client,
-    api: &Api<ModelDeployment>,
-    namespace: &str,
-    args: &TargetArgs,
-    command: Command,
-) -> anyhow::Result<()> {
+/// Writes the command annotation, then waits for the operator to take it.
+async fn send(api: &Api<ModelDeployment>, args: &TargetArgs, command: Command) -> anyhow::Result<()> {
     let name = &args.name;
-    let mut attempt = 0;
-    let target = loop {
-        attempt += 1;
-        let md = api.get(name).await.with_context(|| format!("ModelDeployment {name}"))?;
-        let target = choose(&md, args.model.as_deref())?;
-        check_not_pending(&md, &target)?;
-        let version = md.metadata.resource_version.clone().unwrap_or_default();
-        match patch_status(client, namespace, name, &command_patch(&version, &target, command))
-            .await
-        {
-            Ok(()) => break target,
-            // The object changed since it was read (a `test` failed).
-            Err(kube::Error::Api(s)) if (s.code == 409 || s.code == 422) && attempt < 5 => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e).context(format!("writing {command:?} to {name}")),
-        }
-    };
+    let md = api.get(name).await.with_context(|| format!("ModelDeployment {name}"))?;
+    let target = choose(&md, args.model.as_deref())?;
+    if let Some(pending) = md.annotations().get(COMMAND_ANNOTATION) {
+        println!("replacing a command not taken yet: {pending}");
+    }
+    let request = CommandRequest { model: target.model.clone(), command, id: new_id() };
+    api.patch(name, &PatchParams::default(), &Patch::Merge(annotation_patch(&request)))
+        .await
+        .with_context(|| format!("writing {command:?} to {name}"))?;
     println!("{command:?} sent to model {} of {name}", target.model);
     if args.no_wait {
         return Ok(());
     }
-    let md = taken(api, name, &target, Duration::from_secs(args.timeout)).await?;
+    let limit = Duration::from_secs(args.timeout);
+    let deadline = tokio::time::Instant::now() + limit;
+    let md = loop {
+        let md = api.get(name).await?;
+        match progress(&md, &request) {
+            Progress::Taken { ignored: Some(why) } => {
+                bail!("the operator ignored {command:?}: {why}")
+            }
+            Progress::Taken { ignored: None } => break md,
+            Progress::Dropped { annotation } => bail!(
+                "{command:?} was not taken: {}",
+                annotation.map_or("the rollout ended, or another command replaced it and was taken".into(), |a| format!("replaced by {a}"))
+            ),
+            Progress::Pending if tokio::time::Instant::now() >= deadline => bail!(
+                "the operator has not taken {command:?} within {}s; it stays pending (is the operator running and leading?), a newer command replaces it",
+                limit.as_secs()
+            ),
+            Progress::Pending => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    };
     let rollout = md
         .status
         .as_ref()
-        .and_then(|s| s.models.get(target.index))
+        .and_then(|s| s.models.iter().find(|m| m.name == target.model))
         .and_then(|m| m.rollout.as_ref());
-    let Some(r) = rollout else {
-        bail!("the rollout of model {} ended before the operator took {command:?}", target.model)
-    };
-    if let Some(why) = r.last_command.as_ref().and_then(|c| c.ignored.as_deref()) {
-        bail!("the operator ignored {command:?}: {why}");
+    if let Some(r) = rollout {
+        let why = r.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+        println!("rollout {} ({}){}", r.phase, r.summary, printable(&why));
     }
-    let why = r.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
-    println!("rollout {} ({}){why}", r.phase, r.summary);
     Ok(())
 }
 
-/// Polls until the operator cleared the command.
-async fn taken(
-    api: &Api<ModelDeployment>,
-    name: &str,
-    target: &Target,
-    limit: Duration,
-) -> anyhow::Result<ModelDeployment> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let md = api.get(name).await?;
-        if check_not_pending(&md, target).is_ok() {
-            return Ok(md);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "the operator has not taken the command within {}s; it stays pending (is the operator running and leading?)",
-                limit.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+/// A fresh command id: the time and this process.
+fn new_id() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{ms}-{}", std::process::id())
 }
 
-async fn patch_status(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    patch: &serde_json::Value,
-) -> Result<(), kube::Error> {
-    let path = format!(
-        "/apis/serving.versa.dev/v1alpha1/namespaces/{namespace}/modeldeployments/{name}/status"
-    );
-    let request = http::Request::patch(path)
-        .header(http::header::CONTENT_TYPE, "application/json-patch+json")
-        .body(serde_json::to_vec(patch).map_err(kube::Error::SerdeError)?)
-        .map_err(kube::Error::HttpError)?;
-    client.request::<ModelDeployment>(request).await.map(|_| ())
+/// `text` without control characters (status is printed to a terminal).
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control() || *c == '\n').collect()
 }

@@ -2,6 +2,7 @@
 //! Pure: takes the object, returns the lines.
 
 use std::fmt::Write as _;
+use versa_crd::command::COMMAND_ANNOTATION;
 use versa_crd::{AnalysisRunStatus, ModelDeployment, ModelStatus, RolloutStatus};
 
 /// The whole report.
@@ -15,6 +16,9 @@ pub(crate) fn status(md: &ModelDeployment) -> String {
         out.push_str("Status:     none yet (the operator has not passed over it)\n");
         return out;
     };
+    if let Some(pending) = md.metadata.annotations.as_ref().and_then(|a| a.get(COMMAND_ANNOTATION)) {
+        let _ = writeln!(out, "Command:    {pending} (not taken by the operator yet)");
+    }
     let generation = md.metadata.generation.unwrap_or_default();
     let observed = status.observed_generation.unwrap_or_default();
     let _ = writeln!(out, "Generation: {generation} (observed {observed})");
@@ -60,9 +64,6 @@ fn rollout_section(out: &mut String, r: &RolloutStatus) {
     );
     if let Some(message) = &r.message {
         let _ = writeln!(out, "  Why:       {message}");
-    }
-    if let Some(command) = r.command {
-        let _ = writeln!(out, "  Pending:   {command:?} (not taken by the operator yet)");
     }
     if let Some(last) = &r.last_command {
         let what =

@@ -1,8 +1,9 @@
-//! Which model a command is for, and the JSON patch that hands it to the
-//! operator. Pure: the effects are in `main.rs`.
+//! Which model a command is for, the patch that hands it to the operator
+//! (the `serving.versa.dev/rollout-command` annotation) and where it
+//! stands. Pure: the effects are in `main.rs`.
 
 use serde_json::{Value, json};
-use versa_analysis::canary::Command;
+use versa_crd::command::{COMMAND_ANNOTATION, CommandRequest};
 use versa_crd::{ModelDeployment, ModelStatus};
 
 /// Why a command cannot be sent.
@@ -20,10 +21,6 @@ pub(crate) enum TargetError {
     Ambiguous { name: String, models: String },
     #[error("{name} has no rollout on any model")]
     NoRollouts { name: String },
-    #[error(
-        "model {model} already has a command pending ({pending:?}): the operator has not taken it yet"
-    )]
-    Pending { model: String, pending: Command },
 }
 
 /// The model a command goes to: its index in `status.models` and name.
@@ -65,31 +62,40 @@ pub(crate) fn choose(md: &ModelDeployment, model: Option<&str>) -> Result<Target
     }
 }
 
-/// Refuses to overwrite a command the operator has not taken yet.
-pub(crate) fn check_not_pending(md: &ModelDeployment, target: &Target) -> Result<(), TargetError> {
-    let pending = md
-        .status
-        .as_ref()
-        .and_then(|s| s.models.get(target.index))
-        .and_then(|m| m.rollout.as_ref())
-        .and_then(|r| r.command);
-    match pending {
-        Some(pending) => Err(TargetError::Pending { model: target.model.clone(), pending }),
-        None => Ok(()),
-    }
+/// The merge patch that sets the command annotation (it replaces a command
+/// not taken yet: the newest wins).
+pub(crate) fn annotation_patch(request: &CommandRequest) -> Value {
+    json!({"metadata": {"annotations": {COMMAND_ANNOTATION: request.to_string()}}})
 }
 
-/// A JSON patch of the status subresource that sets the command, valid
-/// only on the object as read: the `test`s fail it if the object changed
-/// (another command, the operator's next write) or the model moved in the
-/// list.
-pub(crate) fn command_patch(resource_version: &str, target: &Target, command: Command) -> Value {
-    let at = format!("/status/models/{}", target.index);
-    json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
-        {"op": "test", "path": format!("{at}/name"), "value": target.model},
-        {"op": "add", "path": format!("{at}/rollout/command"), "value": command},
-    ])
+/// Where a sent command stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// Not taken yet: the annotation still holds it.
+    Pending,
+    /// Taken; `ignored` says why it did nothing, if it did nothing.
+    Taken { ignored: Option<String> },
+    /// Neither taken nor pending: replaced by another command, or the
+    /// rollout is gone.
+    Dropped { annotation: Option<String> },
+}
+
+/// Where the command `request` stands in `md`.
+pub(crate) fn progress(md: &ModelDeployment, request: &CommandRequest) -> Progress {
+    let last = md
+        .status
+        .as_ref()
+        .and_then(|s| s.models.iter().find(|m| m.name == request.model))
+        .and_then(|m| m.rollout.as_ref())
+        .and_then(|r| r.last_command.as_ref());
+    if let Some(last) = last.filter(|l| l.id == request.id) {
+        return Progress::Taken { ignored: last.ignored.clone() };
+    }
+    let annotation = md.metadata.annotations.as_ref().and_then(|a| a.get(COMMAND_ANNOTATION));
+    if annotation.is_some_and(|a| *a == request.to_string()) {
+        return Progress::Pending;
+    }
+    Progress::Dropped { annotation: annotation.cloned() }
 }
 
 #[cfg(test)]
@@ -140,27 +146,34 @@ mod tests {
     }
 
     #[test]
-    fn the_patch_is_valid_only_on_the_object_as_read() {
-        let target = Target { index: 3, model: "fraud".into() };
-        let patch = command_patch("41", &target, Command::PromoteFull);
-        assert_eq!(
-            patch,
-            json!([
-                {"op": "test", "path": "/metadata/resourceVersion", "value": "41"},
-                {"op": "test", "path": "/status/models/3/name", "value": "fraud"},
-                {"op": "add", "path": "/status/models/3/rollout/command", "value": "PromoteFull"},
-            ])
-        );
-    }
-
-    #[test]
-    fn a_pending_command_is_not_overwritten() {
+    fn a_command_is_pending_until_its_id_is_in_status_and_dropped_when_replaced() {
         let mut md = md(&[("b", true)]);
-        let target = choose(&md, None).expect("target");
-        assert_eq!(check_not_pending(&md, &target), Ok(()));
+        let request = CommandRequest {
+            model: "b".into(),
+            command: versa_analysis::canary::Command::Promote,
+            id: "1-2".into(),
+        };
+        let patch = annotation_patch(&request);
+        assert_eq!(patch["metadata"]["annotations"][COMMAND_ANNOTATION], "b Promote 1-2");
+        assert_eq!(progress(&md, &request), Progress::Dropped { annotation: None });
+        md.metadata.annotations =
+            Some([(COMMAND_ANNOTATION.to_owned(), request.to_string())].into());
+        assert_eq!(progress(&md, &request), Progress::Pending);
+        let outcome = versa_crd::CommandOutcome {
+            command: request.command,
+            id: "1-2".into(),
+            taken_at: 5,
+            ignored: Some("nothing to resume".into()),
+        };
         if let Some(r) = md.status.as_mut().and_then(|s| s.models[0].rollout.as_mut()) {
-            r.command = Some(Command::Pause);
+            r.last_command = Some(outcome);
         }
-        assert!(matches!(check_not_pending(&md, &target), Err(TargetError::Pending { .. })));
+        assert_eq!(
+            progress(&md, &request),
+            Progress::Taken { ignored: Some("nothing to resume".into()) }
+        );
+        let newer = CommandRequest { id: "9-9".into(), ..request.clone() };
+        md.metadata.annotations = Some([(COMMAND_ANNOTATION.to_owned(), newer.to_string())].into());
+        assert!(matches!(progress(&md, &newer), Progress::Pending));
     }
 }

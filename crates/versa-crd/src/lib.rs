@@ -12,6 +12,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub mod command;
 pub mod rollout;
 pub mod strategy;
 pub use rollout::{AnalysisRunStatus, CommandOutcome, RolloutStatus};

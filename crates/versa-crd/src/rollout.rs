@@ -45,15 +45,10 @@ pub struct RolloutStatus {
     /// from its first step (a step index means nothing in other steps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy_hash: Option<String>,
-    /// A request to the operator, written to the status subresource
-    /// (`kubectl patch md NAME --subresource=status --type=json -p
-    /// '[{"op":"add","path":"/status/models/0/rollout/command","value":"Promote"}]'`):
-    /// `Promote`, `PromoteFull`, `Abort`, `Retry`, `Pause`, `Resume`. The
-    /// operator applies it once and clears it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<Command>,
-    /// The last command the operator took, and whether it did anything
-    /// (what `kubectl versa` reports back).
+    /// The last command the operator took (from the
+    /// `serving.versa.dev/rollout-command` annotation, see
+    /// [`crate::command`]), and whether it did anything: what `kubectl
+    /// versa` reports back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_command: Option<CommandOutcome>,
     /// The current `analysis` step's run.
@@ -70,9 +65,11 @@ pub struct RolloutStatus {
 pub struct CommandOutcome {
     /// The command.
     pub command: Command,
+    /// Its id: a command is applied once per id.
+    pub id: String,
     /// When the operator took it (Unix milliseconds).
     pub taken_at: i64,
-    /// Why it did nothing, if it did nothing (it is cleared all the same).
+    /// Why it did nothing, if it did nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignored: Option<String>,
 }

@@ -14,6 +14,7 @@ use kube::ResourceExt as _;
 use std::collections::BTreeMap;
 use versa_analysis::Timestamp;
 use versa_analysis::canary::{AnalysisKind, AnalysisRequest};
+use versa_crd::command::{COMMAND_ANNOTATION, CommandRequest};
 use versa_crd::{ModelDeployment, ModelDeploymentSpec, RolloutStatus};
 
 /// The canaries' part of a pass.
@@ -27,6 +28,9 @@ pub struct CanaryPass {
     pub wake: Option<Timestamp>,
     /// Measurements recorded this pass (the next pass acts on them at once).
     pub measured: usize,
+    /// The command annotation's value as read, and what it says; the
+    /// controller removes it once the pass's status is written.
+    pub command: Option<(String, Result<CommandRequest, String>)>,
 }
 
 /// Decides and measures every canary of `md` at `now`.
@@ -40,9 +44,14 @@ pub async fn run(
     let (namespace, name) = (md.namespace().unwrap_or_default(), md.name_any());
     let (spec, previous) = (&md.spec, md.status.as_ref());
     let mut pass = CanaryPass::default();
+    pass.command = md
+        .annotations()
+        .get(COMMAND_ANNOTATION)
+        .map(|value| (value.clone(), CommandRequest::parse(value)));
+    let request = pass.command.as_ref().and_then(|(_, r)| r.as_ref().ok()).cloned();
     let mut planned = spec.clone();
     let mut keep = Vec::new();
-    let mut counters = Counters { observed, taken: None };
+    let mut counters = Counters { observed, desired: md.spec.replicas, taken: None };
     for model in &mut planned.models {
         let Some(canary) = model.strategy.as_ref().and_then(|s| s.canary.as_ref()) else {
             continue;
@@ -50,7 +59,7 @@ pub async fn run(
         // Validation compiled it already; a spec it refused never gets here.
         let Ok(compiled) = strategy::compile(&model.name, canary) else { continue };
         let before = previous.and_then(|s| s.models.iter().find(|m| m.name == model.name));
-        let mut decided = rollout::decide(model, &compiled, before, now);
+        let mut decided = rollout::decide(model, &compiled, before, request.as_ref(), now);
         if let (Some(status), Some(decision)) = (decided.status.as_mut(), decided.decision.as_ref())
         {
             for request in &decision.analyses {
@@ -117,13 +126,19 @@ async fn measure_metric(
     let (action, wake) =
         analysis::action(&metric.spec, &stored, request.started_at, window.as_ref(), now);
     let Some(action) = action else { return (wake, false) };
+    let desired = counters.desired;
     let (all_pods, unread) = counters.get(ctx).await;
     let pods: BTreeMap<String, versa_analysis::Snapshot> =
         all_pods.iter().map(|(pod, s)| (pod.clone(), s.of_model(&key.model))).collect();
     let mut recorded = false;
     let mut empty_before = 0;
     if let (Action::Measure, Some(window)) = (action, window.as_ref()) {
-        let mut measurement = analysis::measure(
+        let none_ready = pods.is_empty() && unread.is_empty() && desired > 0;
+        let mut measurement = if none_ready {
+            let why = format!("no Ready Pod of the {desired} desired (crashing, or not started?)");
+            Some(versa_analysis::Measurement::error(now, why))
+        } else {
+            analysis::measure(
             metric,
             window,
             &pods,
@@ -131,7 +146,8 @@ async fn measure_metric(
             (baseline, candidate),
             &key.model,
             now,
-        );
+        )
+        };
         if measurement.is_none() {
             empty_before = window.empty_before + 1;
             tracing::info!(
@@ -159,6 +175,9 @@ async fn measure_metric(
 /// The Ready Pods' counters, read once per pass when a metric first needs them.
 struct Counters<'a> {
     observed: &'a [Observed],
+    /// Pods the spec asks for: none Ready of several is an Error, of none
+    /// (scaled to zero) a quiet window.
+    desired: i32,
     taken: Option<(BTreeMap<String, versa_analysis::Snapshot>, Vec<String>)>,
 }
 

@@ -177,7 +177,7 @@ impl std::fmt::Display for Access {
 /// (API group, resource with subresource, verbs): the chart's RBAC
 /// (`templates/rbac.yaml`), which a test holds equal to it both ways.
 pub const WATCHED_ACCESS: &[(&str, &str, &[&str])] = &[
-    ("serving.versa.dev", "modeldeployments", &["get", "list", "watch"]),
+    ("serving.versa.dev", "modeldeployments", &["get", "list", "watch", "patch"]),
     ("serving.versa.dev", "modeldeployments/status", &["get", "patch"]),
     ("apps", "deployments", &["get", "list", "watch", "create", "patch"]),
     ("apps", "replicasets", &["list"]),

@@ -216,9 +216,15 @@ async fn reconcile_in(md: &ModelDeployment, ctx: &Context, namespace: &str) -> R
     let mut new_status =
         status::after_pass(previous, generation, &plan, &in_force, counts, &pod_errors, now);
     rollout_report::attach(&mut new_status, &canaries, generation, now);
+    let mut version = md.metadata.resource_version.clone();
     if previous != Some(&new_status) {
         ctx.acting()?;
-        write_status(client, namespace, md, &new_status).await?;
+        version = write_status(client, namespace, md, &new_status).await?;
+    }
+    // The command (if any) is in the stored status now: its annotation goes.
+    if canaries.command.is_some() {
+        rollout_report::announce_command(ctx, md, &canaries).await;
+        report::remove_command(ctx, md, version.as_deref()).await;
     }
     // Events once the state they tell of is stored: a pass whose write
     // fails (a conflict) tells nothing, and the next one decides again.
@@ -257,7 +263,7 @@ async fn write_status(
     namespace: &str,
     md: &ModelDeployment,
     status: &versa_crd::ModelDeploymentStatus,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let version = md.metadata.resource_version.as_deref();
     report::write_status(client, namespace, &md.name_any(), version, status)
         .await

@@ -26,13 +26,39 @@ pub async fn write_status(
     name: &str,
     resource_version: Option<&str>,
     status: &ModelDeploymentStatus,
-) -> Result<(), kube::Error> {
+) -> Result<Option<String>, kube::Error> {
     let patch = status_patch(resource_version, status);
     tracing::debug!(generation = status.observed_generation, "status written");
-    Api::<ModelDeployment>::namespaced(client.clone(), namespace)
+    let written = Api::<ModelDeployment>::namespaced(client.clone(), namespace)
         .patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
         .await?;
-    Ok(())
+    Ok(written.metadata.resource_version)
+}
+
+/// Removes the rollout-command annotation once its command is recorded in
+/// status: a merge patch of that annotation alone, conditional on the
+/// object's `resource_version` (a newer command written meanwhile stays,
+/// for the next pass). Failures are logged; the command's id in status
+/// keeps it from being applied twice.
+pub async fn remove_command(ctx: &Context, md: &ModelDeployment, resource_version: Option<&str>) {
+    let (Some(namespace), Some(name)) = (md.metadata.namespace.as_deref(), md.metadata.name.as_deref())
+    else {
+        return;
+    };
+    let patch = json!({
+        "metadata": {
+            "resourceVersion": resource_version,
+            "annotations": { versa_crd::command::COMMAND_ANNOTATION: null },
+        }
+    });
+    let api = Api::<ModelDeployment>::namespaced(ctx.client.clone(), namespace);
+    match api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(_) => tracing::debug!("rollout command annotation removed"),
+        Err(e) if is_conflict(&e) => {
+            tracing::debug!("rollout command annotation changed meanwhile: left for the next pass");
+        }
+        Err(e) => tracing::warn!(error = %e, "the rollout command annotation could not be removed"),
+    }
 }
 
 /// The apply patch of a status write, conditional on `resource_version`.

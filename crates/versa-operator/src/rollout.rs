@@ -15,6 +15,7 @@ use versa_analysis::canary::{
 };
 use versa_analysis::run::assess_run;
 use versa_analysis::{Measurement, MetricStatus, Timestamp};
+use versa_crd::command::{CommandRequest, EVERY_MODEL};
 use versa_crd::{AnalysisRunStatus, CommandOutcome, ModelSpec, ModelStatus, RolloutStatus};
 
 #[cfg(test)]
@@ -40,11 +41,12 @@ pub struct ModelRollout {
 }
 
 /// Decides one pass of `spec`'s canary from `previous` (this model's status
-/// after the last pass) at `now`.
+/// after the last pass) and the command annotation's `request`, at `now`.
 pub fn decide(
     spec: &ModelSpec,
     canary: &CompiledCanary,
     previous: Option<&ModelStatus>,
+    request: Option<&CommandRequest>,
     now: Timestamp,
 ) -> ModelRollout {
     let direct = |start| ModelRollout {
@@ -70,9 +72,18 @@ pub fn decide(
             restarted = restart_if_changed(&mut status, &fingerprint, now);
             status
         }
-        (Start::Canary { baseline, candidate }, _) => fresh(baseline, candidate, now),
+        (Start::Canary { baseline, candidate }, last) => {
+            // The last command's id carries over: a command taken by the
+            // previous rollout is not applied again to this one.
+            let mut status = fresh(baseline, candidate, now);
+            status.last_command = last.and_then(|l| l.last_command.clone());
+            status
+        }
         _ => return direct(start),
     };
+    let pending = request.filter(|r| {
+        r.targets(&spec.name) && status.last_command.as_ref().is_none_or(|c| c.id != r.id)
+    });
     status.strategy_hash = Some(fingerprint);
     // A new rollout is at weight 0 until its first push: nothing in force.
     let weight_in_force = match start {
@@ -83,7 +94,7 @@ pub fn decide(
     let observed = Observed {
         now,
         spec_paused: canary.paused,
-        command: status.command,
+        command: pending.map(|r| r.command),
         weight_in_force,
         step_analysis: canary.step_metrics.get(&step).and_then(|metrics| {
             run_input(status.step_analysis.as_ref(), status.state.step_run, metrics)
@@ -94,14 +105,23 @@ pub fn decide(
             &canary.background,
         ),
     };
-    let decision = canary::next(&canary.strategy, &status.state, &observed);
+    let mut decision = canary::next(&canary.strategy, &status.state, &observed);
     status.state = decision.state.clone();
-    if let Some(command) = status.command.take() {
+    if let Some(r) = pending {
         let ignored = decision.events.iter().find_map(|e| match e {
             RolloutEvent::CommandIgnored { why, .. } => Some((*why).to_owned()),
             _ => None,
         });
-        status.last_command = Some(CommandOutcome { command, taken_at: now.as_millis(), ignored });
+        // A command for every model says nothing where it does not apply.
+        if r.model == EVERY_MODEL {
+            decision.events.retain(|e| !matches!(e, RolloutEvent::CommandIgnored { .. }));
+        }
+        status.last_command = Some(CommandOutcome {
+            command: r.command,
+            id: r.id.clone(),
+            taken_at: now.as_millis(),
+            ignored,
+        });
     }
     status.weight = decision.weight;
     status.step_count = u32::try_from(canary.strategy.steps.len()).unwrap_or(u32::MAX);
@@ -153,23 +173,35 @@ pub fn strategy_fingerprint(spec: &ModelSpec) -> String {
     let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
-    format!("{hash:016x}")
+    format!("{FINGERPRINT_VERSION}-{hash:016x}")
 }
+
+/// The fingerprint's scheme: bumped whenever what it hashes (or how it is
+/// serialized) changes, so an operator upgrade adopts the new fingerprints
+/// instead of restarting every rollout in progress.
+const FINGERPRINT_VERSION: &str = "v1";
 
 /// Restarts a rollout in progress from its first step (new analysis run
 /// generations) when its steps or analysis changed; a promoted or aborted
 /// one stays as it is, and a status from before fingerprints adopts this
 /// one. Whether it restarted.
 fn restart_if_changed(status: &mut RolloutStatus, fingerprint: &str, now: Timestamp) -> bool {
-    let changed = status.strategy_hash.as_deref().is_some_and(|h| h != fingerprint);
+    // Only a fingerprint of the same scheme can tell a change.
+    let same_scheme = |h: &str| h.split('-').next() == fingerprint.split('-').next();
+    let changed =
+        status.strategy_hash.as_deref().is_some_and(|h| same_scheme(h) && h != fingerprint);
     let live = status.state.completed_at.is_none() && status.state.abort.is_none();
     if !(changed && live) {
         return false;
     }
     let (step_run, background_run) = (status.state.step_run, status.state.background_run);
+    // A person's pause holds across the restart: they paused to look.
+    let user_pause =
+        status.state.pause.take().filter(|p| p.reason == canary::PauseReason::UserPaused);
     status.state = RolloutState {
         step_run: step_run.wrapping_add(1),
         background_run: background_run.wrapping_add(1),
+        pause: user_pause,
         ..RolloutState::start(now)
     };
     status.step_analysis = None;
@@ -235,7 +267,6 @@ fn fresh(baseline: i64, candidate: i64, now: Timestamp) -> RolloutStatus {
         summary: String::new(),
         state: RolloutState::start(now),
         strategy_hash: None,
-        command: None,
         last_command: None,
         step_analysis: None,
         background_analysis: None,

@@ -12,6 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt as _;
 use kube::runtime::events::EventType;
 use versa_analysis::canary::{Outcome, RolloutEvent};
+use versa_crd::command::EVERY_MODEL;
 use versa_crd::{ModelDeployment, ModelDeploymentStatus};
 
 /// Puts each model's rollout into `status` (with the weight the Pods now
@@ -109,6 +110,31 @@ pub async fn announce(ctx: &Context, md: &ModelDeployment, canaries: &CanaryPass
             tracing::info!(model = %model, reason = event.reason(), "{note}");
             report::publish(ctx, md, type_, event.reason(), "Rollout", note).await;
         }
+    }
+}
+
+/// Events for a command annotation the rollouts could not take: one that
+/// does not parse, or one for a model without a rollout (it is removed all
+/// the same, so it is said here).
+pub async fn announce_command(ctx: &Context, md: &ModelDeployment, canaries: &CanaryPass) {
+    let Some((_, request)) = &canaries.command else { return };
+    let note = match request {
+        Err(why) => Some(("RolloutCommandInvalid", why.clone())),
+        Ok(r) if r.model != EVERY_MODEL => {
+            let rolling = canaries.rollouts.get(&r.model).is_some_and(|d| d.status.is_some());
+            (!rolling).then(|| {
+                let why = format!(
+                    "command {:?} ignored: model {} has no rollout (a commit moving its `stable` under strategy.canary starts one)",
+                    r.command, r.model
+                );
+                ("RolloutCommandIgnored", why)
+            })
+        }
+        Ok(_) => None,
+    };
+    if let Some((reason, note)) = note {
+        tracing::warn!(reason, "{note}");
+        report::publish(ctx, md, EventType::Warning, reason, "Rollout", note).await;
     }
 }
 

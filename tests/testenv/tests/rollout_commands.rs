@@ -1,12 +1,14 @@
 //! `kubectl versa` steering an automated canary on a real API server: the
 //! plugin is found by kubectl on PATH, reads the rollout, and writes
-//! commands the operator (a real process) takes once — a `pause: {}` step
+//! commands (the rollout-command annotation) the operator (a real process)
+//! takes once — a `pause: {}` step
 //! ends with `promote`, `abort` sends all traffic back, `retry` starts
 //! again, `promote --full` ends it, and a command that does nothing is
 //! said to, with a non-zero exit. A load runs throughout: no request fails.
 
 use std::process::Output;
 use std::time::Duration;
+use versa_crd::command::COMMAND_ANNOTATION;
 use versa_crd::{ModelDeployment, RolloutStatus};
 use versa_testenv::load::Load;
 use versa_testenv::versa::{NAMESPACE, VersaEnv, init_test_tracing};
@@ -88,7 +90,9 @@ async fn kubectl_versa_promotes_aborts_and_retries_a_rollout_and_says_when_a_com
     let resume = kubectl_versa(&env, &["resume", "fraud"]).await;
     assert!(!resume.status.success() && text(&resume).contains("nothing to resume"));
     let md = env.get("fraud").await.expect("get");
-    assert_eq!(rollout(&md).map(|r| (r.state.step, r.command)), Some((1, None)));
+    assert_eq!(rollout(&md).map(|r| r.state.step), Some(1));
+    let annotations = md.metadata.annotations.clone().unwrap_or_default();
+    assert!(!annotations.contains_key(COMMAND_ANNOTATION), "taken and removed: {annotations:?}");
 
     let promote = kubectl_versa(&env, &["promote", "fraud"]).await;
     assert!(promote.status.success(), "{}", text(&promote));
