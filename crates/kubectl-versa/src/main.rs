@@ -20,9 +20,9 @@ use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 use std::path::PathBuf;
 use std::time::Duration;
 use target::{Progress, annotation_patch, choose, progress};
-use versa_crd::command::{COMMAND_ANNOTATION, CommandRequest};
 use versa_analysis::canary::Command;
 use versa_crd::ModelDeployment;
+use versa_crd::command::{COMMAND_ANNOTATION, CommandRequest};
 
 #[derive(Parser, Debug)]
 #[command(name = "kubectl versa", version, about = "Read and steer Versa rollouts")]
@@ -133,7 +133,11 @@ async fn config(cli: &Cli) -> anyhow::Result<Config> {
 }
 
 /// Writes the command annotation, then waits for the operator to take it.
-async fn send(api: &Api<ModelDeployment>, args: &TargetArgs, command: Command) -> anyhow::Result<()> {
+async fn send(
+    api: &Api<ModelDeployment>,
+    args: &TargetArgs,
+    command: Command,
+) -> anyhow::Result<()> {
     let name = &args.name;
     let md = api.get(name).await.with_context(|| format!("ModelDeployment {name}"))?;
     let target = choose(&md, args.model.as_deref())?;
@@ -159,7 +163,10 @@ async fn send(api: &Api<ModelDeployment>, args: &TargetArgs, command: Command) -
             Progress::Taken { ignored: None } => break md,
             Progress::Dropped { annotation } => bail!(
                 "{command:?} was not taken: {}",
-                annotation.map_or("the rollout ended, or another command replaced it and was taken".into(), |a| format!("replaced by {a}"))
+                annotation.map_or(
+                    "the rollout ended, or another command replaced it and was taken".into(),
+                    |a| format!("replaced by {a}")
+                )
             ),
             Progress::Pending if tokio::time::Instant::now() >= deadline => bail!(
                 "the operator has not taken {command:?} within {}s; it stays pending (is the operator running and leading?), a newer command replaces it",

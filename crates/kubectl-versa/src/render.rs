@@ -16,7 +16,8 @@ pub(crate) fn status(md: &ModelDeployment) -> String {
         out.push_str("Status:     none yet (the operator has not passed over it)\n");
         return out;
     };
-    if let Some(pending) = md.metadata.annotations.as_ref().and_then(|a| a.get(COMMAND_ANNOTATION)) {
+    if let Some(pending) = md.metadata.annotations.as_ref().and_then(|a| a.get(COMMAND_ANNOTATION))
+    {
         let _ = writeln!(out, "Command:    {pending} (not taken by the operator yet)");
     }
     let generation = md.metadata.generation.unwrap_or_default();

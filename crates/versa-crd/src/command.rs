@@ -86,7 +86,11 @@ mod tests {
 
     #[test]
     fn a_command_round_trips_through_its_annotation_value() {
-        let r = CommandRequest { model: "fraud".into(), command: Command::PromoteFull, id: "1733-9f".into() };
+        let r = CommandRequest {
+            model: "fraud".into(),
+            command: Command::PromoteFull,
+            id: "1733-9f".into(),
+        };
         assert_eq!(r.to_string(), "fraud PromoteFull 1733-9f");
         assert_eq!(CommandRequest::parse(&r.to_string()), Ok(r.clone()));
         assert!(r.targets("fraud") && !r.targets("other"));

@@ -43,11 +43,11 @@ pub async fn run(
     let deployment = md.metadata.uid.as_deref().unwrap_or_default();
     let (namespace, name) = (md.namespace().unwrap_or_default(), md.name_any());
     let (spec, previous) = (&md.spec, md.status.as_ref());
-    let mut pass = CanaryPass::default();
-    pass.command = md
+    let command = md
         .annotations()
         .get(COMMAND_ANNOTATION)
         .map(|value| (value.clone(), CommandRequest::parse(value)));
+    let mut pass = CanaryPass { command, ..CanaryPass::default() };
     let request = pass.command.as_ref().and_then(|(_, r)| r.as_ref().ok()).cloned();
     let mut planned = spec.clone();
     let mut keep = Vec::new();
@@ -138,15 +138,7 @@ async fn measure_metric(
             let why = format!("no Ready Pod of the {desired} desired (crashing, or not started?)");
             Some(versa_analysis::Measurement::error(now, why))
         } else {
-            analysis::measure(
-            metric,
-            window,
-            &pods,
-            unread,
-            (baseline, candidate),
-            &key.model,
-            now,
-        )
+            analysis::measure(metric, window, &pods, unread, (baseline, candidate), &key.model, now)
         };
         if measurement.is_none() {
             empty_before = window.empty_before + 1;

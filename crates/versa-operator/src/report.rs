@@ -41,7 +41,8 @@ pub async fn write_status(
 /// for the next pass). Failures are logged; the command's id in status
 /// keeps it from being applied twice.
 pub async fn remove_command(ctx: &Context, md: &ModelDeployment, resource_version: Option<&str>) {
-    let (Some(namespace), Some(name)) = (md.metadata.namespace.as_deref(), md.metadata.name.as_deref())
+    let (Some(namespace), Some(name)) =
+        (md.metadata.namespace.as_deref(), md.metadata.name.as_deref())
     else {
         return;
     };

@@ -1,9 +1,9 @@
 use super::*;
-use versa_analysis::canary::Command;
-use versa_crd::command::CommandRequest;
 use crate::strategy::compile;
 use std::collections::BTreeMap;
 use versa_analysis::MeasurementPhase;
+use versa_analysis::canary::Command;
+use versa_crd::command::CommandRequest;
 
 const METRIC: &str = r#"{name: errors, provider: {builtin: {metric: errorRate}}, interval: 30s, count: 2, thresholdRange: {max: 0.05}, minSampleCount: 10}"#;
 
@@ -121,7 +121,8 @@ fn moving_back_to_a_loaded_version_is_instant_and_a_third_one_is_a_new_canary() 
     // Promoted by command (what `pause: {}` waits for), then rolled back
     // within the unload delay: instant; after it, a canary.
     let paused = confirmed(&s1);
-    let promote = CommandRequest { model: "fraud".into(), command: Command::Promote, id: "p".into() };
+    let promote =
+        CommandRequest { model: "fraud".into(), command: Command::Promote, id: "p".into() };
     let promoted = decide(&model(2), &c, Some(&paused), Some(&promote), at(20));
     let st = promoted.status.as_ref().expect("rollout");
     assert_eq!(st.phase.as_str(), "Promoted");
@@ -235,31 +236,46 @@ fn new_steps_mid_rollout_restart_it_rather_than_reinterpret_the_step_index() {
 
 #[test]
 fn a_command_is_taken_once_per_id_and_not_by_the_next_rollout() {
-    let (m1, c) = with_strategy(1, "[{setWeight: 10}, {pause: {}}, {pause: {}}, {setWeight: 50}]", "");
+    let (m1, c) =
+        with_strategy(1, "[{setWeight: 10}, {pause: {}}, {pause: {}}, {setWeight: 50}]", "");
     let before = confirmed(&decide(&m1, &c, None, None, at(0)));
-    let (m2, _) = with_strategy(2, "[{setWeight: 10}, {pause: {}}, {pause: {}}, {setWeight: 50}]", "");
+    let (m2, _) =
+        with_strategy(2, "[{setWeight: 10}, {pause: {}}, {pause: {}}, {setWeight: 50}]", "");
     let mut last = decide(&m2, &c, Some(&before), None, at(1));
     for t in 2..5 {
         last = decide(&m2, &c, Some(&confirmed(&last)), None, at(t));
     }
     assert_eq!(last.status.as_ref().map(|s| s.phase.as_str()), Some("Paused"));
-    let promote = CommandRequest { model: "fraud".into(), command: Command::Promote, id: "a1".into() };
+    let promote =
+        CommandRequest { model: "fraud".into(), command: Command::Promote, id: "a1".into() };
     let taken = decide(&m2, &c, Some(&confirmed(&last)), Some(&promote), at(10));
     let st = taken.status.as_ref().expect("rollout");
     assert_eq!(st.state.step, 2, "the pause step ended");
-    assert_eq!(st.last_command.as_ref().map(|l| (l.id.as_str(), l.ignored.is_none())), Some(("a1", true)));
+    assert_eq!(
+        st.last_command.as_ref().map(|l| (l.id.as_str(), l.ignored.is_none())),
+        Some(("a1", true))
+    );
     // The annotation still there on the next pass (its removal failed): not again.
     let again = decide(&m2, &c, Some(&confirmed(&taken)), Some(&promote), at(11));
     assert_eq!(again.status.as_ref().map(|s| s.state.step), Some(2));
     // Another model's command, and one that does nothing here.
     let other = CommandRequest { model: "other".into(), id: "b2".into(), ..promote.clone() };
     let untouched = decide(&m2, &c, Some(&confirmed(&taken)), Some(&other), at(12));
-    assert_eq!(untouched.status.as_ref().and_then(|s| s.last_command.as_ref()).map(|l| l.id.as_str()), Some("a1"));
+    assert_eq!(
+        untouched.status.as_ref().and_then(|s| s.last_command.as_ref()).map(|l| l.id.as_str()),
+        Some("a1")
+    );
     let retry = CommandRequest { model: "*".into(), command: Command::Retry, id: "c3".into() };
     let ignored = decide(&m2, &c, Some(&confirmed(&taken)), Some(&retry), at(13));
     let l = ignored.status.as_ref().and_then(|s| s.last_command.clone()).expect("recorded");
     assert!(l.ignored.is_some_and(|why| why.contains("nothing to retry")));
-    assert!(ignored.decision.as_ref().is_some_and(|d| d.events.iter().all(|e| e.reason() != "RolloutCommandIgnored")), "no Event for every-model commands");
+    assert!(
+        ignored
+            .decision
+            .as_ref()
+            .is_some_and(|d| d.events.iter().all(|e| e.reason() != "RolloutCommandIgnored")),
+        "no Event for every-model commands"
+    );
 }
 
 #[test]
@@ -275,4 +291,4 @@ fn the_strategy_fingerprint_is_pinned_and_another_scheme_is_adopted_not_restarte
     assert_eq!(st.state.step, 1);
 }
 
-const PINNED_FINGERPRINT: &str = "v1-?";
+const PINNED_FINGERPRINT: &str = "v1-f34a22d771c596cb";
