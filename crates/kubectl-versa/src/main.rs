@@ -142,7 +142,7 @@ async fn send(
     let md = api.get(name).await.with_context(|| format!("ModelDeployment {name}"))?;
     let target = choose(&md, args.model.as_deref())?;
     if let Some(pending) = md.annotations().get(COMMAND_ANNOTATION) {
-        println!("replacing a command not taken yet: {pending}");
+        println!("replacing a command not taken yet: {}", printable(pending));
     }
     let request = CommandRequest { model: target.model.clone(), command, id: new_id() };
     api.patch(name, &PatchParams::default(), &Patch::Merge(annotation_patch(&request)))
@@ -165,7 +165,7 @@ async fn send(
                 "{command:?} was not taken: {}",
                 annotation.map_or(
                     "the rollout ended, or another command replaced it and was taken".into(),
-                    |a| format!("replaced by {a}")
+                    |a| format!("replaced by {}", printable(&a))
                 )
             ),
             Progress::Pending if tokio::time::Instant::now() >= deadline => bail!(

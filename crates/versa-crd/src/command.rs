@@ -17,6 +17,9 @@ pub const COMMAND_ANNOTATION: &str = "serving.versa.dev/rollout-command";
 /// The model name that targets every model with a rollout.
 pub const EVERY_MODEL: &str = "*";
 
+/// Longest model name accepted (a model's name in the spec is shorter).
+pub const MAX_MODEL_LEN: usize = 253;
+
 /// Longest id accepted.
 pub const MAX_ID_LEN: usize = 64;
 
@@ -70,6 +73,14 @@ impl CommandRequest {
                 "{COMMAND_ANNOTATION}: the id must be at most {MAX_ID_LEN} of [A-Za-z0-9-_.:]"
             ));
         }
+        let model_ok = *model == EVERY_MODEL
+            || (model.len() <= MAX_MODEL_LEN
+                && model.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+        if !model_ok {
+            return Err(format!(
+                "{COMMAND_ANNOTATION}: the model must be `*` or a model name (at most {MAX_MODEL_LEN} of [A-Za-z0-9-_.])"
+            ));
+        }
         Ok(Self { model: (*model).to_owned(), command, id: (*id).to_owned() })
     }
 }
@@ -105,6 +116,7 @@ mod tests {
             ("fraud Promote a b", "is not"),
             ("fraud promote 1", "unknown command"),
             ("fraud Promote id/with/slashes", "the id must be"),
+            ("fr\u{1b}[2Jaud Promote 1", "the model must be"),
         ] {
             let err = CommandRequest::parse(value).expect_err(value);
             assert!(err.contains(why), "{value}: {err}");

@@ -41,8 +41,10 @@ pub async fn write_status(
 /// for the next pass). Failures are logged; the command's id in status
 /// keeps it from being applied twice.
 pub async fn remove_command(ctx: &Context, md: &ModelDeployment, resource_version: Option<&str>) {
-    let (Some(namespace), Some(name)) =
-        (md.metadata.namespace.as_deref(), md.metadata.name.as_deref())
+    // Without a version the patch would be unconditional (and could remove
+    // a newer command): leave it for the next pass.
+    let (Some(namespace), Some(name), Some(_)) =
+        (md.metadata.namespace.as_deref(), md.metadata.name.as_deref(), resource_version)
     else {
         return;
     };

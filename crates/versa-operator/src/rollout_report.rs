@@ -130,7 +130,18 @@ pub async fn announce_command(ctx: &Context, md: &ModelDeployment, canaries: &Ca
                 ("RolloutCommandIgnored", why)
             })
         }
-        Ok(_) => None,
+        Ok(r) => {
+            let taken = canaries.rollouts.values().any(|d| {
+                d.status
+                    .as_ref()
+                    .and_then(|s| s.last_command.as_ref())
+                    .is_some_and(|l| l.id == r.id)
+            });
+            (!taken).then(|| {
+                let why = format!("command {:?} ignored: no model has a rollout", r.command);
+                ("RolloutCommandIgnored", why)
+            })
+        }
     };
     if let Some((reason, note)) = note {
         tracing::warn!(reason, "{note}");
