@@ -23,10 +23,9 @@ pub(crate) enum TargetError {
     NoRollouts { name: String },
 }
 
-/// The model a command goes to: its index in `status.models` and name.
+/// The model a command goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
-    pub(crate) index: usize,
     pub(crate) model: String,
 }
 
@@ -34,10 +33,9 @@ pub(crate) struct Target {
 pub(crate) fn choose(md: &ModelDeployment, model: Option<&str>) -> Result<Target, TargetError> {
     let name = md.metadata.name.clone().unwrap_or_default();
     let Some(status) = md.status.as_ref() else { return Err(TargetError::NoStatus(name)) };
-    let found: Vec<(usize, &ModelStatus)> = match model {
+    let found: Vec<&ModelStatus> = match model {
         Some(model) => {
-            let hit = status.models.iter().enumerate().find(|(_, m)| m.name == model);
-            let Some((index, m)) = hit else {
+            let Some(m) = status.models.iter().find(|m| m.name == model) else {
                 let known = status.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>();
                 return Err(TargetError::NoSuchModel {
                     name,
@@ -48,16 +46,16 @@ pub(crate) fn choose(md: &ModelDeployment, model: Option<&str>) -> Result<Target
             if m.rollout.is_none() {
                 return Err(TargetError::NoRollout(m.name.clone()));
             }
-            vec![(index, m)]
+            vec![m]
         }
-        None => status.models.iter().enumerate().filter(|(_, m)| m.rollout.is_some()).collect(),
+        None => status.models.iter().filter(|m| m.rollout.is_some()).collect(),
     };
     match found.as_slice() {
-        [(index, m)] => Ok(Target { index: *index, model: m.name.clone() }),
+        [m] => Ok(Target { model: m.name.clone() }),
         [] => Err(TargetError::NoRollouts { name }),
         many => Err(TargetError::Ambiguous {
             name,
-            models: many.iter().map(|(_, m)| m.name.as_str()).collect::<Vec<_>>().join(", "),
+            models: many.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "),
         }),
     }
 }
@@ -127,8 +125,8 @@ mod tests {
     #[test]
     fn the_only_rollout_is_chosen_without_naming_it() {
         let md = md(&[("a", false), ("b", true)]);
-        assert_eq!(choose(&md, None), Ok(Target { index: 1, model: "b".into() }));
-        assert_eq!(choose(&md, Some("b")), Ok(Target { index: 1, model: "b".into() }));
+        assert_eq!(choose(&md, None), Ok(Target { model: "b".into() }));
+        assert_eq!(choose(&md, Some("b")), Ok(Target { model: "b".into() }));
         assert_eq!(choose(&md, Some("a")), Err(TargetError::NoRollout("a".into())));
         let Err(TargetError::NoSuchModel { known, .. }) = choose(&md, Some("c")) else {
             panic!("an unknown model is refused")
@@ -140,7 +138,7 @@ mod tests {
     fn several_rollouts_need_a_name_and_none_is_an_error() {
         let two = md(&[("a", true), ("b", true)]);
         assert!(matches!(choose(&two, None), Err(TargetError::Ambiguous { .. })));
-        assert_eq!(choose(&two, Some("a")).map(|t| t.index), Ok(0));
+        assert_eq!(choose(&two, Some("a")).map(|t| t.model), Ok("a".to_owned()));
         let none = md(&[("a", false)]);
         assert!(matches!(choose(&none, None), Err(TargetError::NoRollouts { .. })));
     }

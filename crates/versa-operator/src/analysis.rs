@@ -102,15 +102,24 @@ pub fn action(
     }
 }
 
-/// The measurement of `metric` over `window` up to the snapshots `now_pods`
-/// (Ready Pods that answered; `unread` names those that did not), for the
-/// candidate against the baseline. `None` when no Pod had a window (every
-/// Pod new or reset): nothing to record, the next window is measured.
+/// The Ready Pods' counters at the end of a window.
+#[derive(Debug, Clone, Copy)]
+pub struct PodsRead<'a> {
+    /// Ready Pods that answered, and their snapshots.
+    pub pods: &'a BTreeMap<String, Snapshot>,
+    /// Ready Pods that did not answer, with why.
+    pub unread: &'a [String],
+    /// Pods the spec asks for.
+    pub desired: i32,
+}
+
+/// The measurement of `metric` over `window` up to the snapshots `read`,
+/// for the candidate against the baseline. `None` when no Pod had a window
+/// (every Pod new or reset): nothing to record, the next window is measured.
 pub fn measure(
     metric: &CompiledMetric,
     window: &Window,
-    now_pods: &BTreeMap<String, Snapshot>,
-    unread: &[String],
+    read: PodsRead<'_>,
     versions: (i64, i64),
     model: &str,
     now: Timestamp,
@@ -119,15 +128,20 @@ pub fn measure(
     let Source::Builtin(builtin) = &metric.source else {
         return Some(Measurement::error(now, "the prometheus provider is not supported"));
     };
+    let (now_pods, unread, desired) = (read.pods, read.unread, read.desired);
     if now_pods.is_empty() {
-        // No Pod at all (scaled to zero, drained) is a quiet service:
-        // Inconclusive, never a reason to roll back. Pods that do not
-        // answer are an Error (a candidate may be overloading them).
-        if unread.is_empty() {
-            return Some(Measurement::inconclusive(now, "no Ready Pod to measure"));
+        // Scaled to zero is a quiet service: Inconclusive, never a reason
+        // to roll back. Pods desired but none Ready (a candidate crashing
+        // them), or Pods that do not answer, are an Error.
+        if !unread.is_empty() {
+            let why = format!("no Ready Pod's counters could be read: {}", unread.join("; "));
+            return Some(Measurement::error(now, why));
         }
-        let why = format!("no Ready Pod's counters could be read: {}", unread.join("; "));
-        return Some(Measurement::error(now, why));
+        if desired > 0 {
+            let why = format!("no Ready Pod of the {desired} desired (crashing, or not started?)");
+            return Some(Measurement::error(now, why));
+        }
+        return Some(Measurement::inconclusive(now, "no Ready Pod to measure (replicas: 0)"));
     }
     let windows: Vec<PodWindow> =
         now_pods.iter().map(|(pod, snap)| delta(window.pods.get(pod), snap)).collect();
@@ -283,29 +297,29 @@ mod tests {
         let now: BTreeMap<String, Snapshot> =
             [("a".into(), pod(0, 160, 1_900, (120, 10))), ("b".into(), pod(150, 160, 5, (5, 5)))]
                 .into();
-        let m = measure(&metric, &window, &now, &[], (1, 2), "fraud", at(160)).expect("window");
+        let read = |pods, unread, desired| PodsRead { pods, unread, desired };
+        let m = measure(&metric, &window, read(&now, &[], 2), (1, 2), "fraud", at(160))
+            .expect("window");
         assert_eq!(m.phase, versa_analysis::MeasurementPhase::Failed);
         assert_eq!((m.value, m.samples), (Some(0.5), 20));
         assert_eq!(m.baseline, Some(0.0));
         // Only new or restarted Pods: no window at all, nothing recorded.
         let fresh: BTreeMap<String, Snapshot> = [("c".into(), pod(0, 160, 5, (5, 5)))].into();
-        assert_eq!(measure(&metric, &window, &fresh, &[], (1, 2), "fraud", at(160)), None);
+        assert_eq!(measure(&metric, &window, read(&fresh, &[], 2), (1, 2), "fraud", at(160)), None);
         // No Pod could be read: an Error, which consecutiveErrorLimit counts.
-        let none = measure(
-            &metric,
-            &window,
-            &BTreeMap::new(),
-            &["a: refused".into()],
-            (1, 2),
-            "fraud",
-            at(160),
-        )
-        .expect("error");
+        let nobody = BTreeMap::new();
+        let refused = ["a: refused".to_owned()];
+        let none = measure(&metric, &window, read(&nobody, &refused, 2), (1, 2), "fraud", at(160))
+            .expect("error");
         assert_eq!(none.phase, versa_analysis::MeasurementPhase::Error);
         // No Ready Pod at all (scaled to zero): Inconclusive, never rolled back for it.
-        let empty = measure(&metric, &window, &BTreeMap::new(), &[], (1, 2), "fraud", at(160))
+        let empty = measure(&metric, &window, read(&nobody, &[], 0), (1, 2), "fraud", at(160))
             .expect("inconclusive");
         assert_eq!(empty.phase, versa_analysis::MeasurementPhase::Inconclusive);
+        // Pods desired but none Ready (a candidate crashing them): an Error.
+        let crashing = measure(&metric, &window, read(&nobody, &[], 2), (1, 2), "fraud", at(160))
+            .expect("error");
+        assert_eq!(crashing.phase, versa_analysis::MeasurementPhase::Error);
     }
 
     #[test]

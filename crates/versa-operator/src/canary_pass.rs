@@ -133,13 +133,9 @@ async fn measure_metric(
     let mut recorded = false;
     let mut empty_before = 0;
     if let (Action::Measure, Some(window)) = (action, window.as_ref()) {
-        let none_ready = pods.is_empty() && unread.is_empty() && desired > 0;
-        let mut measurement = if none_ready {
-            let why = format!("no Ready Pod of the {desired} desired (crashing, or not started?)");
-            Some(versa_analysis::Measurement::error(now, why))
-        } else {
-            analysis::measure(metric, window, &pods, unread, (baseline, candidate), &key.model, now)
-        };
+        let read = analysis::PodsRead { pods: &pods, unread, desired };
+        let mut measurement =
+            analysis::measure(metric, window, read, (baseline, candidate), &key.model, now);
         if measurement.is_none() {
             empty_before = window.empty_before + 1;
             tracing::info!(

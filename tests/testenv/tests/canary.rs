@@ -40,15 +40,22 @@ fn print_steps(log: &StatusLog, since: std::time::Instant) {
 
 const ERRORS_UNDER_5_PERCENT: &str = "{name: errors, provider: {builtin: {metric: errorRate}}, interval: 3s, count: 2, thresholdRange: {max: 0.05}, minSampleCount: 20}";
 
-async fn started() -> (VersaEnv, Vec<std::net::Ipv4Addr>, String) {
+/// A cluster with `replicas` Pods serving v1 as `stable` under `steps`.
+async fn serving_v1(replicas: i32, steps: &str) -> (VersaEnv, Vec<std::net::Ipv4Addr>) {
     init_test_tracing();
     let env = VersaEnv::start().await.expect("env");
+    let g =
+        env.apply(&env.manifest("fraud", replicas, &models("1", 1, steps))).await.expect("apply");
+    env.wait_ready("fraud", g).await.expect("ready");
+    let ips = env.ready_ips("fraud").await.expect("ips");
+    (env, ips)
+}
+
+async fn started() -> (VersaEnv, Vec<std::net::Ipv4Addr>, String) {
     let steps = format!(
         "{{steps: [{{setWeight: 25}}, {{pause: {{duration: 3s}}}}, {{analysis: {{metrics: [{ERRORS_UNDER_5_PERCENT}]}}}}, {{setWeight: 60}}, {{pause: {{duration: 2s}}}}], unloadDelaySeconds: 120, abortUnloadDelaySeconds: 3}}"
     );
-    let g = env.apply(&env.manifest("fraud", 2, &models("1", 1, &steps))).await.expect("apply");
-    env.wait_ready("fraud", g).await.expect("ready");
-    let ips = env.ready_ips("fraud").await.expect("ips");
+    let (env, ips) = serving_v1(2, &steps).await;
     (env, ips, steps)
 }
 
@@ -201,19 +208,15 @@ async fn a_candidate_failing_its_error_rate_is_aborted_and_the_baseline_serves_o
 
 #[tokio::test]
 async fn a_slow_candidate_is_aborted_on_its_latency_against_the_baseline() {
-    init_test_tracing();
-    let env = VersaEnv::start().await.expect("env");
-    // Version 5 answers exactly what version 5 of `versioned` would, after
-    // 8 × 256³ multiply-adds per request: milliseconds, not microseconds.
-    let fraud = env.models_root().join("fraud");
-    versa_testmodels::write_version(&fraud, 5, &versa_testmodels::slow(5, 256)).expect("write v5");
     let p90 = "{name: p90, provider: {builtin: {metric: latency, quantile: 0.9}}, interval: 3s, count: 2, successCondition: 'result <= baseline * 2.0 + 0.001', minSampleCount: 10}";
     let steps = format!(
         "{{steps: [{{setWeight: 30}}, {{analysis: {{metrics: [{p90}, {ERRORS_UNDER_5_PERCENT}]}}}}, {{setWeight: 100}}], abortUnloadDelaySeconds: 3}}"
     );
-    let g = env.apply(&env.manifest("fraud", 1, &models("1", 1, &steps))).await.expect("apply");
-    env.wait_ready("fraud", g).await.expect("ready");
-    let ips = env.ready_ips("fraud").await.expect("ips");
+    let (env, ips) = serving_v1(1, &steps).await;
+    // Version 5 answers exactly what version 5 of `versioned` would, after
+    // 8 × 256³ multiply-adds per request: milliseconds, not microseconds.
+    let fraud = env.models_root().join("fraud");
+    versa_testmodels::write_version(&fraud, 5, &versa_testmodels::slow(5, 256)).expect("write v5");
     let load = Load::start(ips, "fraud", Duration::from_millis(3), Duration::from_secs(150));
 
     let (log, started) = (StatusLog::start(&env, "fraud"), std::time::Instant::now());
@@ -251,13 +254,10 @@ async fn a_slow_candidate_is_aborted_on_its_latency_against_the_baseline() {
 
 #[tokio::test]
 async fn a_quiet_model_pauses_inconclusive_and_is_never_rolled_back_for_it() {
-    init_test_tracing();
-    let env = VersaEnv::start().await.expect("env");
     let steps = format!(
         "{{steps: [{{setWeight: 40}}, {{analysis: {{metrics: [{ERRORS_UNDER_5_PERCENT}]}}}}, {{setWeight: 100}}]}}"
     );
-    let g = env.apply(&env.manifest("fraud", 1, &models("1", 1, &steps))).await.expect("apply");
-    env.wait_ready("fraud", g).await.expect("ready");
+    let (env, _) = serving_v1(1, &steps).await;
 
     // No load at all: every window has fewer than minSampleCount requests.
     let (log, since) = (StatusLog::start(&env, "fraud"), std::time::Instant::now());
