@@ -105,8 +105,9 @@ fn hash64(key: &str, label: &str) -> u64 {
     h ^ (h >> 31)
 }
 
-/// (key, label) → a uniform value in the open interval (0, 1).
-fn unit_hash(key: &str, label: &str) -> f64 {
+/// (key, label) → a uniform value in the open interval (0, 1): the same
+/// pair always gives the same value.
+pub fn unit_hash(key: &str, label: &str) -> f64 {
     ((hash64(key, label) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
 }
 

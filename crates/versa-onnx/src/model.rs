@@ -192,6 +192,13 @@ impl OnnxModel {
         Ok(outputs)
     }
 
+    /// Runs the model without counting the run in its expected run time:
+    /// for work at another priority (mirrored copies), whose times would
+    /// mislead the inline-or-pool choice of requests.
+    pub fn run_detached(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, ServableError> {
+        self.run_unrecorded(inputs)
+    }
+
     fn run_unrecorded(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, ServableError> {
         let plan = self.plans.for_batch(Self::rows_of(&inputs))?;
         plan.run(inputs).map_err(|e| {

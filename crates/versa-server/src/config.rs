@@ -13,6 +13,12 @@ use versa_proto::serving::{
     model_server_config,
 };
 
+mod mirror;
+pub use mirror::{
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, MAX_LOGGED_PER_MINUTE, MAX_MAX_IN_FLIGHT,
+    MAX_TIMEOUT_MS, MirrorSpec, MirrorTarget, Sampling, mirror_of,
+};
+
 /// The only platform versa-server serves.
 pub const ONNX_PLATFORM: &str = "onnx";
 
@@ -75,6 +81,9 @@ pub struct ModelEntry {
     /// Label → weight (percent); empty when the model has no split.
     pub traffic: BTreeMap<String, u32>,
     pub transition: TransitionPolicy,
+    /// Shadow traffic: which version runs copies of the requests, and how
+    /// its answers are judged.
+    pub mirror: Option<MirrorSpec>,
 }
 
 /// A validated config: every model the server must serve.
@@ -272,6 +281,14 @@ pub fn validate(
         let traffic: BTreeMap<String, u32> =
             model.traffic_split.iter().map(|(k, v)| (k.clone(), *v)).collect();
         check_traffic_split(&model.name, &labels, &traffic)?;
+        let transition = match VersaTransitionPolicy::try_from(model.transition_policy) {
+            Ok(VersaTransitionPolicy::AvailabilityPreserving) => {
+                TransitionPolicy::AvailabilityPreserving
+            }
+            Ok(VersaTransitionPolicy::ResourcePreserving) => TransitionPolicy::ResourcePreserving,
+            _ => default_transition,
+        };
+        let mirror = mirror_of(&model.name, model.mirror.as_ref(), &labels, transition)?;
         models.push(ModelEntry {
             name: model.name.clone(),
             base_path,
@@ -279,15 +296,8 @@ pub fn validate(
             policy: policy_of(model),
             labels,
             traffic,
-            transition: match VersaTransitionPolicy::try_from(model.transition_policy) {
-                Ok(VersaTransitionPolicy::AvailabilityPreserving) => {
-                    TransitionPolicy::AvailabilityPreserving
-                }
-                Ok(VersaTransitionPolicy::ResourcePreserving) => {
-                    TransitionPolicy::ResourcePreserving
-                }
-                _ => default_transition,
-            },
+            transition,
+            mirror,
         });
     }
     Ok(ServingConfig { models })

@@ -6,6 +6,7 @@
 use clap::{ArgAction, Parser};
 
 pub mod limits;
+pub mod mirror;
 
 fn cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
@@ -203,6 +204,8 @@ pub struct Flags {
     pub total_model_memory_limit_bytes: u64,
     #[command(flatten)]
     pub limits: limits::LimitFlags,
+    #[command(flatten)]
+    pub mirror: mirror::MirrorFlags,
 
     // --- TensorFlow-only flags: accepted, warned about, ignored ---
     #[arg(long = "flush_filesystem_caches", hide = true)]

@@ -15,6 +15,7 @@ pub mod grpc;
 mod held_body;
 pub mod listener;
 pub mod metrics;
+pub mod mirror;
 mod panics;
 mod ports;
 mod recorded;

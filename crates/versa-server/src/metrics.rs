@@ -64,6 +64,8 @@ pub struct Metrics {
     /// `versa_model_service_unauthenticated_total`: ModelService and
     /// Telemetry calls refused for a missing or wrong bearer token.
     pub unauthenticated: IntCounter,
+    /// `versa_mirror_*`: shadow traffic.
+    pub mirror: crate::mirror::MirrorMetrics,
     /// When these counters started, in milliseconds since the Unix epoch:
     /// the registry is made once, at start-up, so this is the process start
     /// that [`crate::telemetry`] reports.
@@ -228,6 +230,7 @@ impl Metrics {
                 registry.register(Box::new(c.clone())).expect("registered once");
                 c
             },
+            mirror: crate::mirror::MirrorMetrics::register(&registry),
             started_at_unix_ms: unix_millis_now(),
             registry,
         }

@@ -142,6 +142,11 @@ fn serving(
         pool: InferencePool::new(flags.num_inference_threads)
             .with_inline_limit(inline)
             .with_queue_limit(limits.max_queued_inferences, "--max_queued_inferences"),
+        mirror: Arc::new(crate::mirror::Mirror::new(
+            flags.mirror.mirror_threads,
+            flags.mirror.max_mirror_in_flight as usize,
+            metrics.mirror.clone(),
+        )),
         metrics: Arc::clone(&metrics),
         admission,
         limits: RequestLimits { max_request_tensor_bytes: limits.max_request_tensor_bytes },

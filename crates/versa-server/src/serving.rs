@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-use versa_core::{Code, ManagerState, ServableError, ServableHandle, VersionChoice};
+use versa_core::{Code, ManagerState, ServableHandle, VersionChoice};
 use versa_onnx::{
     DEFAULT_SIGNATURE, InferencePool, IntoTensor, OnnxModel, Signature, TValue, TVec, Tensor,
 };
@@ -19,10 +19,36 @@ use versa_proto::serving::{
     SignatureDefMap, StatusProto, model_spec,
 };
 
-/// A model run on its way: named outputs, or why not.
+/// A model run on its way: every output in signature order and, when
+/// timed, the CPU time of the run; or why not.
 type RunFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Vec<(String, Tensor)>, ServingError>> + Send>,
+    Box<
+        dyn std::future::Future<Output = Result<(TVec<TValue>, Option<Duration>), ServingError>>
+            + Send,
+    >,
 >;
+
+/// The outputs a request asked for, with their aliases, taken out of
+/// everything the model produced.
+fn choose(
+    handle: &OnnxModel,
+    mut produced: TVec<TValue>,
+    outputs: Vec<usize>,
+) -> Result<Vec<(String, Tensor)>, ServingError> {
+    let aliases = &handle.signature().outputs;
+    let mut chosen = Vec::with_capacity(outputs.len());
+    for ix in outputs {
+        let (Some(slot), Some(spec)) = (produced.get_mut(ix), aliases.get(ix)) else {
+            return Err(ServingError::new(
+                Code::Internal,
+                format!("the model produced no output {ix}"),
+            ));
+        };
+        let value = std::mem::replace(slot, Tensor::default().into());
+        chosen.push((spec.alias.clone(), value.into_tensor()));
+    }
+    Ok(chosen)
+}
 
 /// What one request may cost (flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +67,8 @@ pub struct Serving {
     pub core: Arc<ServerCore>,
     pub pool: InferencePool,
     pub metrics: Arc<Metrics>,
+    /// Shadow traffic: copies of requests run on models' mirror versions.
+    pub mirror: Arc<crate::mirror::Mirror>,
     pub admission: crate::admission::Admission,
     pub limits: RequestLimits,
     /// Large REST bodies decoded at once (one per core).
@@ -104,6 +132,8 @@ pub struct Resolved {
     /// True when the model's traffic split chose the version (the request
     /// named neither a version nor a label).
     pub by_split: bool,
+    /// The request's route key (sticky splits and mirror samples).
+    pub route_key: Option<String>,
 }
 
 /// Who answered a request, for metrics and response headers.
@@ -251,6 +281,7 @@ impl Serving {
             signature_name,
             label: routed.label,
             by_split: routed.by_split,
+            route_key: request.route_key.clone(),
         })
     }
 
@@ -269,31 +300,25 @@ impl Serving {
     ) -> Result<Vec<(String, Tensor)>, ServingError> {
         let handle = resolved.handle.clone();
         let started = std::time::Instant::now();
-        let choose = move |handle: &OnnxModel, mut produced: TVec<TValue>| {
-            let aliases = &handle.signature().outputs;
-            let mut chosen = Vec::with_capacity(outputs.len());
-            for ix in outputs {
-                let (Some(slot), Some(spec)) = (produced.get_mut(ix), aliases.get(ix)) else {
-                    return Err(ServingError::new(
-                        Code::Internal,
-                        format!("the model produced no output {ix}"),
-                    ));
-                };
-                let value = std::mem::replace(slot, Tensor::default().into());
-                chosen.push((spec.alias.clone(), value.into_tensor()));
-            }
-            Ok(chosen)
-        };
+        let model = handle.id().name.as_str();
+        let map = self.core.serving_map();
+        let sampled = self.mirror.sample(
+            &self.core.config(),
+            map,
+            model,
+            resolved.version(),
+            resolved.route_key.as_deref(),
+        );
+        // A copy keeps the inputs (shared, not copied) and times its original.
+        let kept_inputs = sampled.as_ref().map(|_| inputs.clone());
+        let timed = sampled.is_some();
         let work: RunFuture = match &self.batcher {
             Some(batcher) if batcher.wants(&handle) => {
-                let batcher = batcher.clone();
-                Box::pin(async move {
-                    let produced = batcher.run(handle.clone(), inputs, held).await?;
-                    choose(&handle, produced)
-                })
+                let (batcher, handle) = (batcher.clone(), handle.clone());
+                Box::pin(async move { Ok((batcher.run(handle, inputs, held).await?, None)) })
             }
             _ => {
-                let pool = self.pool.clone();
+                let (pool, handle) = (self.pool.clone(), handle.clone());
                 let rows = OnnxModel::rows_of(&inputs);
                 Box::pin(async move {
                     if !handle.plan_ready(rows) {
@@ -301,8 +326,12 @@ impl Serving {
                     }
                     let expected = handle.expected_run_time(rows);
                     pool.run_adaptive(expected, move || {
+                        let cpu = timed.then(crate::mirror::thread_cpu_time);
                         let produced = handle.run(inputs)?;
-                        choose(&handle, produced).map_err(|e| ServableError::new(e.code, e.message))
+                        Ok((
+                            produced,
+                            cpu.map(|c| crate::mirror::thread_cpu_time().saturating_sub(c)),
+                        ))
                     })
                     .await
                     .map_err(ServingError::from)
@@ -312,9 +341,10 @@ impl Serving {
         let result = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, work)
                 .await
-                .map_err(|_| ServingError::new(Code::DeadlineExceeded, "Deadline Exceeded"))?,
-            None => work.await,
+                .map_err(|_| ServingError::new(Code::DeadlineExceeded, "Deadline Exceeded")),
+            None => Ok(work.await),
         };
+        let result = result.and_then(|r| r);
         if let Err(e) = &result
             && e.code == Code::ResourceExhausted
         {
@@ -322,9 +352,19 @@ impl Serving {
         }
         self.metrics
             .tf_runtime_latency
-            .with_label_values(&[resolved.handle.id().name.as_str(), "Predict", "TRACT"])
+            .with_label_values(&[model, "Predict", "TRACT"])
             .observe(started.elapsed().as_micros() as f64);
-        result
+        let (produced, cpu) = result?;
+        if let (Some(sampled), Some(inputs)) = (sampled, kept_inputs) {
+            let original = crate::mirror::Original {
+                baseline: handle.clone(),
+                inputs,
+                outputs: produced.clone(),
+                cpu,
+            };
+            self.mirror.submit(sampled, map, original);
+        }
+        choose(&handle, produced, outputs)
     }
 
     /// `GetModelStatus`: every tracked version, highest first, or one version.

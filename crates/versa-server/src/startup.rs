@@ -13,14 +13,15 @@ use versa_core::PollInterval;
 use versa_onnx::{ModelOptions, OnnxLoader};
 use versa_proto::serving::{ModelServerConfig, model_server_config};
 
-/// The same config with every label (and so every traffic split) removed:
-/// they are applied once their versions are loaded.
+/// The same config with every label (and so every traffic split and
+/// mirror) removed: they are applied once their versions are loaded.
 fn without_labels(config: &ModelServerConfig) -> ModelServerConfig {
     let mut stripped = config.clone();
     if let Some(model_server_config::Config::ModelConfigList(list)) = &mut stripped.config {
         for model in &mut list.config {
             model.version_labels.clear();
             model.traffic_split.clear();
+            model.mirror = None;
         }
     }
     stripped

@@ -7,6 +7,7 @@
 //! | [`versioned`] | `x` f32 [batch, 4] → `y` = x + version | outputs reveal which version answered |
 //! | [`failing`] | as [`versioned`] | answers inputs ≤ 0.5, fails above with a tract error (a canary to abort) |
 //! | [`slow`] | as [`versioned`] | the same answers as [`versioned`], slower as `work` grows (a canary to abort) |
+//! | [`scaled`] | `x` f32 [batch, 4] → `y` = x ⊙ weights | class scores whose argmax a version's weights move (shadow traffic) |
 //! | [`two_in_two_out`] | `a`, `b` f32 [batch, 3] → `sum`, `product` | multi-input/-output signatures |
 //! | [`int_model`] | `ids` i64 [batch, 2] → `doubled` i64, `as_int32` i32 | integer dtypes |
 //! | [`string_model`] | `text` string [batch] → `echo` string | string tensors |
@@ -121,6 +122,20 @@ pub fn slow(version: i64, work: usize) -> Vec<u8> {
             i64_tensor("axes12", &[2], vec![1, 2]),
             f32_tensor("offset", &[], vec![version as f32]),
         ],
+        vec![value_info("x", DataType::Float, &[BATCH, Dim::Fixed(4)])],
+        vec![value_info("y", DataType::Float, &[BATCH, Dim::Fixed(4)])],
+    ))
+}
+
+/// `y = x ⊙ weights` (element by element, per row): with equal weights
+/// two versions answer alike; raising one weight moves the argmax of the
+/// rows where that class comes close, which a test can count offline; a
+/// NaN weight puts NaN in every answer's column.
+pub fn scaled(weights: [f32; 4]) -> Vec<u8> {
+    encode(graph(
+        "scaled",
+        vec![node("Mul", &["x", "weights"], &["y"], vec![])],
+        vec![f32_tensor("weights", &[1, 4], weights.to_vec())],
         vec![value_info("x", DataType::Float, &[BATCH, Dim::Fixed(4)])],
         vec![value_info("y", DataType::Float, &[BATCH, Dim::Fixed(4)])],
     ))

@@ -232,3 +232,90 @@ fn transition_policy_per_model_overrides_the_default() {
     assert_eq!(config.models[0].transition, TransitionPolicy::ResourcePreserving);
     assert_eq!(config.models[1].transition, TransitionPolicy::AvailabilityPreserving);
 }
+
+fn with_mirror(mirror: &str, extra: &str) -> Result<ServingConfig, ServingError> {
+    validated(&format!(
+        r#"model_config_list {{ config {{ name: "m" base_path: "/m" model_platform: "onnx"
+            version_labels {{ key: "stable" value: 1 }} version_labels {{ key: "candidate" value: 2 }}
+            {extra} mirror {{ {mirror} }} }} }}"#
+    ))
+}
+
+#[test]
+fn mirrors_are_read_with_defaults_and_overrides() {
+    let config = with_mirror(
+        r#"label: "candidate" percent: 10 sampling: MIRROR_SAMPLING_RANDOM
+           outputs { key: "y" value { scores { abs_tol: 0.5 } } }
+           outputs { key: "z" value { classes {} } }"#,
+        "",
+    )
+    .expect("valid mirror");
+    let spec = config.models[0].mirror.clone().expect("mirror");
+    assert_eq!(spec.target, MirrorTarget::Label("candidate".into()));
+    assert_eq!((spec.percent, spec.sampling), (10, Sampling::Random));
+    assert_eq!(spec.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+    assert_eq!(spec.timeout, DEFAULT_TIMEOUT);
+    assert_eq!(
+        spec.outputs["y"],
+        versa_compare::Kind::Scores { abs_tol: 0.5, rel_tol: versa_compare::DEFAULT_REL_TOL }
+    );
+    assert_eq!(spec.outputs["z"], versa_compare::Kind::Classes { top_k: 5 });
+    let yaml: ModelServerConfig = parse_yaml(
+        "tensorflow.serving.ModelServerConfig",
+        "model_config_list: {config: [{name: m, base_path: /m, model_platform: onnx, mirror: {version: 2, percent: 100, maxInFlight: 3, timeoutMs: 250}}]}",
+    )
+    .expect("yaml");
+    let from_yaml =
+        validate(list(&yaml), &ServingConfig::default(), TransitionPolicy::AvailabilityPreserving)
+            .expect("valid");
+    let spec = from_yaml.models[0].mirror.clone().expect("mirror");
+    assert_eq!(spec.target, MirrorTarget::Version(2));
+    assert_eq!((spec.percent, spec.max_in_flight, spec.sampling), (100, 3, Sampling::RouteKey));
+    assert_eq!(spec.timeout, std::time::Duration::from_millis(250));
+}
+
+#[test]
+fn invalid_mirrors_are_refused_naming_what_is_wrong() {
+    let cases = [
+        (
+            r#"label: "beta" percent: 10"#,
+            "",
+            "Model m: mirror label 'beta' is not one of its version_labels {candidate, stable}",
+        ),
+        ("percent: 10", "", "Model m: mirror names no target: set label or version"),
+        ("version: 0 percent: 10", "", "Model m: mirror version must be positive, got 0"),
+        ("version: 2 percent: 101", "", "Model m: mirror percent must be 0 to 100, got 101"),
+        (
+            "version: 2 percent: 5 max_in_flight: 5000",
+            "",
+            "Model m: mirror max_in_flight is at most 1024, got 5000",
+        ),
+        (
+            "version: 2 percent: 5 timeout_ms: 60001",
+            "",
+            "Model m: mirror timeout_ms is at most 60000, got 60001",
+        ),
+        (
+            "version: 2 percent: 5 log_disagreements_per_minute: 601",
+            "",
+            "Model m: mirror log_disagreements_per_minute is at most 600, got 601",
+        ),
+        (
+            r#"version: 2 outputs { key: "y" value { } }"#,
+            "",
+            "Model m: mirror output 'y' names no comparison (classes, scores or exact)",
+        ),
+        (
+            r#"version: 2 outputs { key: "y" value { scores { rel_tol: -1 } } }"#,
+            "",
+            "Model m: mirror output 'y': rel_tol must be a finite number ≥ 0, got -1",
+        ),
+    ];
+    for (mirror, extra, message) in cases {
+        assert_eq!(with_mirror(mirror, extra).expect_err(message).message, message);
+    }
+    let resource = with_mirror("version: 2 percent: 5", "transition_policy: RESOURCE_PRESERVING")
+        .expect_err("resource preserving");
+    assert!(resource.message.contains("needs two versions loaded at once"), "{}", resource.message);
+    assert_eq!(resource.code, Code::InvalidArgument);
+}
