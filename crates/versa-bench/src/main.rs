@@ -17,6 +17,9 @@
 //! - `soak`: valid, malformed, oversized, cancelled and slow requests above
 //!   capacity for `--duration` seconds, then valid ones below capacity:
 //!   outcomes per client class and resident memory over time.
+//! - `mirror`: the same gRPC load with no mirror, a 10% and a 100% mirror
+//!   (shadow traffic to an identical version 2): client latency and server
+//!   CPU per request, and the copies' outcomes (agreed, shed, timed out).
 //! - `external`: the server driven by standard light load generators
 //!   (`h2load` for gRPC, `wrk` for REST) instead of our own client, with
 //!   server and generator CPU per request and ratios to raw tract; with
@@ -36,6 +39,7 @@ mod external;
 mod generators;
 mod hostile;
 mod load;
+mod mirror;
 mod peer;
 mod procstat;
 mod promtext;
@@ -54,7 +58,7 @@ use std::time::Duration;
 #[command(about = "Benchmark versa-server against raw in-process tract")]
 struct Args {
     /// What to measure: throughput, swap, memory, codec, cycling, hostile,
-    /// soak or external (h2load and wrk against the server; needs
+    /// soak, mirror or external (h2load and wrk against the server; needs
     /// `apt-get install nghttp2-client wrk`).
     #[arg(long, default_value = "throughput")]
     scenario: String,
@@ -127,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
     };
     match args.scenario.as_str() {
         "throughput" => scenarios::throughput(&setup).await,
+        "mirror" => mirror::mirror(&setup).await,
         "swap" => {
             scenarios::swap(&setup, Duration::from_secs(args.steady), args.swaps.max(1)).await
         }

@@ -109,7 +109,7 @@ pub(crate) async fn throughput(setup: &Setup) -> anyhow::Result<()> {
 
 /// Warms up, runs the load, and returns its statistics with the server's CPU
 /// time per request.
-async fn measured<C: load::Call>(
+pub(crate) async fn measured<C: load::Call>(
     server: &Server,
     bounds: &Bounds,
     call: C,
@@ -136,6 +136,7 @@ pub(crate) async fn swap(setup: &Setup, steady: Duration, swaps: usize) -> anyho
         batching: setup.batching,
         transition_policy: "availability_preserving".into(),
         extra: setup.server_flags.clone(),
+        ..ServerOptions::default()
     };
     let server = Server::start(&setup.server, &base, &options)?;
     let call = GrpcPredict::connect(server.grpc_url(), w).await?;

@@ -19,6 +19,8 @@ pub(crate) struct ServerOptions {
     pub(crate) transition_policy: String,
     /// More flags.
     pub(crate) extra: Vec<String>,
+    /// A model config file to serve instead of `base` as model `bench`.
+    pub(crate) config_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug)]
@@ -64,14 +66,19 @@ impl Server {
         if !options.transition_policy.is_empty() {
             flags.push(format!("--transition_policy={}", options.transition_policy));
         }
+        match &options.config_file {
+            Some(file) => flags.push(format!("--model_config_file={}", file.display())),
+            None => flags.extend([
+                format!("--model_name={MODEL_NAME}"),
+                format!("--model_base_path={}", base.display()),
+            ]),
+        }
         let mut child = Command::new(binary)
             .args(flags)
             .args([
                 "--bind_address=127.0.0.1".to_owned(),
                 format!("--port={grpc}"),
                 format!("--rest_api_port={rest}"),
-                format!("--model_name={MODEL_NAME}"),
-                format!("--model_base_path={}", base.display()),
             ])
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "warn,versa_server=info")
