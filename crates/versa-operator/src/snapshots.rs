@@ -169,7 +169,12 @@ mod tests {
     }
 
     fn answer(series: Vec<pb::SeriesCounters>) -> SnapshotResponse {
-        SnapshotResponse { process_start_unix_ms: 1_000, taken_at_unix_ms: 5_000, series }
+        SnapshotResponse {
+            process_start_unix_ms: 1_000,
+            taken_at_unix_ms: 5_000,
+            series,
+            mirrors: vec![],
+        }
     }
 
     #[test]

@@ -269,8 +269,26 @@ fn versa_extensions_live_in_their_own_package() {
     let fields: Vec<(&str, i32)> = response.field.iter().map(|f| (f.name(), f.number())).collect();
     assert_eq!(
         fields,
-        [("process_start_unix_ms", 1), ("taken_at_unix_ms", 2), ("series", 3)],
+        [("process_start_unix_ms", 1), ("taken_at_unix_ms", 2), ("series", 3), ("mirrors", 4)],
         "the operator reads these numbers: never renumber"
+    );
+    let mirror = message(&set, "versa.v1.MirrorCounters");
+    let fields: Vec<(&str, i32)> = mirror.field.iter().map(|f| (f.name(), f.number())).collect();
+    assert_eq!(
+        fields,
+        [
+            ("model", 1),
+            ("version", 2),
+            ("baseline_version", 3),
+            ("agree", 4),
+            ("disagree", 5),
+            ("error", 6),
+            ("timeout", 7),
+            ("shed", 8),
+            ("unavailable", 9),
+            ("non_finite", 10),
+            ("latency_ratio", 11)
+        ]
     );
     let series = message(&set, "versa.v1.SeriesCounters");
     let fields: Vec<(&str, i32)> = series.field.iter().map(|f| (f.name(), f.number())).collect();
@@ -286,6 +304,11 @@ fn versa_extensions_live_in_their_own_package() {
             ("split", 7)
         ]
     );
+    // Versa's fields of ModelConfig sit far above upstream's numbers.
+    let config = message(&set, "tensorflow.serving.ModelConfig");
+    let ours: Vec<(&str, i32)> =
+        config.field.iter().filter(|f| f.number() > 1000).map(|f| (f.name(), f.number())).collect();
+    assert_eq!(ours, [("traffic_split", 1001), ("transition_policy", 1002), ("mirror", 1003)]);
     // Nothing of ours inside TensorFlow Serving's packages.
     for file in &set.file {
         if file.package().starts_with("tensorflow") {

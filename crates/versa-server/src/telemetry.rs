@@ -31,9 +31,11 @@
 //! labels.
 
 mod class;
+mod mirrors;
 mod snapshot;
 
 pub use class::{ALL_CODES, ErrorClass, class_by_wait, code_named, error_class};
+pub use mirrors::{MirrorFamilies, assemble_mirrors};
 pub use snapshot::{Families, assemble};
 
 use crate::metrics::{Metrics, request_duration_buckets, unix_millis_now};
@@ -56,10 +58,21 @@ pub fn snapshot(metrics: &Metrics, taken_at_unix_ms: i64) -> SnapshotResponse {
     let requests = metrics.requests.collect();
     let families =
         Families { requests: &requests, durations: &durations, reclassified: &reclassified };
+    // Copies are counted after their ratio and non-finite observations:
+    // read the counts last, so every observation has its copy counted.
+    let mirror = &metrics.mirror;
+    let (latency_ratio, non_finite) = (mirror.latency_ratio.collect(), mirror.non_finite.collect());
+    let mirror_requests = mirror.requests.collect();
+    let mirrors = assemble_mirrors(&MirrorFamilies {
+        requests: &mirror_requests,
+        non_finite: &non_finite,
+        latency_ratio: &latency_ratio,
+    });
     SnapshotResponse {
         process_start_unix_ms: metrics.started_at_unix_ms,
         taken_at_unix_ms,
         series: assemble(&families, &request_duration_buckets()),
+        mirrors,
     }
 }
 
