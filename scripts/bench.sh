@@ -47,6 +47,8 @@ run() {
     run --model mlp --concurrency 16 --requests 20000 --batching 8
     run --model mlp --concurrency 16 --requests 20000 --batching 32
     run --scenario codec --model mlp --requests 5000 --duration 5
+    run --scenario mirror --model mlp --concurrency 1 --requests 10000
+    run --scenario mirror --model mlp --concurrency 4 --requests 10000
     echo
     echo "## Small CNN 1×28×28"
     run --model small_cnn --concurrency 1 --requests 3000
