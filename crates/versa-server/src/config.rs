@@ -83,7 +83,7 @@ pub struct ModelEntry {
     pub transition: TransitionPolicy,
     /// Shadow traffic: which version runs copies of the requests, and how
     /// its answers are judged.
-    pub mirror: Option<MirrorSpec>,
+    pub mirror: Option<std::sync::Arc<MirrorSpec>>,
 }
 
 /// A validated config: every model the server must serve.
@@ -288,7 +288,8 @@ pub fn validate(
             Ok(VersaTransitionPolicy::ResourcePreserving) => TransitionPolicy::ResourcePreserving,
             _ => default_transition,
         };
-        let mirror = mirror_of(&model.name, model.mirror.as_ref(), &labels, transition)?;
+        let mirror = mirror_of(&model.name, model.mirror.as_ref(), &labels, transition)?
+            .map(std::sync::Arc::new);
         models.push(ModelEntry {
             name: model.name.clone(),
             base_path,

@@ -51,7 +51,7 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub struct Sampled {
     model: String,
-    spec: MirrorSpec,
+    spec: Arc<MirrorSpec>,
     target: i64,
     baseline: i64,
     route_key: Option<String>,
@@ -175,7 +175,7 @@ impl Mirror {
         }
         Some(Sampled {
             model: model.to_owned(),
-            spec: spec.clone(),
+            spec: Arc::clone(spec),
             target,
             baseline: version,
             route_key: route_key.map(str::to_owned),
@@ -221,10 +221,7 @@ impl Mirror {
         gauge.inc();
         let place = Place { model: model_counter, total: Arc::clone(&self.total), gauge };
         let deadline = Instant::now() + sampled.spec.timeout;
-        let unsent = Sampled {
-            spec: MirrorSpec { outputs: Default::default(), ..sampled.spec.clone() },
-            ..sampled.clone()
-        };
+        let unsent = sampled.clone();
         let this = Arc::clone(self);
         let job = Box::new(move || {
             let _place = place;
