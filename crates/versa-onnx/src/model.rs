@@ -182,6 +182,14 @@ impl OnnxModel {
         self.plans.wait_ready(rows).await;
     }
 
+    /// Starts building, in the background at the build niceness, the plan
+    /// a run of `rows` rows lacks, and returns at once (see
+    /// [`OnnxModel::plan_ready`]): for work that must not build it inline
+    /// on a low-priority thread, where clients would wait behind it.
+    pub fn prepare_plan(&self, rows: usize) {
+        self.plans.prepare(rows);
+    }
+
     /// Runs the model on inputs in signature order. Blocking: call it on the
     /// inference pool.
     pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, ServableError> {

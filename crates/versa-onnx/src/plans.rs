@@ -189,6 +189,15 @@ impl Plans {
         }
     }
 
+    /// Has what a run of `batch` rows lacks (the symbolic plan) built in
+    /// the background, at the build niceness, and returns at once: for a
+    /// caller that will not wait (a mirrored copy is dropped instead).
+    pub(crate) fn prepare(self: &Arc<Self>, batch: usize) {
+        if !self.ready(batch) && !self.generic_failed() {
+            self.build_generic_in_background();
+        }
+    }
+
     fn generic_failed(&self) -> bool {
         self.builds.lock().unwrap_or_else(PoisonError::into_inner).generic_failed
     }

@@ -86,6 +86,17 @@ fn a_new_batch_size_runs_at_once_and_gets_its_plan_in_the_background() {
 }
 
 #[test]
+fn prepare_plan_for_mirrored_copies_builds_in_the_background_and_returns_at_once() {
+    let (_dir, model) = load(&models::versioned(1), ModelOptions::default());
+    assert!(model.plan_ready(1), "the batch-1 plan is built at load");
+    assert!(!model.plan_ready(3), "the symbolic plan is built on first need");
+    model.prepare_plan(3);
+    eventually("the plan a run of 3 rows needs", || model.plan_ready(3));
+    let out = run(&model, vec![f32_tensor(&[3, 4], vec![1.0; 12])]);
+    assert_eq!(f32_values(&out[0]), vec![2.0; 12]);
+}
+
+#[test]
 fn a_client_cycling_batch_sizes_gets_one_plan_build_per_interval() {
     let options = ModelOptions {
         build_interval: std::time::Duration::from_secs(3600),

@@ -113,13 +113,33 @@ fn metric_where(metrics: &str, series: &str, having: &[&str]) -> u64 {
 async fn settled(server: &ServerProcess, n: u64) -> String {
     eventually("every copy has an outcome", Duration::from_millis(50), || async {
         let text = metrics_text(server).await;
-        let done: u64 = ["agree", "disagree", "error", "timeout", "shed", "unavailable"]
-            .iter()
-            .map(|r| copies(&text, r))
-            .sum();
-        (done >= n).then_some(text)
+        (total(&text) >= n).then_some(text)
     })
     .await
+}
+
+/// Every outcome a copy can have.
+const OUTCOMES: [&str; 6] = ["agree", "disagree", "error", "timeout", "shed", "unavailable"];
+
+/// Sends requests of `rows` rows until a copy of that size runs, and
+/// returns the metrics once every copy sent has an outcome. The first ones
+/// find the mirror version without a plan for `rows` rows: they are counted
+/// unavailable (never run, so never built on a nice-19 mirror thread) and
+/// have the plan built in the background, so later copies run.
+async fn warmed(server: &ServerProcess, rows: usize) -> String {
+    let mut client = server.prediction_client().await;
+    let started = tokio::time::Instant::now();
+    for i in 0.. {
+        assert!(started.elapsed() < PATIENCE, "no copy of {rows} rows ever ran");
+        client.predict(request(inputs(1_000_000 + i, rows))).await.expect("predict");
+        let text = settled(server, i as u64 + 1).await;
+        if copies(&text, "agree") + copies(&text, "disagree") > 0 {
+            assert!(copies(&text, "unavailable") > 0, "a copy ran before its plan was built");
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    unreachable!()
 }
 
 /// Sends `n` requests of `rows` rows; checks every answer came from
@@ -145,6 +165,8 @@ async fn send(server: &ServerProcess, n: usize, rows: usize) -> Vec<Vec<f32>> {
 #[tokio::test]
 async fn an_identical_mirror_agrees_on_every_copy_over_grpc_and_rest() {
     let m = start(&models::scaled([1.0; 4]), r#"label: "candidate" percent: 100"#, &[]);
+    let before = warmed(&m.server, 2).await;
+    let warm = total(&before);
     send(&m.server, 150, 2).await;
     let http = reqwest::Client::new();
     for i in 0..50 {
@@ -158,12 +180,14 @@ async fn an_identical_mirror_agrees_on_every_copy_over_grpc_and_rest() {
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["x-versa-model-version"], "1");
     }
-    let text = settled(&m.server, 200).await;
-    assert_eq!(copies(&text, "agree"), 200, "{}", mirror_lines(&text));
+    let text = settled(&m.server, warm + 200).await;
+    let since = |r: &str| copies(&text, r) - copies(&before, r);
+    assert_eq!(since("agree"), 200, "{}", mirror_lines(&text));
     assert_eq!(copies(&text, "disagree") + copies(&text, "error") + copies(&text, "shed"), 0);
     // Every copy's latency ratio is measured (no batching here).
-    let ratios = metric_where(&text, "versa_mirror_latency_ratio_count{", &[r#"version="2""#]);
-    assert_eq!(ratios, 200);
+    let ratios =
+        |t: &str| metric_where(t, "versa_mirror_latency_ratio_count{", &[r#"version="2""#]);
+    assert_eq!(ratios(&text) - ratios(&before), 200);
     // The copies are the candidate's only requests: no client was answered by it.
     assert_eq!(
         metric_where(&text, "versa_requests_total{", &[r#"model="scaled""#, r#"version="2""#]),
@@ -175,6 +199,8 @@ async fn an_identical_mirror_agrees_on_every_copy_over_grpc_and_rest() {
 async fn a_perturbed_mirror_disagrees_exactly_where_the_argmax_moves() {
     let weights = [1.0, 1.0, 1.0, 1.3];
     let m = start(&models::scaled(weights), r#"version: 2 percent: 100"#, &[]);
+    let before = warmed(&m.server, 3).await;
+    let warm = total(&before);
     let sent = send(&m.server, 300, 3).await;
     let expected = sent
         .iter()
@@ -186,17 +212,22 @@ async fn a_perturbed_mirror_disagrees_exactly_where_the_argmax_moves() {
         })
         .count() as u64;
     assert!(expected > 30 && expected < 270, "the test needs both outcomes: {expected}");
-    let text = settled(&m.server, 300).await;
-    assert_eq!(copies(&text, "disagree"), expected, "{}", mirror_lines(&text));
-    assert_eq!(copies(&text, "agree"), 300 - expected);
+    let text = settled(&m.server, warm + 300).await;
+    let since = |r: &str| copies(&text, r) - copies(&before, r);
+    assert_eq!(since("disagree"), expected, "{}", mirror_lines(&text));
+    assert_eq!(since("agree"), 300 - expected);
     // Largest differences: 0.3 × x, so every copy's lies in (0.01, 1].
-    let small = metric_where(
-        &text,
-        "versa_mirror_output_difference_bucket{",
-        &[r#"output="y""#, r#"le="0.01""#],
-    );
-    let all = metric_where(&text, "versa_mirror_output_difference_count{", &[r#"output="y""#]);
-    assert_eq!((small, all), (0, 300));
+    let small = |t: &str| {
+        metric_where(
+            t,
+            "versa_mirror_output_difference_bucket{",
+            &[r#"output="y""#, r#"le="0.01""#],
+        )
+    };
+    let all =
+        |t: &str| metric_where(t, "versa_mirror_output_difference_count{", &[r#"output="y""#]);
+    let since = |f: &dyn Fn(&str) -> u64| f(&text) - f(&before);
+    assert_eq!((since(&small), since(&all)), (0, 300));
     assert_eq!(metric_where(&text, "versa_mirror_non_finite_total{", &[]), 0);
 }
 
@@ -319,6 +350,11 @@ async fn mirrors_that_cannot_work_are_refused_at_start() {
             versa_e2e::server::Started::Serving(_) => panic!("a server started with {mirror}"),
         }
     }
+}
+
+/// Copies with an outcome, all outcomes together.
+fn total(metrics: &str) -> u64 {
+    OUTCOMES.iter().map(|r| copies(metrics, r)).sum()
 }
 
 /// The mirror's series, for failure messages.

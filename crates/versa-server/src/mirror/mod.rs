@@ -68,6 +68,19 @@ pub struct Original {
     pub cpu: Option<Duration>,
 }
 
+/// Where a copy finds the mirror version: the serving map (tests: a
+/// fixed set).
+pub trait Versions: Send + Sync {
+    /// The AVAILABLE instance of this version, if any.
+    fn find(&self, model: &str, version: i64) -> Option<ServableHandle<OnnxModel>>;
+}
+
+impl Versions for ServingMap<OnnxModel> {
+    fn find(&self, model: &str, version: i64) -> Option<ServableHandle<OnnxModel>> {
+        self.resolve(model, &VersionChoice::Specific(version)).ok()
+    }
+}
+
 /// Events allowed per period, per key.
 #[derive(Debug, Default)]
 struct RateLimit {
@@ -191,18 +204,21 @@ impl Mirror {
     }
 
     /// Queues the copy of a request that has its answer: shed when over a
-    /// bound, unavailable when the mirror version is not loaded.
-    pub fn submit(
-        self: &Arc<Self>,
-        sampled: Sampled,
-        map: &ServingMap<OnnxModel>,
-        original: Original,
-    ) {
-        let candidate = match map.resolve(&sampled.model, &VersionChoice::Specific(sampled.target))
-        {
-            Ok(handle) => handle,
-            Err(_) => return self.count(&sampled, Outcome::Unavailable),
+    /// bound, unavailable when the mirror version is not loaded or has no
+    /// plan for the copy's rows yet. That plan is never built on a mirror
+    /// thread: at nice 19 it would hold up every client of the version
+    /// waiting for the same plan. Its build starts here, in the background
+    /// at the niceness of client-triggered builds, and later copies run.
+    pub fn submit(self: &Arc<Self>, sampled: Sampled, versions: &dyn Versions, original: Original) {
+        let Some(candidate) = versions.find(&sampled.model, sampled.target) else {
+            return self.count(&sampled, Outcome::Unavailable);
         };
+        let rows = OnnxModel::rows_of(&original.inputs);
+        if !candidate.plan_ready(rows) {
+            candidate.prepare_plan(rows);
+            tracing::debug!(model = %sampled.model, version = sampled.target, rows, "the mirror version's plan for these rows is being built: copy not run");
+            return self.count(&sampled, Outcome::Unavailable);
+        }
         let model_counter = Arc::clone(
             self.per_model
                 .lock()
@@ -253,6 +269,10 @@ impl Mirror {
     ) -> Outcome {
         if Instant::now() > deadline {
             return Outcome::Timeout;
+        }
+        if !candidate.plan_ready(OnnxModel::rows_of(&original.inputs)) {
+            // Never built here (see `submit`); cannot happen once checked there.
+            return Outcome::Unavailable;
         }
         let started = thread_cpu_time();
         let answer = candidate.run_detached(original.inputs);
@@ -354,3 +374,6 @@ impl Sampled {
         self.target
     }
 }
+
+#[cfg(test)]
+mod tests;
