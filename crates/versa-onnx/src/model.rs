@@ -47,7 +47,7 @@ impl Default for ModelOptions {
 /// A model ready to run. `Send + Sync`: shared by every request.
 #[derive(Debug)]
 pub struct OnnxModel {
-    signature: Signature,
+    signature: Arc<Signature>,
     plans: Arc<Plans>,
     /// Moving average of recent run times per batch row, nanoseconds (0:
     /// never run). Decides whether a run is short enough to do inline.
@@ -113,7 +113,7 @@ impl OnnxModel {
             plans.drop_decluttered();
         }
         Ok(Self {
-            signature,
+            signature: Arc::new(signature),
             plans: Arc::new(plans),
             row_nanos: AtomicU64::new(0),
             batch_speedup: std::sync::OnceLock::new(),
@@ -159,6 +159,13 @@ impl OnnxModel {
 
     pub fn signature(&self) -> &Signature {
         &self.signature
+    }
+
+    /// The signature, shared: for work that outlives its hold on the model
+    /// (a mirrored copy compares with the baseline's answer after letting
+    /// the baseline go).
+    pub fn shared_signature(&self) -> Arc<Signature> {
+        Arc::clone(&self.signature)
     }
 
     /// Batch sizes with a concretely-shaped plan cached now, most recent last.

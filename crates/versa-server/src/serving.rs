@@ -357,12 +357,13 @@ impl Serving {
         let (produced, cpu) = result?;
         if let (Some(sampled), Some(inputs)) = (sampled, kept_inputs) {
             let original = crate::mirror::Original {
-                baseline: handle.clone(),
+                baseline: handle.shared_signature(),
                 inputs,
                 outputs: produced.clone(),
                 cpu,
             };
-            self.mirror.submit(sampled, map, original);
+            let versions = Arc::clone(self.core.manager().serving_map());
+            self.mirror.submit(sampled, versions, original);
         }
         choose(&handle, produced, outputs)
     }

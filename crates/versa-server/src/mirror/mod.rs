@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use versa_compare::Reason;
 use versa_core::{ServableHandle, ServingMap, VersionChoice};
-use versa_onnx::{OnnxModel, TValue, TVec};
+use versa_onnx::{OnnxModel, Signature, TValue, TVec};
 
 /// What became of a copy (the `result` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,10 +57,12 @@ pub struct Sampled {
     route_key: Option<String>,
 }
 
-/// What a copy needs of the request it copies.
+/// What a copy needs of the request it copies: not the baseline version
+/// itself (a queued copy must not keep a version loaded), only its
+/// signature.
 #[derive(Debug)]
 pub struct Original {
-    pub baseline: ServableHandle<OnnxModel>,
+    pub baseline: Arc<Signature>,
     pub inputs: TVec<TValue>,
     /// Every output of the client's answer, in signature order.
     pub outputs: TVec<TValue>,
@@ -209,15 +211,23 @@ impl Mirror {
     /// thread: at nice 19 it would hold up every client of the version
     /// waiting for the same plan. Its build starts here, in the background
     /// at the niceness of client-triggered builds, and later copies run.
-    pub fn submit(self: &Arc<Self>, sampled: Sampled, versions: &dyn Versions, original: Original) {
-        let Some(candidate) = versions.find(&sampled.model, sampled.target) else {
-            return self.count(&sampled, Outcome::Unavailable);
-        };
+    /// A queued copy holds no version: it finds the mirror version again
+    /// in `versions` when it starts (unavailable if it is gone by then).
+    pub fn submit(
+        self: &Arc<Self>,
+        sampled: Sampled,
+        versions: Arc<dyn Versions>,
+        original: Original,
+    ) {
         let rows = OnnxModel::rows_of(&original.inputs);
-        if !candidate.plan_ready(rows) {
-            candidate.prepare_plan(rows);
-            tracing::debug!(model = %sampled.model, version = sampled.target, rows, "the mirror version's plan for these rows is being built: copy not run");
-            return self.count(&sampled, Outcome::Unavailable);
+        match versions.find(&sampled.model, sampled.target) {
+            None => return self.count(&sampled, Outcome::Unavailable),
+            Some(candidate) if !candidate.plan_ready(rows) => {
+                candidate.prepare_plan(rows);
+                tracing::debug!(model = %sampled.model, version = sampled.target, rows, "the mirror version's plan for these rows is being built: copy not run");
+                return self.count(&sampled, Outcome::Unavailable);
+            }
+            Some(_) => {}
         }
         let model_counter = Arc::clone(
             self.per_model
@@ -243,13 +253,16 @@ impl Mirror {
             let _place = place;
             let span = tracing::debug_span!("mirror", model = %sampled.model, version = sampled.target, baseline_version = sampled.baseline);
             let _entered = span.enter();
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                this.run_copy(&sampled, &candidate, original, deadline)
-            }))
-            .unwrap_or_else(|_| {
-                tracing::error!("a mirrored copy panicked");
-                Outcome::Error
-            });
+            let outcome = match versions.find(&sampled.model, sampled.target) {
+                None => Outcome::Unavailable,
+                Some(candidate) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    this.run_copy(&sampled, &candidate, original, deadline)
+                }))
+                .unwrap_or_else(|_| {
+                    tracing::error!("a mirrored copy panicked");
+                    Outcome::Error
+                }),
+            };
             this.count(&sampled, outcome);
         });
         if !self.workers.submit(job) {
@@ -270,8 +283,10 @@ impl Mirror {
         if Instant::now() > deadline {
             return Outcome::Timeout;
         }
-        if !candidate.plan_ready(OnnxModel::rows_of(&original.inputs)) {
-            // Never built here (see `submit`); cannot happen once checked there.
+        let rows = OnnxModel::rows_of(&original.inputs);
+        if !candidate.plan_ready(rows) {
+            // Never built here (see `submit`): a version reloaded since.
+            candidate.prepare_plan(rows);
             return Outcome::Unavailable;
         }
         let started = thread_cpu_time();
@@ -294,7 +309,7 @@ impl Mirror {
             }
         };
         let verdict = match judge(
-            original.baseline.signature(),
+            &original.baseline,
             &original.outputs,
             candidate.signature(),
             &answer,

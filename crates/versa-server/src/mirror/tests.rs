@@ -64,7 +64,7 @@ fn answered(baseline: &ServableHandle<OnnxModel>, rows: usize) -> Original {
     let x = versa_onnx::convert::tensor_from_vec(&[rows, 4], values).into_tvalue();
     let inputs: TVec<TValue> = [x].into_iter().collect();
     let outputs = baseline.run(inputs.clone()).expect("baseline runs");
-    Original { baseline: baseline.clone(), inputs, outputs, cpu: None }
+    Original { baseline: baseline.shared_signature(), inputs, outputs, cpu: None }
 }
 
 fn count(mirror: &Mirror, result: &str) -> u64 {
@@ -84,14 +84,40 @@ fn eventually(what: &str, check: impl Fn() -> bool) {
 fn a_mirror_copy_whose_plan_is_not_built_is_not_run_and_has_it_built_for_later_copies() {
     let (_b, baseline) = model(&models::scaled([1.0; 4]), 1);
     let (_c, candidate) = model(&models::scaled([1.0; 4]), 2);
-    let versions = Fixed::with(&candidate);
+    let versions: Arc<dyn Versions> = Arc::new(Fixed::with(&candidate));
     let mirror = mirror();
     assert!(!candidate.plan_ready(3), "only the batch-1 plan is built at load");
-    mirror.submit(sampled(), &versions, answered(&baseline, 3));
+    mirror.submit(sampled(), Arc::clone(&versions), answered(&baseline, 3));
     // Counted on the request's side: no mirror thread went near the plan.
     assert_eq!(count(&mirror, "unavailable"), 1);
     eventually("the plan built in the background", || candidate.plan_ready(3));
-    mirror.submit(sampled(), &versions, answered(&baseline, 3));
+    mirror.submit(sampled(), versions, answered(&baseline, 3));
     eventually("the next copy runs", || count(&mirror, "agree") == 1);
     assert_eq!(count(&mirror, "unavailable"), 1);
+}
+
+#[test]
+fn a_queued_mirror_copy_holds_no_version_and_is_unavailable_once_its_version_is_gone() {
+    let (_b, baseline) = model(&models::scaled([1.0; 4]), 1);
+    let (_c, candidate) = model(&models::scaled([1.0; 4]), 2);
+    let fixed = Arc::new(Fixed::with(&candidate));
+    let mirror = mirror();
+    // The one mirror thread is busy until told.
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    assert!(mirror.workers.submit(Box::new(move || {
+        let _ = wait.recv();
+    })));
+    let versions: Arc<dyn Versions> = Arc::clone(&fixed) as _;
+    mirror.submit(sampled(), Arc::clone(&versions), answered(&baseline, 1));
+    // Unloaded while the copy waits: no handle on it is left anywhere.
+    fixed.0.lock().expect("lock").clear();
+    drop(candidate);
+    go.send(()).expect("the blocker waits");
+    eventually("the copy has an outcome", || count(&mirror, "unavailable") == 1);
+    assert_eq!(count(&mirror, "agree"), 0);
+    // With its version there, the same copy runs.
+    let (_c, candidate) = model(&models::scaled([1.0; 4]), 2);
+    fixed.0.lock().expect("lock").insert(2, candidate);
+    mirror.submit(sampled(), versions, answered(&baseline, 1));
+    eventually("the copy runs", || count(&mirror, "agree") == 1);
 }
