@@ -145,6 +145,7 @@ fn serving(
         mirror: Arc::new(crate::mirror::Mirror::new(
             flags.mirror.mirror_threads,
             flags.mirror.max_mirror_in_flight as usize,
+            usize::try_from(flags.mirror.max_mirror_bytes).unwrap_or(usize::MAX),
             metrics.mirror.clone(),
         )),
         metrics: Arc::clone(&metrics),

@@ -1,5 +1,6 @@
 //! The flags of shadow traffic (a model's `mirror` in the model config):
-//! the threads that run copies, and how many copies the server holds.
+//! the threads that run copies, and how many copies (and bytes of them)
+//! the server holds.
 
 use clap::Args;
 
@@ -16,4 +17,10 @@ pub struct MirrorFlags {
     /// holds its request's inputs and the answer it is compared with.
     #[arg(long = "max_mirror_in_flight", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_mirror_in_flight: u32,
+    /// Bytes of tensors the copies waiting or running may hold at once, all
+    /// models together (default 64 MiB): each holds its request's inputs and
+    /// every output of the client's answer. A copy that would take them over
+    /// it is shed, never queued.
+    #[arg(long = "max_mirror_bytes", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_mirror_bytes: u64,
 }

@@ -144,3 +144,13 @@ fn the_telemetry_deadline_floor_defaults_to_100_ms_and_0_turns_it_off() {
     assert_eq!(f.telemetry_min_client_deadline_ms, 0);
     assert!(parse(&["--model_base_path=/m", "--telemetry_min_client_deadline_ms=-1"]).is_err());
 }
+
+#[test]
+fn max_mirror_bytes_defaults_to_64_mib_and_is_at_least_one() {
+    let f = parse(&["--model_base_path=/m"]).expect("parses");
+    assert_eq!(f.mirror.max_mirror_bytes, 64 << 20);
+    let f = parse(&["--model_base_path=/m", "--max_mirror_bytes=1024"]).expect("parses");
+    assert_eq!(f.mirror.max_mirror_bytes, 1024);
+    let e = parse(&["--model_base_path=/m", "--max_mirror_bytes=0"]).expect_err("refused");
+    assert!(e.to_string().contains("max_mirror_bytes"), "{e}");
+}

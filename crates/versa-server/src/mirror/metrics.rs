@@ -63,7 +63,7 @@ impl MirrorMetrics {
         Self {
             requests: counter(
                 "versa_mirror_requests_total",
-                "Copies of requests run on a model's mirror version, by outcome: agree, disagree, error (the mirror failed), timeout, shed (over max_in_flight or --max_mirror_in_flight), unavailable (the mirror version not AVAILABLE, or its plan for the copy's batch size still being built).",
+                "Copies of requests run on a model's mirror version, by outcome: agree, disagree, error (the mirror failed), timeout, shed (over max_in_flight, --max_mirror_in_flight or --max_mirror_bytes), unavailable (the mirror version not AVAILABLE, or its plan for the copy's batch size still being built).",
                 &[LABELS[0], LABELS[1], LABELS[2], "result"],
             ),
             difference: histogram(

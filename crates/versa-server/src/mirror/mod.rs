@@ -4,6 +4,7 @@
 //! the request (copies run on their own lowest-priority threads, and a copy
 //! over a bound is shed, never queued).
 
+mod bounds;
 mod judge;
 mod metrics;
 mod sampling;
@@ -15,7 +16,7 @@ pub use sampling::is_sampled;
 
 use crate::config::{MirrorSpec, MirrorTarget, ServingConfig};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use versa_compare::Reason;
@@ -105,28 +106,6 @@ impl RateLimit {
     }
 }
 
-/// Holds a place among the copies in flight; given back when dropped.
-struct Place {
-    model: Arc<AtomicUsize>,
-    total: Arc<AtomicUsize>,
-    gauge: prometheus::IntGauge,
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        self.model.fetch_sub(1, Ordering::AcqRel);
-        self.total.fetch_sub(1, Ordering::AcqRel);
-        self.gauge.dec();
-    }
-}
-
-/// Takes one of `limit` places of `counter`, if one is free.
-fn take(counter: &AtomicUsize, limit: usize) -> bool {
-    counter
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
-        .is_ok()
-}
-
 /// CPU time of the calling thread so far.
 pub fn thread_cpu_time() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
@@ -138,25 +117,20 @@ pub fn thread_cpu_time() -> Duration {
 pub struct Mirror {
     workers: workers::Workers,
     pub metrics: MirrorMetrics,
-    max_total: usize,
-    total: Arc<AtomicUsize>,
+    bounds: bounds::Bounds,
     per_model: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     logged: RateLimit,
 }
 
-impl std::fmt::Debug for Place {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Place")
-    }
-}
-
 impl Mirror {
-    pub fn new(threads: usize, max_total: usize, metrics: MirrorMetrics) -> Self {
+    /// `threads` mirror threads (0: one per core); at most `max_total`
+    /// copies (`--max_mirror_in_flight`) holding `max_bytes` bytes of
+    /// tensors (`--max_mirror_bytes`) at once.
+    pub fn new(threads: usize, max_total: usize, max_bytes: usize, metrics: MirrorMetrics) -> Self {
         Self {
             workers: workers::Workers::new(threads),
             metrics,
-            max_total,
-            total: Arc::default(),
+            bounds: bounds::Bounds::new(max_total, max_bytes),
             per_model: Mutex::default(),
             logged: RateLimit::default(),
         }
@@ -236,16 +210,26 @@ impl Mirror {
                 .entry(sampled.model.clone())
                 .or_default(),
         );
-        if !take(&model_counter, sampled.spec.max_in_flight) {
-            return self.count(&sampled, Outcome::Shed);
-        }
-        if !take(&self.total, self.max_total) {
-            model_counter.fetch_sub(1, Ordering::AcqRel);
-            return self.count(&sampled, Outcome::Shed);
-        }
+        // What the copy keeps alive: the request's inputs and the answer.
+        let bytes = bounds::bytes_of(original.inputs.iter().chain(&original.outputs));
         let gauge = self.metrics.in_flight.with_label_values(&[sampled.model.as_str()]);
-        gauge.inc();
-        let place = Place { model: model_counter, total: Arc::clone(&self.total), gauge };
+        let place = match self.bounds.take(model_counter, sampled.spec.max_in_flight, bytes, gauge)
+        {
+            Ok(place) => place,
+            Err(over) => {
+                if over == bounds::Over::Bytes
+                    && self.logged.allow("bytes", Duration::from_secs(10), 1)
+                {
+                    tracing::warn!(
+                        model = %sampled.model,
+                        bytes,
+                        "mirrored copies would hold more than --max_mirror_bytes={}: copy shed",
+                        self.bounds.max_bytes()
+                    );
+                }
+                return self.count(&sampled, Outcome::Shed);
+            }
+        };
         let deadline = Instant::now() + sampled.spec.timeout;
         let unsent = sampled.clone();
         let this = Arc::clone(self);

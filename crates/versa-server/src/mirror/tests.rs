@@ -35,8 +35,22 @@ fn model(bytes: &[u8], version: i64) -> (tempfile::TempDir, ServableHandle<OnnxM
 }
 
 fn mirror() -> Arc<Mirror> {
+    mirror_of(64 << 20)
+}
+
+/// One mirror thread; copies may hold `max_bytes` bytes.
+fn mirror_of(max_bytes: usize) -> Arc<Mirror> {
     let metrics = MirrorMetrics::register(&prometheus::Registry::new());
-    Arc::new(Mirror::new(1, 64, metrics))
+    Arc::new(Mirror::new(1, 64, max_bytes, metrics))
+}
+
+/// Keeps the one mirror thread of `mirror` busy until the sender is used.
+fn block(mirror: &Mirror) -> std::sync::mpsc::Sender<()> {
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    assert!(mirror.workers.submit(Box::new(move || {
+        let _ = wait.recv();
+    })));
+    go
 }
 
 /// A copy of a request of model `m`, version 1 answering, to version 2.
@@ -102,11 +116,7 @@ fn a_queued_mirror_copy_holds_no_version_and_is_unavailable_once_its_version_is_
     let (_c, candidate) = model(&models::scaled([1.0; 4]), 2);
     let fixed = Arc::new(Fixed::with(&candidate));
     let mirror = mirror();
-    // The one mirror thread is busy until told.
-    let (go, wait) = std::sync::mpsc::channel::<()>();
-    assert!(mirror.workers.submit(Box::new(move || {
-        let _ = wait.recv();
-    })));
+    let go = block(&mirror);
     let versions: Arc<dyn Versions> = Arc::clone(&fixed) as _;
     mirror.submit(sampled(), Arc::clone(&versions), answered(&baseline, 1));
     // Unloaded while the copy waits: no handle on it is left anywhere.
@@ -120,4 +130,25 @@ fn a_queued_mirror_copy_holds_no_version_and_is_unavailable_once_its_version_is_
     fixed.0.lock().expect("lock").insert(2, candidate);
     mirror.submit(sampled(), versions, answered(&baseline, 1));
     eventually("the copy runs", || count(&mirror, "agree") == 1);
+}
+
+#[test]
+fn a_mirror_copy_over_max_mirror_bytes_is_shed_and_bytes_are_given_back() {
+    let (_b, baseline) = model(&models::scaled([1.0; 4]), 1);
+    let (_c, candidate) = model(&models::scaled([1.0; 4]), 2);
+    let versions: Arc<dyn Versions> = Arc::new(Fixed::with(&candidate));
+    // One row: 16 bytes of inputs and 16 of outputs; room for one copy.
+    let mirror = mirror_of(40);
+    let go = block(&mirror);
+    mirror.submit(sampled(), Arc::clone(&versions), answered(&baseline, 1));
+    mirror.submit(sampled(), Arc::clone(&versions), answered(&baseline, 1));
+    assert_eq!(count(&mirror, "shed"), 1, "the second copy does not fit");
+    go.send(()).expect("the blocker waits");
+    eventually("the first copy runs", || count(&mirror, "agree") == 1);
+    eventually("its bytes are given back", || {
+        mirror.metrics.in_flight.with_label_values(&["m"]).get() == 0
+    });
+    mirror.submit(sampled(), versions, answered(&baseline, 1));
+    eventually("a copy fits again", || count(&mirror, "agree") == 2);
+    assert_eq!(count(&mirror, "shed"), 1);
 }
