@@ -16,5 +16,6 @@ pub use plans::DEFAULT_BUILD_INTERVAL;
 pub use pool::InferencePool;
 pub use signature::{DEFAULT_SIGNATURE, PREDICT_METHOD, Signature, TensorSpec};
 pub use tract_onnx::prelude::{
-    Datum, DatumType, IntoTValue, IntoTensor, TValue, TVec, Tensor, TractError, f16, tvec,
+    Datum, DatumType, IntoArcTensor, IntoTValue, IntoTensor, TValue, TVec, Tensor, TractError, f16,
+    tvec,
 };

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use versa_core::{Code, ManagerState, ServableHandle, VersionChoice};
 use versa_onnx::{
-    DEFAULT_SIGNATURE, InferencePool, IntoTensor, OnnxModel, Signature, TValue, TVec, Tensor,
+    DEFAULT_SIGNATURE, InferencePool, IntoArcTensor, OnnxModel, Signature, TValue, TVec, Tensor,
 };
 use versa_proto::serving::{
     GetModelMetadataResponse, GetModelStatusResponse, ModelSpec, ModelVersionStatus,
@@ -28,24 +28,23 @@ type RunFuture = std::pin::Pin<
     >,
 >;
 
-/// The outputs a request asked for, with their aliases, taken out of
-/// everything the model produced.
+/// The outputs a request asked for, with their aliases, out of everything
+/// the model produced: shared, not copied (a mirrored copy may hold them
+/// too, to compare with its own answer).
 fn choose(
-    handle: &OnnxModel,
-    mut produced: TVec<TValue>,
+    signature: &Signature,
+    produced: &[TValue],
     outputs: Vec<usize>,
-) -> Result<Vec<(String, Tensor)>, ServingError> {
-    let aliases = &handle.signature().outputs;
+) -> Result<Vec<(String, Arc<Tensor>)>, ServingError> {
     let mut chosen = Vec::with_capacity(outputs.len());
     for ix in outputs {
-        let (Some(slot), Some(spec)) = (produced.get_mut(ix), aliases.get(ix)) else {
+        let (Some(value), Some(spec)) = (produced.get(ix), signature.outputs.get(ix)) else {
             return Err(ServingError::new(
                 Code::Internal,
                 format!("the model produced no output {ix}"),
             ));
         };
-        let value = std::mem::replace(slot, Tensor::default().into());
-        chosen.push((spec.alias.clone(), value.into_tensor()));
+        chosen.push((spec.alias.clone(), value.clone().into_arc_tensor()));
     }
     Ok(chosen)
 }
@@ -297,7 +296,7 @@ impl Serving {
         deadline: Option<Instant>,
         api: &'static str,
         held: Option<Arc<crate::admission::Ticket>>,
-    ) -> Result<Vec<(String, Tensor)>, ServingError> {
+    ) -> Result<Vec<(String, Arc<Tensor>)>, ServingError> {
         let handle = resolved.handle.clone();
         let started = std::time::Instant::now();
         let model = handle.id().name.as_str();
@@ -355,17 +354,18 @@ impl Serving {
             .with_label_values(&[model, "Predict", "TRACT"])
             .observe(started.elapsed().as_micros() as f64);
         let (produced, cpu) = result?;
+        let chosen = choose(handle.signature(), &produced, outputs);
         if let (Some(sampled), Some(inputs)) = (sampled, kept_inputs) {
             let original = crate::mirror::Original {
                 baseline: handle.shared_signature(),
                 inputs,
-                outputs: produced.clone(),
+                outputs: produced,
                 cpu,
             };
             let versions = Arc::clone(self.core.manager().serving_map());
             self.mirror.submit(sampled, versions, original);
         }
-        choose(&handle, produced, outputs)
+        chosen
     }
 
     /// `GetModelStatus`: every tracked version, highest first, or one version.

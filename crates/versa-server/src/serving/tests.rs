@@ -41,3 +41,17 @@ fn output_filter_rules() {
     let err = select_outputs(&s, &["sum".into(), "sum".into()]).expect_err("dup");
     assert_eq!(err.message, "duplicate output tensor alias: sum");
 }
+
+#[test]
+fn chosen_outputs_share_the_answer_a_mirror_copy_keeps() {
+    use versa_onnx::IntoTValue;
+    let signature = sig(&["x"], &["a", "b"]);
+    let tensor = |v: f32| versa_onnx::convert::tensor_from_vec(&[2], vec![v; 2]).into_tvalue();
+    let produced: TVec<TValue> = [tensor(1.0), tensor(2.0)].into_iter().collect();
+    let kept = produced.clone();
+    let chosen = choose(&signature, &produced, vec![1]).expect("chosen");
+    assert_eq!(chosen[0].0, "b");
+    let shared = kept[1].clone().into_arc_tensor();
+    assert!(Arc::ptr_eq(&chosen[0].1, &shared), "the client's output was copied for the mirror");
+    assert!(choose(&signature, &produced, vec![2]).is_err());
+}

@@ -130,8 +130,15 @@ fn write_row(
     write_region(out, alias, tensor, inner, row * inner.iter().product::<usize>())
 }
 
-/// The response body for `outputs` (alias, tensor) in the request's format.
-pub fn response_body(format: Format, outputs: &[(String, Tensor)]) -> Result<String, ServingError> {
+/// The response body for `outputs` (alias, tensor — owned or shared) in
+/// the request's format.
+pub fn response_body<T: std::borrow::Borrow<Tensor>>(
+    format: Format,
+    outputs: &[(String, T)],
+) -> Result<String, ServingError> {
+    let outputs: Vec<(&str, &Tensor)> =
+        outputs.iter().map(|(alias, t)| (alias.as_str(), t.borrow())).collect();
+    let outputs = outputs.as_slice();
     let mut out =
         String::with_capacity(64 + outputs.iter().map(|(_, t)| t.len() * 12).sum::<usize>());
     match format {
