@@ -5,6 +5,7 @@
 //! over a bound is shed, never queued).
 
 mod bounds;
+mod inputs;
 mod judge;
 mod metrics;
 mod sampling;
@@ -267,14 +268,31 @@ impl Mirror {
         if Instant::now() > deadline {
             return Outcome::Timeout;
         }
-        let rows = OnnxModel::rows_of(&original.inputs);
+        let inputs = match inputs::for_mirror(
+            &original.baseline,
+            candidate.signature(),
+            original.inputs,
+        ) {
+            Ok(inputs) => inputs,
+            Err(e) => {
+                if self.logged.allow(
+                    &format!("inputs/{}", sampled.model),
+                    Duration::from_secs(10),
+                    1,
+                ) {
+                    tracing::warn!(error = %e, "a mirrored copy cannot run on the mirror version");
+                }
+                return Outcome::Error;
+            }
+        };
+        let rows = OnnxModel::rows_of(&inputs);
         if !candidate.plan_ready(rows) {
             // Never built here (see `submit`): a version reloaded since.
             candidate.prepare_plan(rows);
             return Outcome::Unavailable;
         }
         let started = thread_cpu_time();
-        let answer = candidate.run_detached(original.inputs);
+        let answer = candidate.run_detached(inputs);
         let cpu = thread_cpu_time().saturating_sub(started);
         if Instant::now() > deadline {
             return Outcome::Timeout;

@@ -152,3 +152,14 @@ fn a_mirror_copy_over_max_mirror_bytes_is_shed_and_bytes_are_given_back() {
     eventually("a copy fits again", || count(&mirror, "agree") == 2);
     assert_eq!(count(&mirror, "shed"), 1);
 }
+
+#[test]
+fn a_mirror_version_taking_other_inputs_counts_the_copy_as_an_error_without_running_it() {
+    let (_b, baseline) = model(&models::scaled([1.0; 4]), 1);
+    let (_c, candidate) = model(&models::two_in_two_out(), 2);
+    let versions: Arc<dyn Versions> = Arc::new(Fixed::with(&candidate));
+    let mirror = mirror();
+    mirror.submit(sampled(), versions, answered(&baseline, 1));
+    eventually("the copy has an outcome", || count(&mirror, "error") == 1);
+    assert_eq!(count(&mirror, "agree") + count(&mirror, "disagree"), 0);
+}
