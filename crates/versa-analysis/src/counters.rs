@@ -134,7 +134,7 @@ impl Histogram {
 
     /// Adds `other` into `self`; `false` (and `self` unchanged) when the layouts differ.
     /// An empty histogram with no buckets adopts `other`'s layout.
-    fn add(&mut self, other: &Self) -> bool {
+    pub fn add(&mut self, other: &Self) -> bool {
         if self.buckets.is_empty() && self.count == 0 {
             *self = Self { sum: self.sum + other.sum, ..other.clone() };
             return true;
@@ -163,6 +163,8 @@ pub struct SeriesCounters {
     pub errors: ErrorCounts,
     /// Request latency.
     pub latency: Histogram,
+    /// The shadow copies this version ran as a mirror, over every baseline version.
+    pub mirror: MirrorCounts,
 }
 
 impl SeriesCounters {
@@ -171,7 +173,68 @@ impl SeriesCounters {
             requests: self.requests.checked_sub(earlier.requests)?,
             errors: self.errors.checked_sub(&earlier.errors)?,
             latency: self.latency.checked_sub(&earlier.latency)?,
+            mirror: self.mirror.checked_sub(&earlier.mirror)?,
         })
+    }
+}
+
+/// What became of the shadow copies one version ran as a mirror (requests another
+/// version answered, also run on this one and compared).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MirrorCounts {
+    /// Copies whose every output agreed with the client's answer.
+    pub agree: u64,
+    /// Copies with an output that did not.
+    pub disagree: u64,
+    /// Copies the mirror failed on, or whose answer could not be compared.
+    pub error: u64,
+    /// Copies not finished within the mirror's timeout.
+    pub timeout: u64,
+    /// Copies never run: over the bounds on shadow work.
+    pub shed: u64,
+    /// Copies never run: the mirror version was not AVAILABLE.
+    pub unavailable: u64,
+    /// Compared copies whose answer held NaN or an infinity.
+    pub non_finite: u64,
+    /// The mirror's CPU time over the baseline's on the same input (a histogram of
+    /// ratios; `le` is a ratio, not seconds).
+    pub latency_ratio: Histogram,
+}
+
+impl MirrorCounts {
+    /// Copies compared: agreed or not.
+    pub fn compared(&self) -> u64 {
+        self.agree.saturating_add(self.disagree)
+    }
+
+    /// Copies the mirror ran (or was running when its time ran out).
+    pub fn run(&self) -> u64 {
+        self.compared().saturating_add(self.error).saturating_add(self.timeout)
+    }
+
+    fn checked_sub(&self, earlier: &Self) -> Option<Self> {
+        Some(Self {
+            agree: self.agree.checked_sub(earlier.agree)?,
+            disagree: self.disagree.checked_sub(earlier.disagree)?,
+            error: self.error.checked_sub(earlier.error)?,
+            timeout: self.timeout.checked_sub(earlier.timeout)?,
+            shed: self.shed.checked_sub(earlier.shed)?,
+            unavailable: self.unavailable.checked_sub(earlier.unavailable)?,
+            non_finite: self.non_finite.checked_sub(earlier.non_finite)?,
+            latency_ratio: self.latency_ratio.checked_sub(&earlier.latency_ratio)?,
+        })
+    }
+
+    /// Adds `other` in; `false` when the ratio histograms' layouts differ.
+    pub fn add(&mut self, other: &Self) -> bool {
+        self.agree = self.agree.saturating_add(other.agree);
+        self.disagree = self.disagree.saturating_add(other.disagree);
+        self.error = self.error.saturating_add(other.error);
+        self.timeout = self.timeout.saturating_add(other.timeout);
+        self.shed = self.shed.saturating_add(other.shed);
+        self.unavailable = self.unavailable.saturating_add(other.unavailable);
+        self.non_finite = self.non_finite.saturating_add(other.non_finite);
+        self.latency_ratio.add(&other.latency_ratio)
     }
 }
 
@@ -277,7 +340,7 @@ impl WindowTotals {
                 let into = merged.series.entry(key.clone()).or_default();
                 into.requests = into.requests.saturating_add(counters.requests);
                 into.errors.add(&counters.errors);
-                if !into.latency.add(&counters.latency) {
+                if !(into.latency.add(&counters.latency) && into.mirror.add(&counters.mirror)) {
                     return Err(Error::BucketLayoutMismatch {
                         model: key.model.clone(),
                         version: key.version,

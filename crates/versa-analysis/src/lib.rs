@@ -48,8 +48,8 @@ pub mod run;
 mod time;
 
 pub use counters::{
-    Bucket, ErrorClass, ErrorCounts, Histogram, PodWindow, ResetReason, SeriesCounters, SeriesKey,
-    Snapshot, WindowTotals, delta,
+    Bucket, ErrorClass, ErrorCounts, Histogram, MirrorCounts, PodWindow, ResetReason,
+    SeriesCounters, SeriesKey, Snapshot, WindowTotals, delta,
 };
 pub use error::{Error, Result};
 pub use evaluate::{Condition, Criteria, Evaluator, ThresholdRange, Verdict};

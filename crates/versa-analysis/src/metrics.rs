@@ -56,6 +56,22 @@ pub enum BuiltinMetric {
     },
     /// `meanLatency`: latency sum / count, in seconds; samples = observations.
     MeanLatency,
+    /// `mirrorAgreementRate`: shadow copies whose every output agreed with the
+    /// baseline's answer / copies compared; samples = copies compared.
+    MirrorAgreementRate,
+    /// `mirrorErrorRate`: copies the candidate failed on or did not finish in time /
+    /// copies run; samples = copies run. Shed and unavailable copies never ran: they
+    /// say nothing about the candidate and count in neither.
+    MirrorErrorRate,
+    /// `mirrorLatencyRatio` at a quantile: the candidate's CPU time over the
+    /// baseline's on the same input; samples = observations.
+    MirrorLatencyRatio {
+        /// The quantile, e.g. 0.5.
+        quantile: f64,
+    },
+    /// `mirrorNonFiniteRate`: compared copies whose answer held NaN or an infinity /
+    /// copies compared; samples = copies compared.
+    MirrorNonFiniteRate,
 }
 
 impl BuiltinMetric {
@@ -69,6 +85,26 @@ impl BuiltinMetric {
         } else {
             Err(Error::InvalidQuantile(quantile))
         }
+    }
+
+    /// `mirrorLatencyRatio` at `quantile`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidQuantile`] unless `0 <= quantile <= 1`.
+    pub fn mirror_latency_ratio(quantile: f64) -> Result<Self> {
+        Self::latency(quantile).map(|_| Self::MirrorLatencyRatio { quantile })
+    }
+
+    /// Whether the metric is measured on the candidate's shadow copies: there is no
+    /// baseline value then (the baseline's requests are what is copied).
+    pub fn is_mirror(&self) -> bool {
+        matches!(
+            self,
+            Self::MirrorAgreementRate
+                | Self::MirrorErrorRate
+                | Self::MirrorLatencyRatio { .. }
+                | Self::MirrorNonFiniteRate
+        )
     }
 
     /// The metric on one series' window counters.
@@ -101,11 +137,25 @@ impl BuiltinMetric {
                 let value = if h.count == 0 { f64::NAN } else { h.sum / h.count as f64 };
                 Sample { value, samples: h.count }
             }
+            Self::MirrorAgreementRate => {
+                Sample::ratio(counters.mirror.agree, counters.mirror.compared())
+            }
+            Self::MirrorErrorRate => Sample::ratio(
+                counters.mirror.error.saturating_add(counters.mirror.timeout),
+                counters.mirror.run(),
+            ),
+            Self::MirrorLatencyRatio { quantile } => Sample {
+                value: histogram_quantile(quantile, &counters.mirror.latency_ratio),
+                samples: counters.mirror.latency_ratio.count,
+            },
+            Self::MirrorNonFiniteRate => {
+                Sample::ratio(counters.mirror.non_finite, counters.mirror.compared())
+            }
         }
     }
 
     /// The metric for the candidate and, when given, the baseline version of `model`,
-    /// from the same window.
+    /// from the same window (never a baseline for the mirror metrics).
     ///
     /// `None` when no Pod contributed data to the window (every Pod was a first snapshot
     /// or a counter reset): that is no window at all, so take no measurement and measure
@@ -119,6 +169,7 @@ impl BuiltinMetric {
         candidate: i64,
         baseline: Option<i64>,
     ) -> Option<Observation> {
+        let baseline = baseline.filter(|_| !self.is_mirror());
         (totals.pods > 0).then(|| Observation {
             result: self.sample(&totals.get(model, candidate)),
             baseline: baseline.map(|v| self.sample(&totals.get(model, v))),

@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub mod command;
+pub mod mirror;
 pub mod rollout;
 pub mod strategy;
+pub use mirror::{Mirror, MirrorInForce, MirrorSettings};
 pub use rollout::{AnalysisRunStatus, CommandOutcome, RolloutStatus};
 pub use strategy::Strategy;
 
@@ -145,6 +147,8 @@ fn default_mount_path() -> String {
 #[x_kube(validation = kube::core::Rule::new("!has(self.traffic) || size(self.traffic) == 0 || self.traffic.map(k, self.traffic[k]).sum() == 100").message("traffic weights must sum to 100"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.labels) || !has(self.versionPolicy) || !has(self.versionPolicy.specific) || self.labels.all(l, self.labels[l] in self.versionPolicy.specific.versions)").message("labels must point at versions the version policy serves"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.strategy) || !has(self.strategy.canary) || !has(self.traffic) || size(self.traffic) == 0").message("traffic and strategy.canary cannot be used together: the canary sets the weights"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.mirror) || !has(self.mirror.label) || (has(self.labels) && self.mirror.label in self.labels)").message("mirror.label must be one of the model's labels"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.mirror) || !has(self.transition) || self.transition != 'ResourcePreserving'").message("a mirror needs two versions loaded at once: not with transition ResourcePreserving"))]
 pub struct ModelSpec {
     /// Model name, as clients address it (`/v1/models/<name>`).
     #[schemars(length(min = 1, max = 253))]
@@ -173,6 +177,12 @@ pub struct ModelSpec {
     /// aborting by itself. Absent: labels and traffic apply as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
+    /// Shadow traffic without a rollout (a dark launch): a share of the
+    /// requests is also run on another version and its answers compared
+    /// with the ones the clients got (`versa_mirror_*` metrics); the
+    /// copies' answers are never returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
 }
 
 /// Version policy: exactly one of `latest`, `all`, `specific`.
@@ -297,6 +307,9 @@ pub struct ModelStatus {
     /// Traffic weights in force on every Ready Pod.
     #[serde(default)]
     pub traffic: BTreeMap<String, u32>,
+    /// The mirror in force on every Ready Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorInForce>,
     /// Versions wanted by the spec or still present on a Pod; versions
     /// that ended and are no longer wanted drop out.
     #[serde(default)]

@@ -35,6 +35,14 @@ pub struct RolloutStatus {
     /// differ or are unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_in_force: Option<u8>,
+    /// The percent of the baseline's requests copied to the candidate
+    /// (`setMirror`) that the operator applies now.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mirror: u8,
+    /// The mirror percent every Ready Pod confirmed; absent while they
+    /// differ or are unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_in_force: Option<u8>,
     /// `step/steps weight% analysis`, for `kubectl get`. (No schema
     /// default: an API server of 1.20 refuses an empty-string default.)
     pub summary: String,
@@ -90,4 +98,8 @@ pub struct AnalysisRunStatus {
     /// measurements with the candidate's and the baseline's values.
     #[serde(default)]
     pub metrics: BTreeMap<String, MetricStatus>,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }

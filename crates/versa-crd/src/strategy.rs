@@ -74,6 +74,9 @@ pub struct CanaryStrategy {
     #[serde(default = "default_progress_deadline")]
     #[schemars(range(min = 1))]
     pub progress_deadline_seconds: u64,
+    /// How the `setMirror` steps sample, bound and compare the copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<crate::mirror::MirrorSettings>,
     /// Holds the rollout where it is (a pause visible in Git).
     #[serde(default)]
     pub paused: bool,
@@ -111,21 +114,36 @@ pub enum Reaction {
     Abort,
 }
 
-/// One step: exactly one of `setWeight`, `pause`, `analysis`.
+/// One step: exactly one of `setWeight`, `setMirror`, `pause`, `analysis`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.analysis) ? 1 : 0) == 1").message("a step is exactly one of setWeight, pause, analysis"))]
+#[x_kube(validation = kube::core::Rule::new("(has(self.setWeight) ? 1 : 0) + (has(self.setMirror) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.analysis) ? 1 : 0) == 1").message("a step is exactly one of setWeight, setMirror, pause, analysis"))]
 pub struct CanaryStep {
     /// Percent of the model's unlabelled requests the candidate answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 100))]
     pub set_weight: Option<u8>,
+    /// Copy this percent of the requests the baseline answers to the
+    /// candidate and compare its answers (shadow traffic, judged by the
+    /// `mirror*` metrics); clients never see them. Holds until the next
+    /// `setMirror`; promotion and abort end it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_mirror: Option<SetMirror>,
     /// Hold the weight: for `duration`, or with `{}` until promoted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<Pause>,
     /// Measure, and go on only when the analysis is Successful.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
+}
+
+/// A `setMirror` step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SetMirror {
+    /// Percent of the baseline's requests copied to the candidate, 0–100.
+    #[schemars(range(max = 100))]
+    pub percent: u8,
 }
 
 /// A pause step.
@@ -244,10 +262,19 @@ pub struct MetricProvider {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BuiltinMetric {
-    /// `requestCount`, `errorRate`, `latency` (seconds, at `quantile`) or
-    /// `meanLatency` (seconds).
+    /// `requestCount`, `errorRate`, `latency` (seconds, at `quantile`),
+    /// `meanLatency` (seconds), or from the candidate's shadow copies
+    /// (`setMirror`): `mirrorAgreementRate` (copies whose every output
+    /// agreed / copies compared), `mirrorErrorRate` (copies that failed or
+    /// timed out / copies run; shed copies are not the candidate's fault
+    /// and do not count), `mirrorLatencyRatio` (the candidate's CPU time
+    /// over the baseline's on the same input, at `quantile`, default 0.5),
+    /// `mirrorNonFiniteRate` (compared copies with NaN or an infinity).
+    /// The mirror metrics have no `baseline` (the baseline's requests are
+    /// what is copied): a condition naming it is an Error.
     pub metric: BuiltinMetricName,
-    /// For `latency`: the quantile, in (0, 1]. Default 0.99.
+    /// For `latency` (default 0.99) and `mirrorLatencyRatio` (default
+    /// 0.5): the quantile, in (0, 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantile: Option<f64>,
     /// For `errorRate`: which errors count — `server` (the server's fault:
@@ -269,6 +296,10 @@ pub enum BuiltinMetricName {
     ErrorRate,
     Latency,
     MeanLatency,
+    MirrorAgreementRate,
+    MirrorErrorRate,
+    MirrorLatencyRatio,
+    MirrorNonFiniteRate,
 }
 
 /// Error classes of `errorRate`.

@@ -26,8 +26,9 @@ pub struct RolloutView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Walking the steps (or paused on one): the candidate takes `weight`
-    /// percent of the unlabelled requests.
-    InProgress { weight: u8 },
+    /// percent of the unlabelled requests, and runs a copy of `mirror`
+    /// percent of the baseline's.
+    InProgress { weight: u8, mirror: u8 },
     /// Every request on the candidate since `at_ms` (unix ms); the baseline
     /// stays loaded for `unloadDelaySeconds`, for an instant rollback.
     Promoted { at_ms: i64 },
@@ -45,6 +46,9 @@ pub struct Served {
     /// Versions to keep loaded beyond those the labels and the version
     /// policy name.
     pub keep_loaded: Vec<i64>,
+    /// The rollout's shadow traffic to the candidate (percent), when a
+    /// `setMirror` above 0 is in progress.
+    pub mirror: Option<u8>,
 }
 
 /// How long finished rollouts keep the other version loaded.
@@ -68,24 +72,26 @@ pub fn served(
         now_ms.saturating_sub(at_ms) < i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
     };
     match rollout.outcome {
-        Outcome::InProgress { weight } => {
+        Outcome::InProgress { weight, mirror } => {
             let weight = u32::from(weight.min(100));
             labels.insert(STABLE.to_owned(), rollout.baseline);
             labels.insert(canary_label.to_owned(), rollout.candidate);
             let traffic = [(STABLE.to_owned(), 100 - weight), (canary_label.to_owned(), weight)];
-            Served { labels, traffic: traffic.into(), keep_loaded: Vec::new() }
+            let mirror = (mirror > 0).then_some(mirror.min(100));
+            Served { labels, traffic: traffic.into(), keep_loaded: Vec::new(), mirror }
         }
         Outcome::Promoted { at_ms } => {
             labels.insert(STABLE.to_owned(), rollout.candidate);
             let keep = within(at_ms, delays.unload).then_some(rollout.baseline);
-            Served { labels, traffic: all_on_stable(keep), keep_loaded: keep.into_iter().collect() }
+            let keep_loaded = keep.into_iter().collect();
+            Served { labels, traffic: all_on_stable(keep), keep_loaded, mirror: None }
         }
         Outcome::Aborted { at_ms } => {
             labels.insert(STABLE.to_owned(), rollout.baseline);
             let keep = within(at_ms, delays.abort_unload).then_some(rollout.candidate);
             // For good: a `latest` or `all` policy keeps the candidate loaded.
             let traffic = all_on_stable(Some(rollout.baseline));
-            Served { labels, traffic, keep_loaded: keep.into_iter().collect() }
+            Served { labels, traffic, keep_loaded: keep.into_iter().collect(), mirror: None }
         }
     }
 }
@@ -99,14 +105,16 @@ fn all_on_stable(kept: Option<i64>) -> BTreeMap<String, u32> {
 }
 
 /// The model the planner is given while `rollout` runs: the spec's model
-/// with the served labels and weights, and — when the spec lists specific
+/// with the served labels and weights; the rollout's mirror to the
+/// candidate's label (with `settings`) in place of the model's own while a
+/// `setMirror` above 0 is in progress; and — when the spec lists specific
 /// versions — every version a served label names or the rollout keeps
 /// added to them, so the planner's unloading phase never drops the
 /// baseline under `stable` or a version kept for a rollback. (`latest` and
 /// `all` policies serve what is on disk: the versions must be among them.)
 pub fn planned_model(
     spec: &versa_crd::ModelSpec,
-    canary_label: &str,
+    (canary_label, settings): (&str, &versa_crd::MirrorSettings),
     rollout: &RolloutView,
     delays: Delays,
     now_ms: i64,
@@ -122,6 +130,14 @@ pub fn planned_model(
     }
     model.labels = served.labels;
     model.traffic = served.traffic;
+    if let Some(percent) = served.mirror {
+        model.mirror = Some(versa_crd::Mirror {
+            label: Some(canary_label.to_owned()),
+            version: None,
+            percent,
+            settings: settings.clone(),
+        });
+    }
     model
 }
 
@@ -176,6 +192,14 @@ pub fn start(
 mod tests {
     use super::*;
 
+    const NO_SETTINGS: versa_crd::MirrorSettings = versa_crd::MirrorSettings {
+        sampling: None,
+        max_in_flight: None,
+        timeout_ms: None,
+        outputs: BTreeMap::new(),
+        log_disagreements_per_minute: None,
+    };
+
     const DELAYS: Delays =
         Delays { unload: Duration::from_secs(300), abort_unload: Duration::from_secs(30) };
 
@@ -190,12 +214,24 @@ mod tests {
     #[test]
     fn a_step_serves_the_baseline_as_stable_and_the_candidate_under_its_label() {
         let spec = labels(&[("stable", 42), ("shadow", 7)]);
-        let s = served(&spec, "canary", &view(Outcome::InProgress { weight: 10 }), DELAYS, 0);
+        let s = served(
+            &spec,
+            "canary",
+            &view(Outcome::InProgress { weight: 10, mirror: 0 }),
+            DELAYS,
+            0,
+        );
         assert_eq!(s.labels, labels(&[("stable", 41), ("canary", 42), ("shadow", 7)]));
         let traffic: Vec<(&str, u32)> = s.traffic.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         assert_eq!(traffic, [("canary", 10), ("stable", 90)]);
         assert_eq!(traffic.iter().map(|(_, w)| w).sum::<u32>(), 100, "weights sum to 100");
-        let over = served(&spec, "canary", &view(Outcome::InProgress { weight: 250 }), DELAYS, 0);
+        let over = served(
+            &spec,
+            "canary",
+            &view(Outcome::InProgress { weight: 250, mirror: 0 }),
+            DELAYS,
+            0,
+        );
         assert_eq!(over.traffic["stable"], 0, "a weight over 100 is clamped");
     }
 
@@ -235,22 +271,48 @@ mod tests {
         let versions = |m: &versa_crd::ModelSpec| {
             m.version_policy.as_ref().and_then(|p| p.specific.as_ref()).map(|s| s.versions.clone())
         };
-        let step =
-            planned_model(&spec, "canary", &view(Outcome::InProgress { weight: 10 }), DELAYS, 0);
+        let step = planned_model(
+            &spec,
+            ("canary", &NO_SETTINGS),
+            &view(Outcome::InProgress { weight: 10, mirror: 0 }),
+            DELAYS,
+            0,
+        );
         assert_eq!(versions(&step), Some(vec![41, 42]), "the baseline serves stable");
         assert_eq!(step.labels, labels(&[("stable", 41), ("canary", 42)]));
         assert_eq!(step.traffic.values().sum::<u32>(), 100);
         let promoted = view(Outcome::Promoted { at_ms: 0 });
         assert_eq!(
-            versions(&planned_model(&spec, "canary", &promoted, DELAYS, 1)),
+            versions(&planned_model(&spec, ("canary", &NO_SETTINGS), &promoted, DELAYS, 1)),
             Some(vec![41, 42])
         );
         assert_eq!(
-            versions(&planned_model(&spec, "canary", &promoted, DELAYS, 300_000)),
+            versions(&planned_model(&spec, ("canary", &NO_SETTINGS), &promoted, DELAYS, 300_000)),
             Some(vec![42]),
             "the baseline goes after the unload delay"
         );
         assert_eq!(spec.labels, labels(&[("stable", 42)]), "the spec itself is untouched");
+    }
+
+    #[test]
+    fn a_set_mirror_step_shadows_the_candidate_under_its_label_and_ends_with_the_rollout() {
+        let spec: versa_crd::ModelSpec = serde_yaml::from_str(
+            "{name: fraud, basePath: /m, labels: {stable: 42, old: 41}, mirror: {label: old, percent: 5}}",
+        )
+        .expect("model");
+        let settings = versa_crd::MirrorSettings { timeout_ms: Some(99), ..NO_SETTINGS };
+        let shadowing = view(Outcome::InProgress { weight: 0, mirror: 40 });
+        let m = planned_model(&spec, ("canary", &settings), &shadowing, DELAYS, 0);
+        let mirror = m.mirror.expect("the rollout's mirror");
+        assert_eq!((mirror.label.as_deref(), mirror.percent), (Some("canary"), 40));
+        assert_eq!(mirror.settings.timeout_ms, Some(99));
+        assert_eq!(m.labels["canary"], 42, "the candidate runs the copies");
+        assert_eq!(m.traffic["canary"], 0, "and answers no client");
+        let not_shadowing = view(Outcome::InProgress { weight: 10, mirror: 0 });
+        let m = planned_model(&spec, ("canary", &settings), &not_shadowing, DELAYS, 0);
+        assert_eq!(m.mirror, spec.mirror, "the model's own mirror otherwise");
+        let s = served(&spec.labels, "canary", &view(Outcome::Aborted { at_ms: 0 }), DELAYS, 1);
+        assert_eq!(s.mirror, None);
     }
 
     #[test]
@@ -265,7 +327,7 @@ mod tests {
         assert_eq!(start(Some(42), 43, None, &[41]), Start::Canary { baseline: 42, candidate: 43 });
         // Mid-rollout: back to the baseline is instant; a third version
         // restarts against the same baseline.
-        let active = view(Outcome::InProgress { weight: 25 });
+        let active = view(Outcome::InProgress { weight: 25, mirror: 0 });
         assert_eq!(start(Some(41), 41, Some(&active), &[]), Start::Instant);
         assert_eq!(
             start(Some(41), 43, Some(&active), &[]),

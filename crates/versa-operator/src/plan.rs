@@ -10,7 +10,7 @@
 //!    wait until the wanted versions are AVAILABLE on every Ready Pod.
 //! 2. `MovingLabels` — set the new labels (keeping any label the weights in
 //!    force still route to).
-//! 3. `ShiftingTraffic` — set the new weights.
+//! 3. `ShiftingTraffic` — set the new weights and mirror.
 //! 4. `UnloadingVersions` — serve exactly the wanted versions.
 //! 5. `Ready`.
 //!
@@ -21,7 +21,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
-use versa_crd::{ModelDeploymentSpec, ModelSpec, Transition};
+use versa_crd::{MirrorInForce, ModelDeploymentSpec, ModelSpec, Transition};
 use versa_proto::serving::{
     ModelConfig, ModelConfigList, ModelServerConfig, VersaTransitionPolicy,
     file_system_storage_path_source_config::{
@@ -55,11 +55,28 @@ pub struct PodView {
     pub models: Option<PodModels>,
 }
 
-/// Labels and weights of one model.
+/// Labels, weights and mirror of one model.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routing {
     pub labels: BTreeMap<String, i64>,
     pub traffic: BTreeMap<String, u32>,
+    /// Shadow traffic: which label or version runs the copies, what share.
+    pub mirror: Option<MirrorInForce>,
+}
+
+impl Routing {
+    /// The spec's (or the rollout's planned) labels, weights and mirror.
+    pub fn of(model: &ModelSpec) -> Self {
+        Self {
+            labels: model.labels.clone(),
+            traffic: model.traffic.clone(),
+            mirror: model.mirror.as_ref().map(|m| MirrorInForce {
+                label: m.label.clone(),
+                version: m.version,
+                percent: m.percent,
+            }),
+        }
+    }
 }
 
 /// What a model's previous status recorded.
@@ -189,6 +206,7 @@ fn model_config(model: &ModelSpec, versions: &Versions, routing: &Routing) -> Mo
         model_version_policy: Some(ServableVersionPolicy { policy_choice: Some(choice) }),
         version_labels: routing.labels.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         traffic_split: routing.traffic.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        mirror: routing.mirror.as_ref().map(|m| mirror::config(m, model.mirror.as_ref())),
         transition_policy: match model.transition {
             Transition::AvailabilityPreserving => VersaTransitionPolicy::AvailabilityPreserving,
             Transition::ResourcePreserving => VersaTransitionPolicy::ResourcePreserving,
@@ -211,7 +229,8 @@ fn routing_for_pod(routing: &Routing, on_pod: Option<&BTreeMap<i64, VersionState
 }
 
 /// Keeps only labels whose version passes `keep`; the weights go whole if
-/// any of their labels went (a split must stay whole).
+/// any of their labels went (a split must stay whole), and a mirror goes
+/// with its label (a sidecar refuses a mirror naming no label of the model).
 fn keep_labels_where(routing: &Routing, keep: impl Fn(i64) -> bool) -> Routing {
     let labels: BTreeMap<String, i64> =
         routing.labels.iter().filter(|(_, v)| keep(**v)).map(|(k, v)| (k.clone(), *v)).collect();
@@ -220,7 +239,9 @@ fn keep_labels_where(routing: &Routing, keep: impl Fn(i64) -> bool) -> Routing {
     } else {
         BTreeMap::new()
     };
-    Routing { labels, traffic }
+    let mirror =
+        routing.mirror.clone().filter(|m| m.label.as_ref().is_none_or(|l| labels.contains_key(l)));
+    Routing { labels, traffic, mirror }
 }
 
 struct ModelDecision {
@@ -239,7 +260,7 @@ fn decide(
 ) -> ModelDecision {
     let wanted = spec_versions(model);
     let in_force = &previous.in_force;
-    let target = Routing { labels: model.labels.clone(), traffic: model.traffic.clone() };
+    let target = Routing::of(model);
     let state_on = |pod: &PodView, v: i64| {
         pod.models.as_ref().and_then(|m| m.get(&model.name)).and_then(|m| m.get(&v)).cloned()
     };
@@ -343,15 +364,18 @@ fn decide(
         };
     }
 
-    // Labels: the target's, plus any label the weights in force still route to.
+    // Labels: the target's, plus any label the weights or the mirror in
+    // force still route to.
     let mut labels = target.labels.clone();
-    for label in in_force.traffic.keys() {
+    let mirrored = in_force.mirror.iter().flat_map(|m| m.label.iter());
+    for label in in_force.traffic.keys().chain(mirrored) {
         if let (false, Some(v)) = (labels.contains_key(label), in_force.labels.get(label)) {
             labels.insert(label.clone(), *v);
         }
     }
     if in_force.labels != labels {
-        let routing = Routing { labels, traffic: in_force.traffic.clone() };
+        let routing =
+            Routing { labels, traffic: in_force.traffic.clone(), mirror: in_force.mirror.clone() };
         return ModelDecision {
             phase: Phase::MovingLabels,
             versions: loading_versions,
@@ -437,6 +461,7 @@ impl Plan {
     }
 }
 
+mod mirror;
 mod versions;
 use versions::{still_relevant, summarize};
 

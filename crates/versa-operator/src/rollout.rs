@@ -90,12 +90,17 @@ pub fn decide(
         Start::Continue => previous.and_then(|m| weight_in_force(m, &status, &canary.canary_label)),
         _ => None,
     };
+    let mirror_in_force = match start {
+        Start::Continue => previous.and_then(|m| mirror_in_force(m, &status, &canary.canary_label)),
+        _ => None,
+    };
     let step = usize::try_from(status.state.step).unwrap_or(usize::MAX);
     let observed = Observed {
         now,
         spec_paused: canary.paused,
         command: pending.map(|r| r.command),
         weight_in_force,
+        mirror_in_force,
         step_analysis: canary.step_metrics.get(&step).and_then(|metrics| {
             run_input(status.step_analysis.as_ref(), status.state.step_run, metrics)
         }),
@@ -126,6 +131,8 @@ pub fn decide(
     status.weight = decision.weight;
     status.step_count = u32::try_from(canary.strategy.steps.len()).unwrap_or(u32::MAX);
     status.weight_in_force = weight_in_force;
+    status.mirror = decision.mirror;
+    status.mirror_in_force = mirror_in_force;
     for request in &decision.analyses {
         let run = match request.kind {
             AnalysisKind::Step => &mut status.step_analysis,
@@ -145,8 +152,13 @@ pub fn decide(
         candidate: status.candidate,
         outcome: serving_outcome(&decision, &status.state),
     };
-    let planned =
-        canary_serving::planned_model(spec, &canary.canary_label, &view, delays, now.as_millis());
+    let planned = canary_serving::planned_model(
+        spec,
+        (&canary.canary_label, &canary.mirror),
+        &view,
+        delays,
+        now.as_millis(),
+    );
     ModelRollout {
         planned,
         start,
@@ -229,7 +241,7 @@ pub fn begin(
     let view = RolloutView {
         baseline: r.baseline,
         candidate: r.candidate,
-        outcome: stored_outcome(&r.state, r.weight),
+        outcome: stored_outcome(&r.state, r.weight, r.mirror),
     };
     match view.outcome {
         canary_serving::Outcome::InProgress { .. } => {
@@ -264,6 +276,8 @@ fn fresh(baseline: i64, candidate: i64, now: Timestamp) -> RolloutStatus {
         step_count: 0,
         weight: 0,
         weight_in_force: None,
+        mirror: 0,
+        mirror_in_force: None,
         summary: String::new(),
         state: RolloutState::start(now),
         strategy_hash: None,
@@ -290,6 +304,18 @@ pub fn weight_in_force(model: &ModelStatus, rollout: &RolloutStatus, label: &str
     }
     let weight = model.traffic.get(label).copied().unwrap_or(0);
     Some(u8::try_from(weight.min(100)).unwrap_or(100))
+}
+
+/// The rollout's mirror percent every Ready Pod confirmed: its share while
+/// the mirror in force names the canary label and that label the
+/// candidate; 0 when no mirror names the canary label (none, or the
+/// model's own to another label or a version); `None` when the canary
+/// label names another version.
+pub fn mirror_in_force(model: &ModelStatus, rollout: &RolloutStatus, label: &str) -> Option<u8> {
+    let Some(m) = model.mirror.as_ref().filter(|m| m.label.as_deref() == Some(label)) else {
+        return Some(0);
+    };
+    (model.labels.get(label) == Some(&rollout.candidate)).then_some(m.percent.min(100))
 }
 
 /// The run's phase from its stored statuses, if they belong to generation `run`.
@@ -322,7 +348,7 @@ pub fn record(run: &mut AnalysisRunStatus, metrics: &[CompiledMetric], name: &st
 fn serving_outcome(decision: &Decision, state: &RolloutState) -> canary_serving::Outcome {
     match decision.outcome {
         Outcome::Progressing | Outcome::Paused(_) => {
-            canary_serving::Outcome::InProgress { weight: decision.weight }
+            canary_serving::Outcome::InProgress { weight: decision.weight, mirror: decision.mirror }
         }
         Outcome::Promoted => canary_serving::Outcome::Promoted {
             at_ms: state.completed_at.map_or(0, Timestamp::as_millis),
@@ -334,13 +360,13 @@ fn serving_outcome(decision: &Decision, state: &RolloutState) -> canary_serving:
 }
 
 /// The served outcome of a stored state (between passes).
-fn stored_outcome(state: &RolloutState, weight: u8) -> canary_serving::Outcome {
+fn stored_outcome(state: &RolloutState, weight: u8, mirror: u8) -> canary_serving::Outcome {
     if let Some(at) = state.completed_at {
         canary_serving::Outcome::Promoted { at_ms: at.as_millis() }
     } else if let Some(abort) = &state.abort {
         canary_serving::Outcome::Aborted { at_ms: abort.at.as_millis() }
     } else {
-        canary_serving::Outcome::InProgress { weight }
+        canary_serving::Outcome::InProgress { weight, mirror }
     }
 }
 
@@ -371,7 +397,11 @@ fn describe(status: &mut RolloutStatus, decision: &Decision, canary: &CompiledCa
         .unwrap_or_default();
     status.summary = match decision.outcome {
         Outcome::Progressing | Outcome::Paused(_) => {
-            format!("{phase} {step}/{steps} {}%{analysis}", decision.weight)
+            let mirror = match decision.mirror {
+                0 => String::new(),
+                m => format!(" mirror {m}%"),
+            };
+            format!("{phase} {step}/{steps} {}%{mirror}{analysis}", decision.weight)
         }
         _ => format!("{phase} v{}→v{}", status.baseline, status.candidate),
     };
@@ -397,8 +427,13 @@ fn waiting_for(
     let step = usize::try_from(status.state.step).ok()?;
     let kind = canary.strategy.steps.get(step)?;
     if status.state.step_ready_at.is_none() {
+        let mirror = if canary.strategy.mirrors() {
+            format!(" and mirror {}%", decision.mirror)
+        } else {
+            String::new()
+        };
         return Some(format!(
-            "step {step}: waiting for weight {}% on every Ready Pod",
+            "step {step}: waiting for weight {}%{mirror} on every Ready Pod",
             decision.weight
         ));
     }
@@ -407,5 +442,6 @@ fn waiting_for(
         canary::Step::Analysis => format!("step {step}: analysis"),
         canary::Step::Pause(None) => format!("step {step}: paused until promoted"),
         canary::Step::SetWeight(w) => format!("step {step}: weight {w}%"),
+        canary::Step::SetMirror(m) => format!("step {step}: mirror {m}%"),
     })
 }

@@ -14,9 +14,9 @@
 
 use std::collections::BTreeMap;
 use versa_analysis::{
-    Bucket, ErrorCounts, Histogram, SeriesCounters, SeriesKey, Snapshot, Timestamp,
+    Bucket, ErrorCounts, Histogram, MirrorCounts, SeriesCounters, SeriesKey, Snapshot, Timestamp,
 };
-use versa_proto::versa::v1::{LatencyHistogram, SnapshotResponse};
+use versa_proto::versa::v1::{LatencyHistogram, MirrorCounters, RatioHistogram, SnapshotResponse};
 
 /// Most series one answer may hold.
 pub const MAX_SERIES: usize = 4096;
@@ -40,6 +40,8 @@ pub enum SnapshotError {
     MoreThanRequests { model: String, version: i64 },
     #[error("{series} series: more than the limit of {MAX_SERIES}")]
     TooManySeries { series: usize },
+    #[error("{model} v{version}: its shadow copies' latency ratios are not a valid histogram")]
+    BadMirrorRatios { model: String, version: i64 },
     #[error("model name {prefix:?}… longer than the limit of {MAX_MODEL_NAME} bytes")]
     ModelNameTooLong { prefix: String },
     #[error("{model} v{version}: {buckets} latency buckets, more than the limit of {MAX_BUCKETS}")]
@@ -53,10 +55,7 @@ pub fn to_snapshot(answer: &SnapshotResponse) -> Result<Snapshot, SnapshotError>
     }
     let mut series: BTreeMap<SeriesKey, SeriesCounters> = BTreeMap::new();
     for s in answer.series.iter().filter(|s| s.split) {
-        if s.model.len() > MAX_MODEL_NAME {
-            let end = (0..=32).rev().find(|i| s.model.is_char_boundary(*i)).unwrap_or(0);
-            return Err(SnapshotError::ModelNameTooLong { prefix: s.model[..end].to_owned() });
-        }
+        check_model_name(&s.model)?;
         let (model, version) = (s.model.clone(), s.version);
         let buckets = s.latency.as_ref().map_or(0, |l| l.buckets.len());
         if buckets > MAX_BUCKETS {
@@ -72,17 +71,79 @@ pub fn to_snapshot(answer: &SnapshotResponse) -> Result<Snapshot, SnapshotError>
             return Err(SnapshotError::MoreThanRequests { model, version });
         }
         let entry = series.entry(SeriesKey::new(model.clone(), version)).or_default();
-        add(entry, &SeriesCounters { requests: s.requests, errors, latency })
+        let counters =
+            SeriesCounters { requests: s.requests, errors, latency, ..Default::default() };
+        add(entry, &counters)
             .ok_or_else(|| SnapshotError::MixedBuckets { model: model.clone(), version })?;
         // Finite sums can add up to infinity, which later subtracts to NaN.
         if !entry.latency.sum.is_finite() {
             return Err(SnapshotError::BadSum { model, version });
         }
     }
+    if answer.mirrors.len() > MAX_SERIES {
+        return Err(SnapshotError::TooManySeries { series: answer.mirrors.len() });
+    }
+    for m in &answer.mirrors {
+        check_model_name(&m.model)?;
+        let counts = mirror_counts(m)?;
+        let entry = series.entry(SeriesKey::new(m.model.clone(), m.version)).or_default();
+        // One mirror version's copies of every baseline version add up.
+        if !entry.mirror.add(&counts) || !entry.mirror.latency_ratio.sum.is_finite() {
+            return Err(SnapshotError::BadMirrorRatios {
+                model: m.model.clone(),
+                version: m.version,
+            });
+        }
+    }
     Ok(Snapshot {
         process_start: Timestamp::from_millis(answer.process_start_unix_ms),
         taken_at: Timestamp::from_millis(answer.taken_at_unix_ms),
         series,
+    })
+}
+
+fn check_model_name(model: &str) -> Result<(), SnapshotError> {
+    if model.len() > MAX_MODEL_NAME {
+        let end = (0..=32).rev().find(|i| model.is_char_boundary(*i)).unwrap_or(0);
+        return Err(SnapshotError::ModelNameTooLong { prefix: model[..end].to_owned() });
+    }
+    Ok(())
+}
+
+/// One (mirror version, baseline version)'s copies. Counts are not checked
+/// against each other: the sidecar updates them one by one, so a snapshot
+/// may catch a copy in some and not yet in others.
+fn mirror_counts(m: &MirrorCounters) -> Result<MirrorCounts, SnapshotError> {
+    let bad = || SnapshotError::BadMirrorRatios { model: m.model.clone(), version: m.version };
+    let latency_ratio = match &m.latency_ratio {
+        None => Histogram::default(),
+        Some(h) => ratio_histogram(h).ok_or_else(bad)?,
+    };
+    Ok(MirrorCounts {
+        agree: m.agree,
+        disagree: m.disagree,
+        error: m.error,
+        timeout: m.timeout,
+        shed: m.shed,
+        unavailable: m.unavailable,
+        non_finite: m.non_finite,
+        latency_ratio,
+    })
+}
+
+/// A ratio histogram with at most [`MAX_BUCKETS`] finite, ascending,
+/// cumulative buckets and a finite non-negative sum; `None` otherwise.
+fn ratio_histogram(h: &RatioHistogram) -> Option<Histogram> {
+    let valid = h.buckets.len() <= MAX_BUCKETS
+        && h.buckets.windows(2).all(|w| w[0].le < w[1].le && w[0].count <= w[1].count)
+        && h.buckets.iter().all(|b| b.le.is_finite())
+        && h.buckets.last().is_none_or(|b| b.count <= h.count)
+        && h.sum.is_finite()
+        && h.sum >= 0.0;
+    valid.then(|| Histogram {
+        buckets: h.buckets.iter().map(|b| Bucket { le: b.le, count: b.count }).collect(),
+        count: h.count,
+        sum: h.sum,
     })
 }
 
@@ -234,6 +295,47 @@ mod tests {
         let a = answer(vec![series("canary", 10, 1, &[(0.1, 9)]), direct]);
         let c = &to_snapshot(&a).expect("valid").series[&SeriesKey::new("fraud", 42)];
         assert_eq!((c.requests, c.errors.server), (10, 1), "the direct 1,000 failures left out");
+    }
+
+    fn mirror(baseline: i64, agree: u64, ratios: &[(f64, u64)]) -> pb::MirrorCounters {
+        pb::MirrorCounters {
+            model: "fraud".into(),
+            version: 42,
+            baseline_version: baseline,
+            agree,
+            disagree: 1,
+            shed: 7,
+            latency_ratio: Some(pb::RatioHistogram {
+                buckets: ratios
+                    .iter()
+                    .map(|(le, c)| pb::RatioBucket { le: *le, count: *c })
+                    .collect(),
+                count: agree + 1,
+                sum: 1.0,
+            }),
+            ..pb::MirrorCounters::default()
+        }
+    }
+
+    #[test]
+    fn mirror_counters_are_summed_over_baselines_into_the_mirror_versions_series() {
+        let mut a = answer(vec![]);
+        a.mirrors =
+            vec![mirror(40, 10, &[(1.0, 5), (2.0, 11)]), mirror(41, 20, &[(1.0, 1), (2.0, 21)])];
+        let s = to_snapshot(&a).expect("valid");
+        let m = &s.series[&SeriesKey::new("fraud", 42)].mirror;
+        assert_eq!((m.agree, m.disagree, m.shed), (30, 2, 14));
+        assert_eq!((m.latency_ratio.count, m.latency_ratio.buckets[0].count), (32, 6));
+        a.mirrors.push(mirror(43, 1, &[(2.0, 1), (1.0, 2)]));
+        assert!(matches!(to_snapshot(&a), Err(SnapshotError::BadMirrorRatios { .. })), "unordered");
+        a.mirrors = vec![mirror(40, 1, &[(1.0, 1)]), mirror(41, 1, &[(3.0, 1)])];
+        assert!(matches!(to_snapshot(&a), Err(SnapshotError::BadMirrorRatios { .. })), "mixed");
+        let mut nan = mirror(40, 1, &[]);
+        nan.latency_ratio.as_mut().expect("ratios").sum = f64::NAN;
+        a.mirrors = vec![nan];
+        assert!(to_snapshot(&a).is_err(), "NaN sum");
+        a.mirrors = vec![pb::MirrorCounters { model: "m".repeat(300), ..mirror(40, 1, &[]) }];
+        assert!(matches!(to_snapshot(&a), Err(SnapshotError::ModelNameTooLong { .. })));
     }
 
     #[test]

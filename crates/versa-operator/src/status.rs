@@ -60,7 +60,11 @@ pub fn previous_models(
                     let previous = PreviousModel {
                         phase: Phase::parse(&m.phase),
                         phase_since: m.phase_since.as_ref().map(|t| t.0),
-                        in_force: Routing { labels: m.labels.clone(), traffic: m.traffic.clone() },
+                        in_force: Routing {
+                            labels: m.labels.clone(),
+                            traffic: m.traffic.clone(),
+                            mirror: m.mirror.clone(),
+                        },
                         // Timed by the pass that last planned this model,
                         // not by status writes that only report a failure.
                         rollout_changed: m.generation != generation,
@@ -154,6 +158,7 @@ pub fn after_pass(
                 generation,
                 labels: routing.labels.clone(),
                 traffic: routing.traffic.clone(),
+                mirror: routing.mirror.clone(),
                 versions: m
                     .versions
                     .iter()

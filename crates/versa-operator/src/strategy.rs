@@ -46,6 +46,8 @@ pub struct CompiledCanary {
     pub unload_delay: Duration,
     pub abort_unload_delay: Duration,
     pub paused: bool,
+    /// How the `setMirror` steps sample and compare.
+    pub mirror: versa_crd::MirrorSettings,
 }
 
 /// Compiles `model`'s canary; every problem is named with its field path.
@@ -110,6 +112,7 @@ pub fn compile(model: &str, spec: &CanaryStrategy) -> Result<CompiledCanary, Vec
         progress_deadline: Some(Duration::from_secs(spec.progress_deadline_seconds)),
         ..strategy
     };
+    mirror_metrics_have_copies(&strategy, &step_metrics, &background, &at, &mut problems);
     if let Err(e) = strategy.validate() {
         problems.push(format!("model {model}: strategy.canary: {e}"));
     }
@@ -134,7 +137,42 @@ pub fn compile(model: &str, spec: &CanaryStrategy) -> Result<CompiledCanary, Vec
         unload_delay: Duration::from_secs(spec.unload_delay_seconds),
         abort_unload_delay: Duration::from_secs(spec.abort_unload_delay_seconds),
         paused: spec.paused,
+        mirror: spec.mirror.clone().unwrap_or_default(),
     })
+}
+
+/// A mirror metric measures the candidate's shadow copies: in an `analysis`
+/// step where no `setMirror` is in force, or in a background analysis of a
+/// strategy that never mirrors, it could only ever be Inconclusive.
+fn mirror_metrics_have_copies(
+    strategy: &canary::CanaryStrategy,
+    step_metrics: &BTreeMap<usize, Vec<CompiledMetric>>,
+    background: &[CompiledMetric],
+    at: &dyn Fn(&str) -> String,
+    problems: &mut Vec<String>,
+) {
+    let is_mirror = |m: &CompiledMetric| matches!(&m.source, Source::Builtin(b) if b.is_mirror());
+    for (i, metrics) in step_metrics {
+        if strategy.mirror_at(*i) > 0 {
+            continue;
+        }
+        for m in metrics.iter().filter(|m| is_mirror(m)) {
+            problems.push(format!(
+                "{}: metric {} measures shadow copies, but no setMirror above 0 is in force at this step",
+                at(&format!("steps[{i}].analysis")),
+                m.spec.name
+            ));
+        }
+    }
+    if !strategy.mirrors() {
+        for m in background.iter().filter(|m| is_mirror(m)) {
+            problems.push(format!(
+                "{}: metric {} measures shadow copies, but no step is a setMirror",
+                at("analysis"),
+                m.spec.name
+            ));
+        }
+    }
 }
 
 fn reaction(r: Reaction) -> canary::Reaction {
@@ -151,10 +189,23 @@ fn compile_step(
     step: &CanaryStep,
     problems: &mut Vec<String>,
 ) -> Option<CompiledStep> {
-    let set = [step.set_weight.is_some(), step.pause.is_some(), step.analysis.is_some()];
+    let set = [
+        step.set_weight.is_some(),
+        step.set_mirror.is_some(),
+        step.pause.is_some(),
+        step.analysis.is_some(),
+    ];
     if set.iter().filter(|s| **s).count() != 1 {
-        problems.push(format!("{field}: a step is exactly one of setWeight, pause, analysis"));
+        problems.push(format!(
+            "{field}: a step is exactly one of setWeight, setMirror, pause, analysis"
+        ));
         return None;
+    }
+    if let Some(m) = &step.set_mirror {
+        if m.percent > 100 {
+            problems.push(format!("{field}.setMirror.percent: {} exceeds 100", m.percent));
+        }
+        return Some((Step::SetMirror(m.percent), None));
     }
     if let Some(w) = step.set_weight {
         if w > 100 {
@@ -297,9 +348,18 @@ fn source(field: &str, m: &AnalysisMetric, problems: &mut Vec<String>) -> Option
                 BuiltinMetricName::ErrorRate => {
                     BuiltinMetric::ErrorRate(error_classes(&b.error_classes))
                 }
-                BuiltinMetricName::Latency => {
-                    let q = b.quantile.unwrap_or(0.99);
-                    match BuiltinMetric::latency(q) {
+                BuiltinMetricName::MirrorAgreementRate => BuiltinMetric::MirrorAgreementRate,
+                BuiltinMetricName::MirrorErrorRate => BuiltinMetric::MirrorErrorRate,
+                BuiltinMetricName::MirrorNonFiniteRate => BuiltinMetric::MirrorNonFiniteRate,
+                name @ (BuiltinMetricName::Latency | BuiltinMetricName::MirrorLatencyRatio) => {
+                    let mirror = name == BuiltinMetricName::MirrorLatencyRatio;
+                    let q = b.quantile.unwrap_or(if mirror { 0.5 } else { 0.99 });
+                    let metric = if mirror {
+                        BuiltinMetric::mirror_latency_ratio(q)
+                    } else {
+                        BuiltinMetric::latency(q)
+                    };
+                    match metric {
                         Ok(m) if q > 0.0 => m,
                         _ => {
                             problems.push(format!(

@@ -7,6 +7,8 @@
 use std::collections::BTreeSet;
 use versa_crd::{ModelDeploymentSpec, OPERATOR_OWNED_FLAGS};
 
+mod mirror;
+
 #[cfg(test)]
 mod tests;
 
@@ -194,6 +196,7 @@ fn model_problems(spec: &ModelDeploymentSpec, out: &mut Vec<String>) {
         if let Some(canary) = model.strategy.as_ref().and_then(|s| s.canary.as_ref()) {
             canary_problems(model, canary, out);
         }
+        mirror::problems(model, out);
         if m.is_empty() {
             out.push("every model needs a name".into());
         } else if !names.insert(m.as_str()) {

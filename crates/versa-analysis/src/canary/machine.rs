@@ -140,12 +140,20 @@ impl Pass<'_> {
                 return self.promote();
             };
             let desired = self.strategy.weight_at(i);
-            if self.observed.weight_in_force != Some(desired) {
+            let mirror = self.strategy.mirror_at(i);
+            let mirror_ready =
+                !self.strategy.mirrors() || self.observed.mirror_in_force == Some(mirror);
+            if self.observed.weight_in_force != Some(desired) || !mirror_ready {
                 if let Some(deadline) = self.strategy.progress_deadline {
                     let at = self.st.step_started_at.saturating_add(deadline);
                     if self.now >= at {
+                        let what = if self.strategy.mirrors() {
+                            format!("weight {desired} and mirror {mirror}")
+                        } else {
+                            format!("weight {desired}")
+                        };
                         let why = format!(
-                            "step {i}: weight {desired} not in force {}s after the step began",
+                            "step {i}: {what} not in force {}s after the step began",
                             deadline.as_secs()
                         );
                         return self.abort(AbortReason::ProgressDeadlineExceeded, Some(why));
@@ -167,7 +175,7 @@ impl Pass<'_> {
                 self.started(AnalysisKind::Step);
             }
             match step {
-                Step::SetWeight(_) => self.advance(),
+                Step::SetWeight(_) | Step::SetMirror(_) => self.advance(),
                 Step::Pause(Some(duration)) => {
                     let end = ready.saturating_add(duration);
                     if self.now < end {
@@ -335,6 +343,7 @@ impl Pass<'_> {
     fn finish(self, outcome: Outcome, weight: u8) -> Decision {
         let mut analyses = Vec::new();
         let live = matches!(outcome, Outcome::Progressing | Outcome::Paused(_));
+        let mirror = if live { self.strategy.mirror_at(self.index()) } else { 0 };
         if live && let Some(ready) = self.st.step_ready_at {
             if let Some(started_at) = self.st.background_started_at {
                 let run = self.st.background_run;
@@ -349,6 +358,7 @@ impl Pass<'_> {
             state: self.st,
             outcome,
             weight,
+            mirror,
             analyses,
             requeue_at: self.requeue_at,
             events: self.events,

@@ -8,6 +8,11 @@
 //!
 //! Semantics (see [`next`] for the order in which they apply):
 //! * `setWeight: N` completes once every Ready Pod reports weight N in force;
+//! * `setMirror: N` (shadow traffic: N percent of the baseline's requests also run on
+//!   the candidate, whose answers are compared, never returned) completes once every
+//!   Ready Pod reports mirror N in force; the mirror holds until the next `setMirror`,
+//!   and is 0 once promoted or aborted. A step's "in force" is both its weight and its
+//!   mirror (the mirror only where the strategy has a `setMirror` step);
 //! * `pause: {duration}` completes `duration` after the step's weight was first in force;
 //!   `pause: {}` holds (Paused, reason `PauseStep`) until `promote`;
 //! * `analysis` blocks until its run is Successful;
@@ -44,6 +49,8 @@ use crate::{Error, Result};
 pub enum Step {
     /// Route `N` percent of the model's unlabelled traffic to the candidate.
     SetWeight(u8),
+    /// Copy `N` percent of the baseline's requests to the candidate (shadow traffic).
+    SetMirror(u8),
     /// Hold the weight for a duration, or until promoted (`None`).
     Pause(Option<Duration>),
     /// Run the step's analysis and wait until it is Successful. The operator maps the
@@ -140,11 +147,12 @@ impl CanaryStrategy {
     /// [`Error::InvalidStrategy`] for a weight over 100, a background `startingStep`
     /// past the last step, or a zero progress deadline.
     pub fn validate(&self) -> Result<()> {
-        if let Some((i, w)) = self.steps.iter().enumerate().find_map(|(i, s)| match s {
-            Step::SetWeight(w) if *w > 100 => Some((i, *w)),
+        if let Some((i, what, n)) = self.steps.iter().enumerate().find_map(|(i, s)| match s {
+            Step::SetWeight(w) if *w > 100 => Some((i, "setWeight", *w)),
+            Step::SetMirror(m) if *m > 100 => Some((i, "setMirror", *m)),
             _ => None,
         }) {
-            return Err(Error::InvalidStrategy(format!("steps[{i}]: setWeight {w} exceeds 100")));
+            return Err(Error::InvalidStrategy(format!("steps[{i}]: {what} {n} exceeds 100")));
         }
         if let Some(bg) = self.background
             && bg.starting_step > 0
@@ -160,6 +168,28 @@ impl CanaryStrategy {
             return Err(Error::InvalidStrategy("progressDeadlineSeconds must be positive".into()));
         }
         Ok(())
+    }
+
+    /// The candidate's mirror percent at step `index`: the last `setMirror` at or before
+    /// it (0 before any); 0 past the last step (promoted: nothing left to shadow).
+    pub fn mirror_at(&self, index: usize) -> u8 {
+        if index >= self.steps.len() {
+            return 0;
+        }
+        self.steps[..=index]
+            .iter()
+            .rev()
+            .find_map(|s| match s {
+                Step::SetMirror(m) => Some(*m),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+
+    /// Whether any step mirrors: only then is the mirror in force part of a step's
+    /// readiness.
+    pub fn mirrors(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, Step::SetMirror(_)))
     }
 
     /// The candidate's weight at step `index`: the last `setWeight` at or before it (0

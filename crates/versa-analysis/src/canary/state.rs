@@ -32,7 +32,7 @@ pub enum AbortReason {
     FailedAnalysis,
     /// An analysis run was Inconclusive and `onInconclusive` is Abort.
     InconclusiveAnalysis,
-    /// A step's weight was not in force within `progressDeadlineSeconds`.
+    /// A step's weight (or mirror) was not in force within `progressDeadlineSeconds`.
     ProgressDeadlineExceeded,
 }
 
@@ -180,6 +180,9 @@ pub struct Observed {
     /// The candidate weight every Ready Pod reports in force; `None` when they differ
     /// or are unknown.
     pub weight_in_force: Option<u8>,
+    /// The candidate mirror percent every Ready Pod reports in force; `None` when they
+    /// differ or are unknown. Read only where the strategy has a `setMirror` step.
+    pub mirror_in_force: Option<u8>,
     /// The current step's analysis run, if the step is `analysis`.
     pub step_analysis: Option<RunInput>,
     /// The background analysis run, if any.
@@ -194,6 +197,7 @@ impl Observed {
             spec_paused: false,
             command: None,
             weight_in_force: None,
+            mirror_in_force: None,
             step_analysis: None,
             background_analysis: None,
         }
@@ -301,6 +305,9 @@ pub struct Decision {
     pub outcome: Outcome,
     /// The candidate's weight to apply, 0..=100 (the baseline gets the rest).
     pub weight: u8,
+    /// The percent of the baseline's requests to copy to the candidate, 0..=100; 0 once
+    /// promoted or aborted.
+    pub mirror: u8,
     /// Analysis runs to measure now.
     pub analyses: Vec<AnalysisRequest>,
     /// When to look again at the latest, besides analysis due times (a timed pause's

@@ -384,3 +384,90 @@ fn status_types_have_a_json_schema_for_the_crd() {
     let metric = serde_json::to_string(&schemars::schema_for!(crate::MetricStatus)).expect("ok");
     assert!(metric.contains("consecutiveError"), "{metric}");
 }
+
+fn shadow_first() -> CanaryStrategy {
+    CanaryStrategy::new(vec![
+        Step::SetMirror(50),
+        Step::Analysis,
+        Step::SetMirror(0),
+        Step::SetWeight(20),
+        Step::Pause(Some(MIN)),
+    ])
+}
+
+fn seen_mirror(now: i64, weight: u8, mirror: Option<u8>) -> Observed {
+    Observed { mirror_in_force: mirror, ..seen(now, Some(weight)) }
+}
+
+#[test]
+fn mirror_at_holds_until_the_next_set_mirror_and_is_0_past_the_end() {
+    let s = shadow_first();
+    let mirrors: Vec<u8> = (0..6).map(|i| s.mirror_at(i)).collect();
+    assert_eq!(mirrors, [50, 50, 0, 0, 0, 0]);
+    assert!(s.mirrors() && !strategy().mirrors());
+    let over = CanaryStrategy::new(vec![Step::SetMirror(101)]).validate().expect_err("over 100");
+    assert!(over.to_string().contains("setMirror 101 exceeds 100"), "{over}");
+}
+
+#[test]
+fn a_set_mirror_step_completes_only_once_its_mirror_is_in_force() {
+    let s = shadow_first();
+    let st = RolloutState::start(t(0));
+    let d = next(&s, &st, &seen_mirror(1, 0, Some(0)));
+    assert_eq!((d.outcome, d.weight, d.mirror), (Outcome::Progressing, 0, 50));
+    assert_eq!(d.state.step, 0, "mirror 0 in force, 50 wanted: waiting");
+    assert!(d.analyses.is_empty(), "nothing measured before the mirror is in force");
+    let d = next(&s, &d.state, &seen_mirror(2, 0, None));
+    assert_eq!(d.state.step, 0, "unknown (Pods differ) is not in force");
+    let d = next(&s, &d.state, &seen_mirror(3, 0, Some(50)));
+    assert_eq!(d.state.step, 1, "on to the analysis step under the mirror");
+    assert_eq!((d.weight, d.mirror), (0, 50));
+    assert_eq!(d.analyses.len(), 1, "the analysis runs while the mirror is in force");
+    let ok = Observed {
+        step_analysis: Some(RunInput::new(d.state.step_run, AnalysisPhase::Successful, None)),
+        ..seen_mirror(4, 0, Some(50))
+    };
+    let d = next(&s, &d.state, &ok);
+    assert_eq!((d.state.step, d.weight, d.mirror), (2, 0, 0), "setMirror 0 wanted");
+    let d = next(&s, &d.state, &seen_mirror(5, 0, Some(0)));
+    assert_eq!((d.state.step, d.weight, d.mirror), (3, 20, 0));
+}
+
+#[test]
+fn a_failed_shadow_analysis_aborts_with_no_weight_and_no_mirror() {
+    let s = shadow_first();
+    let d = next(&s, &RolloutState::start(t(0)), &seen_mirror(1, 0, Some(50)));
+    assert_eq!(d.state.step, 1);
+    let failed = Observed {
+        step_analysis: Some(RunInput::new(
+            d.state.step_run,
+            AnalysisPhase::Failed,
+            Some("agreement 0.93 < 0.99".into()),
+        )),
+        ..seen_mirror(2, 0, Some(50))
+    };
+    let d = next(&s, &d.state, &failed);
+    assert_eq!(d.outcome, Outcome::Aborted(AbortReason::FailedAnalysis));
+    assert_eq!((d.weight, d.mirror), (0, 0), "the candidate never answered, and stops shadowing");
+    let d = next(&s, &d.state, &seen_mirror(3, 0, Some(0)));
+    assert_eq!((d.outcome, d.mirror), (Outcome::Degraded(AbortReason::FailedAnalysis), 0));
+}
+
+#[test]
+fn a_mirror_never_in_force_hits_the_progress_deadline() {
+    let s = CanaryStrategy { progress_deadline: Some(MIN), ..shadow_first() };
+    let st = RolloutState::start(t(0));
+    let d = next(&s, &st, &seen_mirror(59, 0, Some(0)));
+    assert_eq!(d.outcome, Outcome::Progressing);
+    let d = next(&s, &d.state, &seen_mirror(60, 0, Some(0)));
+    assert_eq!(d.outcome, Outcome::Aborted(AbortReason::ProgressDeadlineExceeded));
+    let why = d.state.abort.as_ref().and_then(|a| a.message.clone()).unwrap_or_default();
+    assert!(why.contains("mirror 50"), "{why}");
+}
+
+#[test]
+fn promotion_ends_the_mirror() {
+    let s = CanaryStrategy::new(vec![Step::SetMirror(100)]);
+    let d = next(&s, &RolloutState::start(t(0)), &seen_mirror(1, 0, Some(100)));
+    assert_eq!((d.outcome, d.weight, d.mirror), (Outcome::Promoted, 100, 0));
+}

@@ -10,7 +10,12 @@ fn hist(counts: &[u64], count: u64, sum: f64) -> Histogram {
 }
 
 fn series(requests: u64, server: u64, client: u64, h: Histogram) -> SeriesCounters {
-    SeriesCounters { requests, errors: ErrorCounts { server, model: 0, client }, latency: h }
+    SeriesCounters {
+        requests,
+        errors: ErrorCounts { server, model: 0, client },
+        latency: h,
+        ..SeriesCounters::default()
+    }
 }
 
 fn snap(start: i64, at: i64, entries: &[(i64, SeriesCounters)]) -> Snapshot {
@@ -169,4 +174,31 @@ fn one_models_window_ignores_another_models_series() {
     let w = data(delta(Some(&a.of_model("m")), &b.of_model("m")));
     assert_eq!(w.series.keys().map(|k| k.model.as_str()).collect::<Vec<_>>(), ["m"]);
     assert_eq!(w.series[&SeriesKey::new("m", 1)].requests, 60);
+}
+
+fn with_mirror(agree: u64, shed: u64) -> SeriesCounters {
+    let mirror = MirrorCounts {
+        agree,
+        shed,
+        latency_ratio: hist(&[agree, agree], agree, agree as f64),
+        ..MirrorCounts::default()
+    };
+    SeriesCounters { mirror, ..series(0, 0, 0, Histogram::default()) }
+}
+
+#[test]
+fn mirror_counts_are_windowed_and_merged_like_requests() {
+    let before = snap(1, 10, &[(42, with_mirror(10, 1))]);
+    let after = snap(1, 20, &[(42, with_mirror(30, 4))]);
+    let w = data(delta(Some(&before), &after));
+    let m = &w.series[&SeriesKey::new("m", 42)].mirror;
+    assert_eq!((m.agree, m.shed, m.latency_ratio.count), (20, 3, 20));
+    let merged = WindowTotals::merge(&[PodWindow::Data(w.clone()), PodWindow::Data(w)])
+        .expect("same layout");
+    assert_eq!(merged.get("m", 42).mirror.agree, 40);
+    let fewer = snap(1, 30, &[(42, with_mirror(5, 4))]);
+    assert!(
+        matches!(delta(Some(&after), &fewer), PodWindow::Reset(ResetReason::CounterDecreased(_))),
+        "a mirror counter going down is a reset, not a negative window"
+    );
 }

@@ -55,7 +55,7 @@ fn latency_constructor_validates_the_quantile() {
 }
 
 fn counters(requests: u64, errors: ErrorCounts, h: Histogram) -> SeriesCounters {
-    SeriesCounters { requests, errors, latency: h }
+    SeriesCounters { requests, errors, latency: h, ..SeriesCounters::default() }
 }
 
 #[test]
@@ -132,4 +132,40 @@ fn a_window_no_pod_contributed_to_is_no_observation_but_a_quiet_one_is() {
     let quiet = WindowTotals { pods: 3, ..WindowTotals::default() };
     let o = BuiltinMetric::ErrorRate(ErrorClasses::default()).observe(&quiet, "m", 2, Some(1));
     assert_eq!(o.map(|o| o.result.samples), Some(0));
+}
+
+fn mirrored(m: crate::counters::MirrorCounts) -> WindowTotals {
+    let counters = SeriesCounters { mirror: m, ..SeriesCounters::default() };
+    WindowTotals { pods: 1, series: [(SeriesKey::new("fraud", 42), counters)].into() }
+}
+
+#[test]
+fn mirror_metrics_count_only_the_copies_that_say_something_about_the_candidate() {
+    let m = crate::counters::MirrorCounts {
+        agree: 95,
+        disagree: 5,
+        error: 3,
+        timeout: 2,
+        shed: 1_000,
+        unavailable: 50,
+        non_finite: 4,
+        latency_ratio: hist(&[(1.0, 60), (2.0, 100)], 100, 120.0),
+    };
+    let totals = mirrored(m);
+    let at = |metric: BuiltinMetric| metric.observe(&totals, "fraud", 42, Some(41)).expect("pods");
+    let agree = at(BuiltinMetric::MirrorAgreementRate);
+    assert_eq!((agree.result.samples, agree.baseline), (100, None), "no baseline for mirrors");
+    assert!(close(agree.result.value, 0.95));
+    let errors = at(BuiltinMetric::MirrorErrorRate).result;
+    assert_eq!(errors.samples, 105, "shed and unavailable copies never ran");
+    assert!(close(errors.value, 5.0 / 105.0));
+    let non_finite = at(BuiltinMetric::MirrorNonFiniteRate).result;
+    assert!(close(non_finite.value, 0.04) && non_finite.samples == 100);
+    let ratio = at(BuiltinMetric::mirror_latency_ratio(0.5).expect("valid")).result;
+    assert!(close(ratio.value, 50.0 / 60.0), "{}", ratio.value);
+    assert!(BuiltinMetric::mirror_latency_ratio(2.0).is_err());
+    let quiet = mirrored(crate::counters::MirrorCounts::default());
+    let none = BuiltinMetric::MirrorAgreementRate.observe(&quiet, "fraud", 42, None).expect("pods");
+    assert!(none.result.value.is_nan() && none.result.samples == 0, "no copies: Inconclusive");
+    assert!(!BuiltinMetric::MeanLatency.is_mirror() && BuiltinMetric::MirrorErrorRate.is_mirror());
 }

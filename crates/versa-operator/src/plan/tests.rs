@@ -62,6 +62,7 @@ fn routing(labels: &[(&str, i64)], traffic: &[(&str, u32)]) -> Routing {
     Routing {
         labels: labels.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         traffic: traffic.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        mirror: None,
     }
 }
 
@@ -429,4 +430,50 @@ fn versions_that_ended_and_are_not_wanted_leave_the_status() {
         now(),
     );
     assert_eq!(p.models[0].versions[&42].failed, 1);
+}
+
+const SHADOW_42: &str = "[{name: fraud, basePath: /models/fraud, versionPolicy: {specific: {versions: [41, 42]}}, labels: {stable: 41, next: 42}, mirror: {label: next, percent: 25, timeoutMs: 300}}]";
+
+#[test]
+fn a_mirror_goes_out_with_the_weights_and_only_where_its_label_is_served() {
+    let both = pods(
+        "[{name: p1, models: {fraud: {41: Available, 42: Available}}}, {name: p2, models: {fraud: {41: Available, 42: Available}}}]",
+    );
+    let labels = routing(&[("stable", 41), ("next", 42)], &[]);
+    let p = plan(&spec(SHADOW_42), &both, &previous(Phase::MovingLabels, now(), labels), now());
+    assert_eq!(
+        p.models[0].phase,
+        Phase::ShiftingTraffic,
+        "labels first, the mirror with the weights"
+    );
+    let mirror = model_config_of(&p.boot_config).mirror.clone().expect("mirror pushed");
+    assert_eq!((mirror.percent, mirror.timeout_ms), (25, 300));
+    let in_force = p.models[0].in_force_if_accepted.clone();
+    assert_eq!(in_force.mirror.as_ref().map(|m| m.percent), Some(25));
+    let p =
+        plan(&spec(SHADOW_42), &both, &previous(Phase::ShiftingTraffic, now(), in_force), now());
+    assert_eq!(p.models[0].phase, Phase::Ready);
+
+    // A Pod that does not serve 42 yet gets neither the label nor the
+    // mirror naming it (its sidecar would refuse the config).
+    let one = pods(
+        "[{name: p1, models: {fraud: {41: Available, 42: Available}}}, {name: p2, models: {fraud: {41: Available, 42: Loading}}}]",
+    );
+    let p = plan(&spec(SHADOW_42), &one, &BTreeMap::new(), now());
+    assert_eq!(model_config_of(&p.pod_configs["p2"]).mirror, None);
+    assert!(!model_config_of(&p.pod_configs["p2"]).version_labels.contains_key("next"));
+}
+
+#[test]
+fn a_label_the_mirror_in_force_names_goes_with_the_mirror_in_one_push() {
+    let both = pods("[{name: p1, models: {fraud: {41: Available, 42: Available}}}]");
+    let mut in_force = routing(&[("stable", 41), ("next", 42)], &[]);
+    in_force.mirror =
+        Some(MirrorInForce { label: Some("next".into()), version: None, percent: 25 });
+    let p = plan(&spec(STABLE_ONLY), &both, &previous(Phase::Ready, now(), in_force), now());
+    // Not MovingLabels first without it: a config naming the mirror's
+    // label but not the label would be refused by the sidecar.
+    assert_eq!(p.models[0].phase, Phase::ShiftingTraffic);
+    assert_eq!(p.models[0].routing, routing(&[("stable", 41)], &[]));
+    assert_eq!(model_config_of(&p.boot_config).mirror, None);
 }

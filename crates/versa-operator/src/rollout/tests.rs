@@ -30,6 +30,7 @@ fn confirmed(r: &ModelRollout) -> ModelStatus {
         name: "fraud".into(),
         labels: r.planned.labels.clone(),
         traffic: r.planned.traffic.clone(),
+        mirror: crate::plan::Routing::of(&r.planned).mirror,
         rollout: r.status.clone(),
         ..ModelStatus::default()
     }
@@ -292,3 +293,39 @@ fn the_strategy_fingerprint_is_pinned_and_another_scheme_is_adopted_not_restarte
 }
 
 const PINNED_FINGERPRINT: &str = "v1-f34a22d771c596cb";
+
+const AGREEMENT: &str = r#"{name: agreement, provider: {builtin: {metric: mirrorAgreementRate}}, interval: 30s, count: 2, thresholdRange: {min: 0.99}, minSampleCount: 100}"#;
+
+#[test]
+fn a_shadow_step_mirrors_to_the_candidate_that_answers_no_one_until_it_is_in_force() {
+    let c = canary(&format!(
+        "[{{setMirror: {{percent: 50}}}}, {{analysis: {{metrics: [{AGREEMENT}]}}}}, {{setMirror: {{percent: 0}}}}, {{setWeight: 50}}]"
+    ));
+    let before = confirmed(&decide(&model(1), &c, None, None, at(0)));
+    let s0 = decide(&model(2), &c, Some(&before), None, at(10));
+    let mirror = s0.planned.mirror.clone().expect("the rollout's mirror");
+    assert_eq!((mirror.label.as_deref(), mirror.percent), (Some("canary"), 50));
+    assert_eq!(traffic(&s0), [("canary".into(), 0), ("stable".into(), 100)], "no client");
+    let st = s0.status.as_ref().expect("rollout");
+    assert_eq!(
+        (st.mirror, st.mirror_in_force, st.summary.as_str()),
+        (50, None, "Progressing 0/4 0% mirror 50%")
+    );
+    // Weight 0 confirmed but not the mirror: still waiting.
+    let weight_only = ModelStatus { mirror: None, ..confirmed(&s0) };
+    let waiting = decide(&model(2), &c, Some(&weight_only), None, at(11));
+    let st = waiting.status.as_ref().expect("rollout");
+    assert_eq!((st.state.step, st.mirror_in_force), (0, Some(0)));
+    assert!(st.message.as_deref().is_some_and(|m| m.contains("mirror 50%")), "{:?}", st.message);
+    // Both confirmed: on to the analysis, measured under the mirror.
+    let s1 = decide(&model(2), &c, Some(&confirmed(&s0)), None, at(12));
+    let st = s1.status.as_ref().expect("rollout");
+    assert_eq!((st.state.step, st.mirror_in_force), (1, Some(50)));
+    assert_eq!(s1.decision.as_ref().map(|d| d.analyses.len()), Some(1));
+    // An abort ends the mirror with the rollout: the candidate never answered.
+    let abort = CommandRequest::parse("fraud Abort a1").expect("command");
+    let aborted = decide(&model(2), &c, Some(&confirmed(&s1)), Some(&abort), at(13));
+    assert_eq!(aborted.planned.mirror, None);
+    assert_eq!(aborted.planned.labels.get("stable"), Some(&1));
+    assert_eq!(aborted.status.as_ref().map(|s| (s.mirror, s.phase.as_str())), Some((0, "Aborted")));
+}

@@ -87,7 +87,7 @@ fn every_problem_is_named_with_its_field() {
     for expected in [
         "strategy.canary.steps[0].setWeight: 101 exceeds 100",
         "strategy.canary.steps[1].pause.duration: not a duration",
-        "strategy.canary.steps[2]: a step is exactly one of setWeight, pause, analysis",
+        "strategy.canary.steps[2]: a step is exactly one of setWeight, setMirror, pause, analysis",
         "strategy.canary.steps[3].analysis.metrics[a].successCondition:",
         "strategy.canary.steps[3].analysis.metrics[a]: metric names must be unique",
         "metrics[a].provider.builtin.quantile: 0 is not in (0, 1]",
@@ -133,4 +133,49 @@ steps:
         - {name: d, provider: {builtin: {metric: requestCount}}, thresholdRange: {min: 5, max: 1}, interval: 1y}
 "#
     .to_owned()
+}
+
+const AGREEMENT: &str = r#"{name: agreement, provider: {builtin: {metric: mirrorAgreementRate}}, interval: 30s, count: 2, thresholdRange: {min: 0.99}, minSampleCount: 100}"#;
+const RATIO: &str = r#"{name: ratio, provider: {builtin: {metric: mirrorLatencyRatio}}, interval: 30s, count: 2, thresholdRange: {max: 1.5}}"#;
+
+#[test]
+fn set_mirror_steps_compile_and_mirror_metrics_need_copies_to_measure() {
+    let spec = canary(&format!(
+        "steps:\n  - setMirror: {{percent: 20}}\n  - analysis: {{metrics: [{AGREEMENT}, {RATIO}]}}\n  - setMirror: {{percent: 0}}\n  - setWeight: 10\n"
+    ));
+    let compiled = compile("fraud", &spec).expect("compiles");
+    assert_eq!(
+        compiled.strategy.steps,
+        [Step::SetMirror(20), Step::Analysis, Step::SetMirror(0), Step::SetWeight(10)]
+    );
+    let sources: Vec<&Source> = compiled.step_metrics[&1].iter().map(|m| &m.source).collect();
+    assert_eq!(
+        sources,
+        [
+            &Source::Builtin(BuiltinMetric::MirrorAgreementRate),
+            &Source::Builtin(BuiltinMetric::MirrorLatencyRatio { quantile: 0.5 })
+        ]
+    );
+    // The same analysis after the mirror ended, and in the background of a
+    // strategy that never mirrors: nothing to measure, ever.
+    let late = canary(&format!(
+        "steps:\n  - setMirror: {{percent: 20}}\n  - setMirror: {{percent: 0}}\n  - analysis: {{metrics: [{AGREEMENT}]}}\n"
+    ));
+    let problems = compile("fraud", &late).expect_err("no copies at step 2");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("steps[2].analysis: metric agreement measures shadow copies")),
+        "{problems:?}"
+    );
+    let background =
+        canary(&format!("steps: [{{setWeight: 10}}]\nanalysis: {{metrics: [{AGREEMENT}]}}\n"));
+    let problems = compile("fraud", &background).expect_err("never mirrors");
+    assert!(problems.iter().any(|p| p.contains("no step is a setMirror")), "{problems:?}");
+    let both = canary("steps: [{setWeight: 10, setMirror: {percent: 5}}]");
+    let problems = compile("fraud", &both).expect_err("two in one step");
+    assert!(
+        problems.iter().any(|p| p.contains("exactly one of setWeight, setMirror")),
+        "{problems:?}"
+    );
 }
