@@ -24,9 +24,9 @@ pub const DEFAULT_TOP_K: usize = 5;
 /// entries are class scores, other floats are scores, and everything else
 /// is compared exactly.
 pub fn default_kind(dtype: DType, last_axis: Option<usize>) -> Kind {
-    match (dtype, last_axis) {
-        (DType::Float, Some(n)) if n >= 2 => Kind::Classes { top_k: DEFAULT_TOP_K.min(n) },
-        (DType::Float, _) => Kind::Scores { abs_tol: DEFAULT_ABS_TOL, rel_tol: DEFAULT_REL_TOL },
-        _ => Kind::Exact,
+    match last_axis {
+        _ if !dtype.is_float() => Kind::Exact,
+        Some(n) if n >= 2 => Kind::Classes { top_k: DEFAULT_TOP_K.min(n) },
+        _ => Kind::Scores { abs_tol: DEFAULT_ABS_TOL, rel_tol: DEFAULT_REL_TOL },
     }
 }

@@ -2,8 +2,8 @@
 //! baseline's, on the same input. Pure and allocation-light: the sidecar
 //! calls it after both answers exist, off the request's path.
 //!
-//! - **Shape and dtype** must be equal, else the output disagrees (and no
-//!   value is compared).
+//! - **Shape and dtype** must be equal — the exact element type, f32 is not
+//!   f64 — else the output disagrees (and no value is compared).
 //! - **Classes** (a float output whose last axis has several entries: per
 //!   row, the scores of classes): per row along the last axis, argmax
 //!   agreement (ties go to the lowest index) and the overlap of the top-k
@@ -12,25 +12,82 @@
 //!   difference per element; the output agrees when every element is
 //!   within `abs_tol` or within `rel_tol` of the baseline's magnitude
 //!   (NumPy's `isclose`, with both tolerances).
-//! - **Exact** (integers, booleans, strings as their bytes' hash): equal
-//!   element by element.
+//! - **Exact**: equal element by element. Integers are compared as
+//!   integers (every i64 and u64, not only those an f64 holds exactly),
+//!   strings by their bytes; booleans and strings are always compared
+//!   exactly, whatever the kind.
 //! - **Non-finite** candidate values (NaN, ±Inf) are counted whatever the
-//!   kind; where the baseline's value is finite they are a disagreement.
+//!   kind. A non-finite value on either side matches only the same
+//!   infinity on the other, and nothing in a class output; NaN matches
+//!   nothing. Any that does not match is a disagreement.
 
 mod kind;
 
 pub use kind::{DEFAULT_ABS_TOL, DEFAULT_REL_TOL, DEFAULT_TOP_K, Kind, default_kind};
 
-/// The element type of an output, as far as comparing is concerned.
+/// The element type of an output: equal on both sides, or the output
+/// disagrees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
-    /// f16, f32, f64 (converted to f64 by the caller).
-    Float,
-    /// Any integer width (converted to f64 exactly up to 2^53).
-    Int,
+    F16,
+    F32,
+    F64,
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
     Bool,
-    /// Strings, as one value per element (a hash of its bytes).
     String,
+}
+
+impl DType {
+    pub fn is_float(self) -> bool {
+        matches!(self, Self::F16 | Self::F32 | Self::F64)
+    }
+}
+
+/// An output's values in row-major order, held as the widest type of
+/// their family: floats as f64, signed integers as i64, unsigned as u64,
+/// strings as their bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Values<'a> {
+    Float(&'a [f64]),
+    Int(&'a [i64]),
+    UInt(&'a [u64]),
+    Bool(&'a [bool]),
+    Bytes(&'a [&'a [u8]]),
+}
+
+impl Values<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Float(v) => v.len(),
+            Self::Int(v) => v.len(),
+            Self::UInt(v) => v.len(),
+            Self::Bool(v) => v.len(),
+            Self::Bytes(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether these are the values of a `dtype` output.
+    fn hold(&self, dtype: DType) -> bool {
+        use DType as D;
+        match self {
+            Self::Float(_) => dtype.is_float(),
+            Self::Int(_) => matches!(dtype, D::I8 | D::I16 | D::I32 | D::I64),
+            Self::UInt(_) => matches!(dtype, D::U8 | D::U16 | D::U32 | D::U64),
+            Self::Bool(_) => dtype == D::Bool,
+            Self::Bytes(_) => dtype == D::String,
+        }
+    }
 }
 
 /// One output tensor: its dtype, shape and values in row-major order.
@@ -38,7 +95,7 @@ pub enum DType {
 pub struct Output<'a> {
     pub dtype: DType,
     pub shape: &'a [usize],
-    pub values: &'a [f64],
+    pub values: Values<'a>,
 }
 
 /// How one output compared.
@@ -55,7 +112,8 @@ pub struct Comparison {
     pub argmax_agreed: u64,
     /// Classes: the mean over rows of |top-k ∩ top-k'| / k.
     pub top_k_overlap: Option<f64>,
-    /// Largest absolute and relative difference over finite pairs.
+    /// Largest absolute and relative difference over finite pairs (for
+    /// booleans and strings: 1 where they differ).
     pub max_abs_diff: f64,
     pub max_rel_diff: f64,
 }
@@ -71,7 +129,7 @@ pub enum Reason {
         baseline: DType,
         candidate: DType,
     },
-    /// The values do not match the shape.
+    /// The values do not match the shape or the dtype.
     Malformed,
     /// Rows whose argmax differs.
     Argmax {
@@ -81,17 +139,17 @@ pub enum Reason {
     Values {
         elements: u64,
     },
-    /// Non-finite values where the baseline's are finite.
+    /// Elements where either side is non-finite and they do not match.
     NonFinite {
         elements: u64,
     },
 }
 
 impl Comparison {
-    fn disagreeing(reason: Reason) -> Self {
+    fn agreeing() -> Self {
         Self {
-            agree: false,
-            reason: Some(reason),
+            agree: true,
+            reason: None,
             non_finite: 0,
             rows: 0,
             argmax_agreed: 0,
@@ -99,6 +157,75 @@ impl Comparison {
             max_abs_diff: 0.0,
             max_rel_diff: 0.0,
         }
+    }
+
+    fn disagreeing(reason: Reason) -> Self {
+        Self { agree: false, reason: Some(reason), ..Self::agreeing() }
+    }
+}
+
+/// What comparing needs of an element type.
+trait Element: Copy + PartialOrd {
+    fn is_finite(self) -> bool {
+        true
+    }
+    fn is_nan(self) -> bool {
+        false
+    }
+    /// |self − other|, computed without losing integers' exactness first.
+    fn abs_diff(self, other: Self) -> f64;
+    /// |self|, for relative differences.
+    fn magnitude(self) -> f64;
+}
+
+impl Element for f64 {
+    fn is_finite(self) -> bool {
+        f64::is_finite(self)
+    }
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+    fn abs_diff(self, other: Self) -> f64 {
+        (self - other).abs()
+    }
+    fn magnitude(self) -> f64 {
+        self.abs()
+    }
+}
+
+impl Element for i64 {
+    fn abs_diff(self, other: Self) -> f64 {
+        (i128::from(self) - i128::from(other)).unsigned_abs() as f64
+    }
+    fn magnitude(self) -> f64 {
+        self.unsigned_abs() as f64
+    }
+}
+
+impl Element for u64 {
+    fn abs_diff(self, other: Self) -> f64 {
+        self.abs_diff(other) as f64
+    }
+    fn magnitude(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Element for bool {
+    fn abs_diff(self, other: Self) -> f64 {
+        f64::from(u8::from(self != other))
+    }
+    fn magnitude(self) -> f64 {
+        1.0
+    }
+}
+
+impl Element for &[u8] {
+    fn abs_diff(self, other: Self) -> f64 {
+        f64::from(u8::from(self != other))
+    }
+    fn magnitude(self) -> f64 {
+        1.0
     }
 }
 
@@ -117,34 +244,53 @@ pub fn compare(kind: Kind, baseline: Output<'_>, candidate: Output<'_>) -> Compa
         });
     }
     let elements = baseline.shape.iter().try_fold(1usize, |n, d| n.checked_mul(*d));
-    if elements != Some(baseline.values.len()) || baseline.values.len() != candidate.values.len() {
+    if elements != Some(baseline.values.len())
+        || baseline.values.len() != candidate.values.len()
+        || !baseline.values.hold(baseline.dtype)
+        || !candidate.values.hold(candidate.dtype)
+    {
         return Comparison::disagreeing(Reason::Malformed);
     }
-    let (b, c) = (baseline.values, candidate.values);
-    let mut out = Comparison { agree: true, ..Comparison::disagreeing(Reason::Malformed) };
-    out.reason = None;
-    let mut bad_non_finite = 0u64;
+    let width = baseline.shape.last().copied().unwrap_or(1).max(1);
+    match (baseline.values, candidate.values) {
+        (Values::Float(b), Values::Float(c)) => compare_elements(kind, width, b, c),
+        (Values::Int(b), Values::Int(c)) => compare_elements(kind, width, b, c),
+        (Values::UInt(b), Values::UInt(c)) => compare_elements(kind, width, b, c),
+        (Values::Bool(b), Values::Bool(c)) => compare_elements(Kind::Exact, width, b, c),
+        (Values::Bytes(b), Values::Bytes(c)) => compare_elements(Kind::Exact, width, b, c),
+        _ => Comparison::disagreeing(Reason::Malformed),
+    }
+}
+
+fn compare_elements<T: Element>(kind: Kind, width: usize, b: &[T], c: &[T]) -> Comparison {
+    let mut out = Comparison::agreeing();
+    let mut unmatched_non_finite = 0u64;
     let mut outside = 0u64;
     for (&x, &y) in b.iter().zip(c) {
         if !y.is_finite() {
             out.non_finite += 1;
-            if x.is_finite() {
-                bad_non_finite += 1;
+        }
+        if !x.is_finite() || !y.is_finite() {
+            let same_infinity = !x.is_nan() && x == y;
+            if !same_infinity || matches!(kind, Kind::Classes { .. }) {
+                unmatched_non_finite += 1;
             }
             continue;
         }
-        if !x.is_finite() {
-            outside += 1;
-            continue;
-        }
-        let abs = (x - y).abs();
-        let rel =
-            if x == 0.0 { if abs == 0.0 { 0.0 } else { f64::INFINITY } } else { abs / x.abs() };
+        let abs = x.abs_diff(y);
+        let magnitude = x.magnitude();
+        let rel = if magnitude == 0.0 {
+            if abs == 0.0 { 0.0 } else { f64::INFINITY }
+        } else {
+            abs / magnitude
+        };
         out.max_abs_diff = out.max_abs_diff.max(abs);
         out.max_rel_diff = out.max_rel_diff.max(rel);
         let within = match kind {
-            Kind::Scores { abs_tol, rel_tol } => abs <= abs_tol || abs <= rel_tol * x.abs(),
-            Kind::Exact | Kind::Classes { .. } => abs == 0.0,
+            Kind::Scores { abs_tol, rel_tol } => {
+                x == y || abs <= abs_tol || abs <= rel_tol * magnitude
+            }
+            Kind::Exact | Kind::Classes { .. } => x == y,
         };
         if !within {
             outside += 1;
@@ -152,7 +298,6 @@ pub fn compare(kind: Kind, baseline: Output<'_>, candidate: Output<'_>) -> Compa
     }
     match kind {
         Kind::Classes { top_k } => {
-            let width = baseline.shape.last().copied().unwrap_or(1).max(1);
             let mut overlap_sum = 0.0;
             for (row_b, row_c) in b.chunks(width).zip(c.chunks(width)) {
                 out.rows += 1;
@@ -175,20 +320,20 @@ pub fn compare(kind: Kind, baseline: Output<'_>, candidate: Output<'_>) -> Compa
             }
         }
     }
-    if bad_non_finite > 0 {
+    if unmatched_non_finite > 0 {
         out.agree = false;
-        out.reason = Some(Reason::NonFinite { elements: bad_non_finite });
+        out.reason = Some(Reason::NonFinite { elements: unmatched_non_finite });
     }
     out
 }
 
 /// The index of the largest value (the lowest on ties); `None` for an
-/// empty row or one with a NaN.
-fn argmax(row: &[f64]) -> Option<usize> {
-    if row.iter().any(|v| v.is_nan()) {
+/// empty row or one with a non-finite value (no class wins such a row).
+fn argmax<T: Element>(row: &[T]) -> Option<usize> {
+    if row.iter().any(|v| !v.is_finite()) {
         return None;
     }
-    let mut best: Option<(usize, f64)> = None;
+    let mut best: Option<(usize, T)> = None;
     for (i, &v) in row.iter().enumerate() {
         if best.is_none_or(|(_, b)| v > b) {
             best = Some((i, v));
@@ -198,7 +343,7 @@ fn argmax(row: &[f64]) -> Option<usize> {
 }
 
 /// The indices of the `k` largest values (ties to the lower index; NaN last).
-fn top_k(row: &[f64], k: usize) -> Vec<usize> {
+fn top_k<T: Element>(row: &[T], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..row.len()).collect();
     idx.sort_by(|&i, &j| {
         let (a, b) = (row[i], row[j]);
@@ -206,14 +351,16 @@ fn top_k(row: &[f64], k: usize) -> Vec<usize> {
             (true, true) => i.cmp(&j),
             (true, false) => std::cmp::Ordering::Greater,
             (false, true) => std::cmp::Ordering::Less,
-            (false, false) => b.total_cmp(&a).then(i.cmp(&j)),
+            (false, false) => {
+                b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal).then(i.cmp(&j))
+            }
         }
     });
     idx.truncate(k);
     idx
 }
 
-fn top_k_overlap(a: &[f64], b: &[f64], k: usize) -> f64 {
+fn top_k_overlap<T: Element>(a: &[T], b: &[T], k: usize) -> f64 {
     let (ta, tb) = (top_k(a, k), top_k(b, k));
     let common = ta.iter().filter(|i| tb.contains(i)).count();
     common as f64 / k as f64

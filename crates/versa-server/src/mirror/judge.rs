@@ -3,7 +3,7 @@
 //! as the mirror's config or the baseline's signature says.
 
 use std::collections::BTreeMap;
-use versa_compare::{Comparison, DType, Kind, Output, compare, default_kind};
+use versa_compare::{Comparison, DType, Kind, Output, Values, compare, default_kind};
 use versa_onnx::{DatumType, Signature, TValue, Tensor};
 
 /// How one output of the baseline's answer fared.
@@ -63,41 +63,85 @@ pub enum JudgeError {
     Malformed { produced: usize, declared: usize },
 }
 
-/// A tensor as the comparator reads it: dtype class and values as f64
-/// (strings as a hash of their bytes).
-fn values_of(alias: &str, tensor: &Tensor) -> Result<(DType, Vec<f64>), JudgeError> {
+/// A tensor's values as the comparator reads them (see [`Values`]).
+#[derive(Debug)]
+enum Held<'t> {
+    Float(Vec<f64>),
+    Int(Vec<i64>),
+    UInt(Vec<u64>),
+    Bool(&'t [bool]),
+    Bytes(Vec<&'t [u8]>),
+}
+
+impl Held<'_> {
+    fn values(&self) -> Values<'_> {
+        match self {
+            Self::Float(v) => Values::Float(v),
+            Self::Int(v) => Values::Int(v),
+            Self::UInt(v) => Values::UInt(v),
+            Self::Bool(v) => Values::Bool(v),
+            Self::Bytes(v) => Values::Bytes(v),
+        }
+    }
+
+    /// The first `n` values, in words.
+    fn preview(&self, n: usize) -> Vec<String> {
+        fn shown<T: std::fmt::Debug>(v: &[T], n: usize) -> Vec<String> {
+            v.iter().take(n).map(|x| format!("{x:?}")).collect()
+        }
+        match self {
+            Self::Float(v) => shown(v, n),
+            Self::Int(v) => shown(v, n),
+            Self::UInt(v) => shown(v, n),
+            Self::Bool(v) => shown(v, n),
+            Self::Bytes(v) => {
+                v.iter().take(n).map(|b| format!("{:?}", String::from_utf8_lossy(b))).collect()
+            }
+        }
+    }
+}
+
+/// A tensor as the comparator reads it: its exact dtype, and its values
+/// widened within their family (integers stay integers).
+fn values_of<'t>(alias: &str, tensor: &'t Tensor) -> Result<(DType, Held<'t>), JudgeError> {
     let unsupported =
         || JudgeError::Unsupported { alias: alias.to_owned(), dtype: tensor.datum_type() };
-    let as_f64 = || -> Result<Vec<f64>, JudgeError> {
-        let cast = tensor.cast_to::<f64>().map_err(|_| unsupported())?;
-        Ok(slice::<f64>(&cast).ok_or_else(unsupported)?.to_vec())
-    };
-    use DatumType as D;
-    match tensor.datum_type() {
-        D::F16 | D::F32 | D::F64 => Ok((DType::Float, as_f64()?)),
-        D::I8 | D::I16 | D::I32 | D::I64 | D::U8 | D::U16 | D::U32 | D::U64 => {
-            Ok((DType::Int, as_f64()?))
-        }
-        D::Bool => {
-            let values = slice::<bool>(tensor).ok_or_else(unsupported)?;
-            Ok((DType::Bool, values.iter().map(|&b| f64::from(u8::from(b))).collect()))
-        }
-        D::String => {
-            let values = slice::<String>(tensor).ok_or_else(unsupported)?;
-            Ok((DType::String, values.iter().map(|s| f64::from(fnv32(s.as_bytes()))).collect()))
-        }
-        _ => Err(unsupported()),
+    fn cast<T: versa_onnx::Datum + Copy>(tensor: &Tensor) -> Option<Vec<T>> {
+        let cast = tensor.cast_to::<T>().ok()?;
+        Some(slice::<T>(&cast)?.to_vec())
     }
+    use DatumType as D;
+    let dtype = match tensor.datum_type() {
+        D::F16 => DType::F16,
+        D::F32 => DType::F32,
+        D::F64 => DType::F64,
+        D::I8 => DType::I8,
+        D::I16 => DType::I16,
+        D::I32 => DType::I32,
+        D::I64 => DType::I64,
+        D::U8 => DType::U8,
+        D::U16 => DType::U16,
+        D::U32 => DType::U32,
+        D::U64 => DType::U64,
+        D::Bool => DType::Bool,
+        D::String => DType::String,
+        _ => return Err(unsupported()),
+    };
+    let held = match dtype {
+        DType::F16 | DType::F32 | DType::F64 => cast::<f64>(tensor).map(Held::Float),
+        DType::I8 | DType::I16 | DType::I32 | DType::I64 => cast::<i64>(tensor).map(Held::Int),
+        DType::U8 | DType::U16 | DType::U32 | DType::U64 => cast::<u64>(tensor).map(Held::UInt),
+        DType::Bool => slice::<bool>(tensor).map(Held::Bool),
+        DType::String => {
+            slice::<String>(tensor).map(|v| Held::Bytes(v.iter().map(|s| s.as_bytes()).collect()))
+        }
+    };
+    Ok((dtype, held.ok_or_else(unsupported)?))
 }
 
 /// A tensor's values in memory, if they are of type `T`.
 fn slice<T: versa_onnx::Datum>(tensor: &Tensor) -> Option<&[T]> {
     tensor.try_as_plain_ram().ok()?.as_slice::<T>().ok()
-}
-
-/// FNV-1a, 32 bits: exact as an f64.
-fn fnv32(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
 /// The kind an output is compared with: the config's, else the default
@@ -141,8 +185,8 @@ pub fn judge(
         let kind = kind_for(overrides, alias, b_type, &spec.shape);
         let comparison = compare(
             kind,
-            Output { dtype: b_type, shape: ours.shape(), values: &b_values },
-            Output { dtype: c_type, shape: theirs.shape(), values: &c_values },
+            Output { dtype: b_type, shape: ours.shape(), values: b_values.values() },
+            Output { dtype: c_type, shape: theirs.shape(), values: c_values.values() },
         );
         outputs.push((alias.to_owned(), OutputVerdict::Compared(comparison)));
     }
@@ -153,8 +197,8 @@ pub fn judge(
 pub(super) fn preview(tensor: &Tensor, n: usize) -> String {
     match values_of("", tensor) {
         Ok((_, values)) => {
-            let shown: Vec<String> = values.iter().take(n).map(|v| format!("{v}")).collect();
-            let more = if values.len() > n { ", …" } else { "" };
+            let shown = values.preview(n);
+            let more = if values.values().len() > n { ", …" } else { "" };
             format!("{:?} [{}{more}]", tensor.shape(), shown.join(", "))
         }
         Err(_) => format!("{:?} ({:?})", tensor.shape(), tensor.datum_type()),
@@ -224,5 +268,37 @@ mod tests {
             judge(&sig, &base, &sig, &base, &unknown).expect_err("unknown"),
             JudgeError::UnknownOutput("nope".into())
         );
+    }
+    #[test]
+    fn mirror_outputs_compare_exact_dtypes_big_integers_and_string_bytes() {
+        let sig = signature(&[("id", DataType::DtInt64, &[-1])]);
+        let ids = |v: i64| versa_onnx::convert::tensor_from_vec(&[1], vec![v]).into_tvalue();
+        let big = 1i64 << 53;
+        let verdict = judge(&sig, &[ids(big + 1)], &sig, &[ids(big)], &BTreeMap::new());
+        assert!(!verdict.expect("judged").agrees(), "2^53 + 1 is not 2^53");
+        assert!(
+            judge(&sig, &[ids(big + 1)], &sig, &[ids(big + 1)], &BTreeMap::new())
+                .expect("judged")
+                .agrees()
+        );
+        let sig = signature(&[("y", DataType::DtFloat, &[-1])]);
+        let f64s = versa_onnx::convert::tensor_from_vec(&[1], vec![1.0f64]).into_tvalue();
+        let verdict = judge(&sig, &[f32s(&[1], &[1.0])], &sig, &[f64s], &BTreeMap::new());
+        let verdict = verdict.expect("judged");
+        assert!(verdict.first_disagreement().expect("one").contains("DType"), "{verdict:?}");
+        let sig = signature(&[("s", DataType::DtString, &[-1])]);
+        let text =
+            |v: &str| versa_onnx::convert::tensor_from_vec(&[1], vec![v.to_owned()]).into_tvalue();
+        assert!(
+            !judge(&sig, &[text("é")], &sig, &[text("e")], &BTreeMap::new())
+                .expect("judged")
+                .agrees()
+        );
+        assert!(
+            judge(&sig, &[text("é")], &sig, &[text("é")], &BTreeMap::new())
+                .expect("judged")
+                .agrees()
+        );
+        assert_eq!(preview(&text("é"), 4), "[1] [\"é\"]");
     }
 }
