@@ -45,8 +45,8 @@ pub struct Mirror {
 pub struct MirrorSettings {
     /// `RouteKey` (default): the same route keys are always copied, random
     /// for requests without one. `Random`: every request by chance.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sampling: Option<MirrorSampling>,
+    #[serde(default)]
+    pub sampling: MirrorSampling,
     /// Copies in flight per model per Pod; more are shed, never queued.
     /// Default 8, at most 1024.
     #[serde(default, skip_serializing_if = "Option::is_none")]

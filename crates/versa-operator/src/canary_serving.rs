@@ -193,7 +193,7 @@ mod tests {
     use super::*;
 
     const NO_SETTINGS: versa_crd::MirrorSettings = versa_crd::MirrorSettings {
-        sampling: None,
+        sampling: versa_crd::mirror::MirrorSampling::RouteKey,
         max_in_flight: None,
         timeout_ms: None,
         outputs: BTreeMap::new(),

@@ -23,9 +23,8 @@ pub(super) fn config(route: &MirrorInForce, spec: Option<&Mirror>) -> VersaMirro
         target,
         percent: u32::from(route.percent.min(100)),
         sampling: match settings.sampling {
-            None => VersaMirrorSampling::MirrorSamplingUnspecified,
-            Some(MirrorSampling::RouteKey) => VersaMirrorSampling::MirrorSamplingRouteKey,
-            Some(MirrorSampling::Random) => VersaMirrorSampling::MirrorSamplingRandom,
+            MirrorSampling::RouteKey => VersaMirrorSampling::MirrorSamplingRouteKey,
+            MirrorSampling::Random => VersaMirrorSampling::MirrorSamplingRandom,
         } as i32,
         max_in_flight: settings.max_in_flight.unwrap_or(0),
         timeout_ms: settings.timeout_ms.unwrap_or(0),
@@ -82,6 +81,6 @@ mod tests {
         let by_version = MirrorInForce { label: None, version: Some(7), percent: 100 };
         let plain = config(&by_version, None);
         assert_eq!(plain.target, Some(versa_mirror::Target::Version(7)));
-        assert_eq!(plain.sampling, VersaMirrorSampling::MirrorSamplingUnspecified as i32);
+        assert_eq!(plain.sampling, VersaMirrorSampling::MirrorSamplingRouteKey as i32);
     }
 }
