@@ -1,5 +1,6 @@
+use super::run::choose;
 use super::*;
-use versa_onnx::TensorSpec;
+use versa_onnx::{IntoArcTensor, TValue, TVec, TensorSpec};
 use versa_proto::tensorflow::DataType;
 
 fn sig(inputs: &[&str], outputs: &[&str]) -> Signature {
