@@ -303,6 +303,12 @@ fn decide(
         _ => in_force.clone(),
     };
 
+    let holding = &if resource_preserving {
+        in_force.clone()
+    } else {
+        hold_unlabelled(in_force, ready, &model.name, &required)
+    };
+
     // A required version that failed anywhere stops the rollout.
     let failure = ready.iter().find_map(|pod| {
         required.iter().find_map(|v| match state_on(pod, *v) {
@@ -316,7 +322,7 @@ fn decide(
         return ModelDecision {
             phase: Phase::Stopped,
             versions: loading_versions,
-            routing: in_force.clone(),
+            routing: holding.clone(),
             stop: Some(Stop { reason: "VersionLoadFailed", message }),
         };
     }
@@ -346,7 +352,7 @@ fn decide(
             return ModelDecision {
                 phase: Phase::Stopped,
                 versions: loading_versions,
-                routing: in_force.clone(),
+                routing: holding.clone(),
                 stop: Some(Stop {
                     reason: "VersionLoadTimeout",
                     message: format!(
@@ -359,7 +365,7 @@ fn decide(
         return ModelDecision {
             phase: Phase::LoadingVersions,
             versions: loading_versions,
-            routing: in_force.clone(),
+            routing: holding.clone(),
             stop: None,
         };
     }
@@ -403,6 +409,48 @@ fn decide(
     };
     let phase = if extra { Phase::UnloadingVersions } else { Phase::Ready };
     ModelDecision { phase, versions: wanted, routing: target, stop: None }
+}
+
+/// The routing in force, holding unlabelled requests where they are while
+/// versions load: a sidecar without a split sends them to its latest
+/// AVAILABLE version, which a version being loaded becomes on each Pod as
+/// it loads — before any label moves, Pod by Pod, and (for a canary's
+/// candidate) before its first step. When no split is in force and a
+/// required version no label names yet is above the highest labelled one
+/// (AVAILABLE on every Ready Pod), a split of 100 to that label (`stable`
+/// when it is one of them) keeps them there; once in force it stays until
+/// the ShiftingTraffic phase sets the spec's.
+fn hold_unlabelled(
+    in_force: &Routing,
+    ready: &[&PodView],
+    model: &str,
+    required: &BTreeSet<i64>,
+) -> Routing {
+    let mut routing = in_force.clone();
+    if !in_force.traffic.is_empty() || ready.is_empty() {
+        return routing;
+    }
+    // The highest version a label in force names, AVAILABLE on every Ready
+    // Pod, and a newly required version above it that would take over.
+    let available = |pod: &PodView, v: i64| {
+        pod.models.as_ref().and_then(|m| m.get(model)).and_then(|m| m.get(&v))
+            == Some(&VersionState::Available)
+    };
+    let Some(current) = in_force.labels.values().copied().max() else { return routing };
+    let labelled = |v: i64| in_force.labels.values().any(|l| *l == v);
+    let newer = required.iter().any(|v| *v > current && !labelled(*v));
+    if !newer || !ready.iter().all(|pod| available(pod, current)) {
+        return routing;
+    }
+    let mut naming = in_force.labels.iter().filter(|(_, v)| **v == current).map(|(l, _)| l);
+    let label = match naming.clone().find(|l| l.as_str() == crate::canary_serving::STABLE) {
+        Some(stable) => Some(stable),
+        None => naming.next(),
+    };
+    if let Some(label) = label {
+        routing.traffic = BTreeMap::from([(label.clone(), 100)]);
+    }
+    routing
 }
 
 /// Plans one reconcile pass.

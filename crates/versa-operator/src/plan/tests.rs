@@ -151,7 +151,10 @@ fn a_canary_goes_through_every_phase_in_order() {
     // 1. Load: union of wanted and labelled versions; labels and weights unchanged.
     let p = plan(&spec(CANARY_10), &only_41, &previous(Phase::Ready, now(), stable.clone()), now());
     assert_eq!(p.models[0].phase, Phase::LoadingVersions);
-    assert_eq!(p.models[0].routing, stable);
+    // Unlabelled requests are held on stable's 41 by a split: without it
+    // each sidecar would send them to 42 the moment 42 loads there.
+    let held = routing(&[("stable", 41)], &[("stable", 100)]);
+    assert_eq!(p.models[0].routing, held);
     assert_eq!(versions_of(&p.pod_configs["p1"]), vec![41, 42]);
     // Still loading on one Pod.
     let half = pods(
@@ -164,6 +167,7 @@ fn a_canary_goes_through_every_phase_in_order() {
         now(),
     );
     assert_eq!(p.models[0].phase, Phase::LoadingVersions);
+    assert_eq!(p.models[0].routing, held, "41 is the highest version every Pod serves");
     assert_eq!(
         p.models[0].versions[&42],
         VersionSummary { available: 1, loading: 1, failed: 0, last_error: None }
@@ -281,7 +285,11 @@ fn a_failed_version_stops_the_rollout_with_old_versions_serving() {
     let stop = p.models[0].stop.as_ref().expect("stopped");
     assert_eq!(stop.reason, "VersionLoadFailed");
     assert_eq!(stop.message, "version 42 failed to load on pod p2: cannot read model.onnx");
-    assert_eq!(p.models[0].routing, stable, "labels and weights stay as they were");
+    assert_eq!(
+        p.models[0].routing,
+        routing(&[("stable", 41)], &[("stable", 100)]),
+        "labels stay as they were, unlabelled requests held on stable (not on p1's 42)"
+    );
     assert_eq!(versions_of(&p.boot_config), vec![41, 42]);
     assert_eq!(p.models[0].versions[&42].last_error.as_deref(), Some("p2: cannot read model.onnx"));
     // Fixing the spec (dropping 42) resumes: nothing required is failed any more.
