@@ -204,3 +204,15 @@ fn the_automated_canary_example_is_accepted() {
         serde_yaml::from_str(&std::fs::read_to_string(path).expect("example")).expect("parses");
     assert_eq!(problems("fraud", &md.spec, &SpecPolicy::default()), Vec::<String>::new());
 }
+
+#[test]
+fn the_shadow_first_example_is_accepted() {
+    let path =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/gitops/shadow-first-canary.yaml");
+    let md: versa_crd::ModelDeployment =
+        serde_yaml::from_str(&std::fs::read_to_string(path).expect("example")).expect("parses");
+    assert_eq!(problems("fraud", &md.spec, &SpecPolicy::default()), Vec::<String>::new());
+    let steps =
+        &md.spec.models[0].strategy.as_ref().and_then(|s| s.canary.as_ref()).expect("canary").steps;
+    assert_eq!(steps[0].set_mirror.as_ref().map(|m| m.percent), Some(100));
+}
