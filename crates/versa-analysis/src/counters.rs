@@ -114,6 +114,10 @@ impl Histogram {
 
     /// `self - earlier`, or `None` when the layout differs or anything decreased.
     fn checked_sub(&self, earlier: &Self) -> Option<Self> {
+        // A series created before its first observation has no buckets yet.
+        if earlier.buckets.is_empty() && earlier.count == 0 && earlier.sum == 0.0 {
+            return Some(self.clone());
+        }
         if !self.same_layout(earlier) || self.sum < earlier.sum {
             return None;
         }
@@ -163,8 +167,8 @@ pub struct SeriesCounters {
     pub errors: ErrorCounts,
     /// Request latency.
     pub latency: Histogram,
-    /// The shadow copies this version ran as a mirror, over every baseline version.
-    pub mirror: MirrorCounts,
+    /// The shadow copies this version ran as a mirror, per baseline version.
+    pub mirror: Mirrors,
 }
 
 impl SeriesCounters {
@@ -175,6 +179,52 @@ impl SeriesCounters {
             latency: self.latency.checked_sub(&earlier.latency)?,
             mirror: self.mirror.checked_sub(&earlier.mirror)?,
         })
+    }
+}
+
+/// The shadow copies one version ran as a mirror, by the version that answered the
+/// clients (the baseline they are compared with): a rollout judges its candidate on
+/// copies of its baseline's requests only, not of a third version's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mirrors(pub BTreeMap<i64, MirrorCounts>);
+
+impl Mirrors {
+    /// The copies of `baseline`'s requests; of every baseline's when `None`.
+    pub fn of(&self, baseline: Option<i64>) -> MirrorCounts {
+        match baseline {
+            Some(b) => self.0.get(&b).cloned().unwrap_or_default(),
+            None => {
+                let mut all = MirrorCounts::default();
+                for counts in self.0.values() {
+                    all.add(counts);
+                }
+                all
+            }
+        }
+    }
+
+    /// Adds the copies of `baseline`'s requests; `false` when the ratio histograms'
+    /// layouts differ.
+    pub fn add_baseline(&mut self, baseline: i64, counts: &MirrorCounts) -> bool {
+        self.0.entry(baseline).or_default().add(counts)
+    }
+
+    fn add(&mut self, other: &Self) -> bool {
+        other.0.iter().all(|(b, counts)| self.add_baseline(*b, counts))
+    }
+
+    /// Per baseline; one new since `earlier` counts from zero, one gone contributes
+    /// nothing (as series do).
+    fn checked_sub(&self, earlier: &Self) -> Option<Self> {
+        let mut out = BTreeMap::new();
+        for (b, now) in &self.0 {
+            let increase = match earlier.0.get(b) {
+                Some(then) => now.checked_sub(then)?,
+                None => now.clone(),
+            };
+            out.insert(*b, increase);
+        }
+        Some(Self(out))
     }
 }
 

@@ -48,7 +48,7 @@ pub mod run;
 mod time;
 
 pub use counters::{
-    Bucket, ErrorClass, ErrorCounts, Histogram, MirrorCounts, PodWindow, ResetReason,
+    Bucket, ErrorClass, ErrorCounts, Histogram, MirrorCounts, Mirrors, PodWindow, ResetReason,
     SeriesCounters, SeriesKey, Snapshot, WindowTotals, delta,
 };
 pub use error::{Error, Result};

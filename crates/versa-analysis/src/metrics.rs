@@ -107,8 +107,16 @@ impl BuiltinMetric {
         )
     }
 
-    /// The metric on one series' window counters.
+    /// The metric on one series' window counters; a mirror metric on the copies of
+    /// every baseline's requests (see [`sample_against`](Self::sample_against)).
     pub fn sample(&self, counters: &SeriesCounters) -> Sample {
+        self.sample_against(counters, None)
+    }
+
+    /// [`sample`](Self::sample), a mirror metric on the copies of `baseline`'s
+    /// requests only (of every baseline's when `None`).
+    pub fn sample_against(&self, counters: &SeriesCounters, baseline: Option<i64>) -> Sample {
+        let mirror = || counters.mirror.of(baseline);
         match *self {
             Self::RequestCount => {
                 Sample { value: counters.requests as f64, samples: counters.requests }
@@ -138,18 +146,23 @@ impl BuiltinMetric {
                 Sample { value, samples: h.count }
             }
             Self::MirrorAgreementRate => {
-                Sample::ratio(counters.mirror.agree, counters.mirror.compared())
+                let m = mirror();
+                Sample::ratio(m.agree, m.compared())
             }
-            Self::MirrorErrorRate => Sample::ratio(
-                counters.mirror.error.saturating_add(counters.mirror.timeout),
-                counters.mirror.run(),
-            ),
-            Self::MirrorLatencyRatio { quantile } => Sample {
-                value: histogram_quantile(quantile, &counters.mirror.latency_ratio),
-                samples: counters.mirror.latency_ratio.count,
-            },
+            Self::MirrorErrorRate => {
+                let m = mirror();
+                Sample::ratio(m.error.saturating_add(m.timeout), m.run())
+            }
+            Self::MirrorLatencyRatio { quantile } => {
+                let m = mirror();
+                Sample {
+                    value: histogram_quantile(quantile, &m.latency_ratio),
+                    samples: m.latency_ratio.count,
+                }
+            }
             Self::MirrorNonFiniteRate => {
-                Sample::ratio(counters.mirror.non_finite, counters.mirror.compared())
+                let m = mirror();
+                Sample::ratio(m.non_finite, m.compared())
             }
         }
     }
@@ -169,7 +182,13 @@ impl BuiltinMetric {
         candidate: i64,
         baseline: Option<i64>,
     ) -> Option<Observation> {
-        let baseline = baseline.filter(|_| !self.is_mirror());
+        if self.is_mirror() {
+            // The candidate's copies of the baseline's requests; no baseline value.
+            return (totals.pods > 0).then(|| Observation {
+                result: self.sample_against(&totals.get(model, candidate), baseline),
+                baseline: None,
+            });
+        }
         (totals.pods > 0).then(|| Observation {
             result: self.sample(&totals.get(model, candidate)),
             baseline: baseline.map(|v| self.sample(&totals.get(model, v))),
@@ -188,6 +207,9 @@ pub struct Sample {
 
 impl Sample {
     fn ratio(numerator: u64, denominator: u64) -> Self {
+        // Counters read one by one may catch a copy in one and not yet the
+        // other: a rate is never above 1.
+        let numerator = numerator.min(denominator);
         let value = if denominator == 0 { f64::NAN } else { numerator as f64 / denominator as f64 };
         Self { value, samples: denominator }
     }

@@ -29,7 +29,7 @@ pub struct Mirror {
     pub label: Option<String>,
     /// The version that runs the copies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 1))]
     pub version: Option<i64>,
     /// Percent of the requests copied, 0–100.
     #[schemars(range(max = 100))]

@@ -19,6 +19,7 @@
 //! resumes. "In force" labels and weights are the ones every Ready Pod has
 //! accepted; the operator records them in `status` after each confirmed push.
 
+use crate::canary_serving::STABLE;
 use k8s_openapi::jiff::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
 use versa_crd::{MirrorInForce, ModelDeploymentSpec, ModelSpec, Transition};
@@ -66,16 +67,25 @@ pub struct Routing {
 
 impl Routing {
     /// The spec's (or the rollout's planned) labels, weights and mirror.
+    ///
+    /// A model with a canary strategy or a mirror is led by `stable`: with
+    /// no split of its own, every unlabelled request goes to `stable` by a
+    /// split of 100. Without one a sidecar sends them to its latest AVAILABLE
+    /// version — a dark launch's mirrored version, or a rolled-back
+    /// candidate still loaded.
     pub fn of(model: &ModelSpec) -> Self {
-        Self {
-            labels: model.labels.clone(),
-            traffic: model.traffic.clone(),
-            mirror: model.mirror.as_ref().map(|m| MirrorInForce {
-                label: m.label.clone(),
-                version: m.version,
-                percent: m.percent,
-            }),
+        let mirror = model.mirror.as_ref().map(|m| MirrorInForce {
+            label: m.label.clone(),
+            version: m.version,
+            percent: m.percent,
+        });
+        let led_by_stable =
+            mirror.is_some() || model.strategy.as_ref().is_some_and(|s| s.canary.is_some());
+        let mut traffic = model.traffic.clone();
+        if traffic.is_empty() && led_by_stable && model.labels.contains_key(STABLE) {
+            traffic = BTreeMap::from([(STABLE.to_owned(), 100)]);
         }
+        Self { labels: model.labels.clone(), traffic, mirror }
     }
 }
 
@@ -206,7 +216,13 @@ fn model_config(model: &ModelSpec, versions: &Versions, routing: &Routing) -> Mo
         model_version_policy: Some(ServableVersionPolicy { policy_choice: Some(choice) }),
         version_labels: routing.labels.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         traffic_split: routing.traffic.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-        mirror: routing.mirror.as_ref().map(|m| mirror::config(m, model.mirror.as_ref())),
+        // A sidecar refuses a mirror on a ResourcePreserving model (and
+        // with it the whole config): never sent, whatever is in force.
+        mirror: routing
+            .mirror
+            .as_ref()
+            .filter(|_| model.transition != Transition::ResourcePreserving)
+            .map(|m| mirror::config(m, model.mirror.as_ref())),
         transition_policy: match model.transition {
             Transition::AvailabilityPreserving => VersaTransitionPolicy::AvailabilityPreserving,
             Transition::ResourcePreserving => VersaTransitionPolicy::ResourcePreserving,
@@ -303,7 +319,9 @@ fn decide(
         _ => in_force.clone(),
     };
 
-    let holding = &if resource_preserving {
+    // Only under a specific version list: the loading phase keeps the held
+    // label's version loaded there, where a `latest` policy may unload it.
+    let holding = &if resource_preserving || !matches!(wanted, Versions::Specific(_)) {
         in_force.clone()
     } else {
         hold_unlabelled(in_force, ready, &model.name, &required)
@@ -380,8 +398,7 @@ fn decide(
         }
     }
     if in_force.labels != labels {
-        let routing =
-            Routing { labels, traffic: in_force.traffic.clone(), mirror: in_force.mirror.clone() };
+        let routing = repointed(in_force, labels);
         return ModelDecision {
             phase: Phase::MovingLabels,
             versions: loading_versions,
@@ -409,6 +426,32 @@ fn decide(
     };
     let phase = if extra { Phase::UnloadingVersions } else { Phase::Ready };
     ModelDecision { phase, versions: wanted, routing: target, stop: None }
+}
+
+/// The MovingLabels push: `labels` with the weights and mirror in force,
+/// except that a label moving to a version no label in force names takes
+/// no weight yet — its weight goes to `stable`, if `stable` keeps its
+/// version — and a mirror whose label moves goes: a new version (a
+/// rollout restarted to a third candidate) must not inherit the old
+/// candidate's share before its own first step.
+fn repointed(in_force: &Routing, labels: BTreeMap<String, i64>) -> Routing {
+    let known = |v: i64| in_force.labels.values().any(|l| *l == v);
+    let moved = |l: &str| labels.get(l) != in_force.labels.get(l);
+    let mut traffic = in_force.traffic.clone();
+    if !moved(STABLE) && labels.contains_key(STABLE) {
+        let to_new: Vec<String> = traffic
+            .keys()
+            .filter(|l| l.as_str() != STABLE && moved(l))
+            .filter(|l| labels.get(l.as_str()).is_some_and(|v| !known(*v)))
+            .cloned()
+            .collect();
+        for label in to_new {
+            let w = traffic.insert(label, 0).unwrap_or(0);
+            *traffic.entry(STABLE.to_owned()).or_insert(0) += w;
+        }
+    }
+    let mirror = in_force.mirror.clone().filter(|m| m.label.as_deref().is_none_or(|l| !moved(l)));
+    Routing { labels, traffic, mirror }
 }
 
 /// The routing in force, holding unlabelled requests where they are while
@@ -439,11 +482,17 @@ fn hold_unlabelled(
     let Some(current) = in_force.labels.values().copied().max() else { return routing };
     let labelled = |v: i64| in_force.labels.values().any(|l| *l == v);
     let newer = required.iter().any(|v| *v > current && !labelled(*v));
-    if !newer || !ready.iter().all(|pod| available(pod, current)) {
+    // A version above it already AVAILABLE on every Pod takes the
+    // unlabelled requests now: holding would move them back.
+    let serving_above =
+        ready.first().and_then(|p| p.models.as_ref()?.get(model)).is_some_and(|versions| {
+            versions.keys().any(|v| *v > current && ready.iter().all(|pod| available(pod, *v)))
+        });
+    if !newer || serving_above || !ready.iter().all(|pod| available(pod, current)) {
         return routing;
     }
     let mut naming = in_force.labels.iter().filter(|(_, v)| **v == current).map(|(l, _)| l);
-    let label = match naming.clone().find(|l| l.as_str() == crate::canary_serving::STABLE) {
+    let label = match naming.clone().find(|l| l.as_str() == STABLE) {
         Some(stable) => Some(stable),
         None => naming.next(),
     };

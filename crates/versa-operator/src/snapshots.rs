@@ -87,8 +87,9 @@ pub fn to_snapshot(answer: &SnapshotResponse) -> Result<Snapshot, SnapshotError>
         check_model_name(&m.model)?;
         let counts = mirror_counts(m)?;
         let entry = series.entry(SeriesKey::new(m.model.clone(), m.version)).or_default();
-        // One mirror version's copies of every baseline version add up.
-        if !entry.mirror.add(&counts) || !entry.mirror.latency_ratio.sum.is_finite() {
+        // Kept per baseline: a rollout reads its own baseline's copies.
+        let added = entry.mirror.add_baseline(m.baseline_version, &counts);
+        if !added || !entry.mirror.of(Some(m.baseline_version)).latency_ratio.sum.is_finite() {
             return Err(SnapshotError::BadMirrorRatios {
                 model: m.model.clone(),
                 version: m.version,
@@ -318,17 +319,19 @@ mod tests {
     }
 
     #[test]
-    fn mirror_counters_are_summed_over_baselines_into_the_mirror_versions_series() {
+    fn mirror_counters_are_kept_per_baseline_in_the_mirror_versions_series() {
         let mut a = answer(vec![]);
         a.mirrors =
             vec![mirror(40, 10, &[(1.0, 5), (2.0, 11)]), mirror(41, 20, &[(1.0, 1), (2.0, 21)])];
         let s = to_snapshot(&a).expect("valid");
-        let m = &s.series[&SeriesKey::new("fraud", 42)].mirror;
+        let mirrors = &s.series[&SeriesKey::new("fraud", 42)].mirror;
+        let m = mirrors.of(None);
         assert_eq!((m.agree, m.disagree, m.shed), (30, 2, 14));
         assert_eq!((m.latency_ratio.count, m.latency_ratio.buckets[0].count), (32, 6));
+        assert_eq!(mirrors.of(Some(41)).agree, 20, "only 41's copies");
         a.mirrors.push(mirror(43, 1, &[(2.0, 1), (1.0, 2)]));
         assert!(matches!(to_snapshot(&a), Err(SnapshotError::BadMirrorRatios { .. })), "unordered");
-        a.mirrors = vec![mirror(40, 1, &[(1.0, 1)]), mirror(41, 1, &[(3.0, 1)])];
+        a.mirrors = vec![mirror(40, 1, &[(1.0, 1)]), mirror(40, 1, &[(3.0, 1)])];
         assert!(matches!(to_snapshot(&a), Err(SnapshotError::BadMirrorRatios { .. })), "mixed");
         let mut nan = mirror(40, 1, &[]);
         nan.latency_ratio.as_mut().expect("ratios").sum = f64::NAN;

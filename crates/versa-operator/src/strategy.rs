@@ -164,10 +164,11 @@ fn mirror_metrics_have_copies(
             ));
         }
     }
-    if !strategy.mirrors() {
+    let from = strategy.background.map_or(0, |b| b.starting_step);
+    if let Some(quiet) = (from..strategy.steps.len()).find(|i| strategy.mirror_at(*i) == 0) {
         for m in background.iter().filter(|m| is_mirror(m)) {
             problems.push(format!(
-                "{}: metric {} measures shadow copies, but no step is a setMirror",
+                "{}: metric {} measures shadow copies, but step {quiet} has no setMirror above 0 in force (the background analysis runs from startingStep to the end)",
                 at("analysis"),
                 m.spec.name
             ));

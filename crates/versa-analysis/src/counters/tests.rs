@@ -183,7 +183,10 @@ fn with_mirror(agree: u64, shed: u64) -> SeriesCounters {
         latency_ratio: hist(&[agree, agree], agree, agree as f64),
         ..MirrorCounts::default()
     };
-    SeriesCounters { mirror, ..series(0, 0, 0, Histogram::default()) }
+    SeriesCounters {
+        mirror: Mirrors([(41, mirror)].into()),
+        ..series(0, 0, 0, Histogram::default())
+    }
 }
 
 #[test]
@@ -191,14 +194,22 @@ fn mirror_counts_are_windowed_and_merged_like_requests() {
     let before = snap(1, 10, &[(42, with_mirror(10, 1))]);
     let after = snap(1, 20, &[(42, with_mirror(30, 4))]);
     let w = data(delta(Some(&before), &after));
-    let m = &w.series[&SeriesKey::new("m", 42)].mirror;
+    let m = &w.series[&SeriesKey::new("m", 42)].mirror.of(Some(41));
     assert_eq!((m.agree, m.shed, m.latency_ratio.count), (20, 3, 20));
     let merged = WindowTotals::merge(&[PodWindow::Data(w.clone()), PodWindow::Data(w)])
         .expect("same layout");
-    assert_eq!(merged.get("m", 42).mirror.agree, 40);
+    assert_eq!(merged.get("m", 42).mirror.of(None).agree, 40);
     let fewer = snap(1, 30, &[(42, with_mirror(5, 4))]);
     assert!(
         matches!(delta(Some(&after), &fewer), PodWindow::Reset(ResetReason::CounterDecreased(_))),
         "a mirror counter going down is a reset, not a negative window"
     );
+}
+
+#[test]
+fn a_histogram_created_before_its_first_observation_subtracts_as_zero() {
+    let empty = snap(1, 10, &[(42, series(0, 0, 0, Histogram::default()))]);
+    let first = snap(1, 20, &[(42, series(3, 0, 0, hist(&[1, 2, 3], 3, 0.1)))]);
+    let w = data(delta(Some(&empty), &first));
+    assert_eq!(w.get("m", 42).latency.count, 3, "not a reset: the Pod's window counts");
 }

@@ -135,7 +135,8 @@ fn a_window_no_pod_contributed_to_is_no_observation_but_a_quiet_one_is() {
 }
 
 fn mirrored(m: crate::counters::MirrorCounts) -> WindowTotals {
-    let counters = SeriesCounters { mirror: m, ..SeriesCounters::default() };
+    let mirror = crate::counters::Mirrors([(41, m)].into());
+    let counters = SeriesCounters { mirror, ..SeriesCounters::default() };
     WindowTotals { pods: 1, series: [(SeriesKey::new("fraud", 42), counters)].into() }
 }
 
@@ -168,4 +169,10 @@ fn mirror_metrics_count_only_the_copies_that_say_something_about_the_candidate()
     let none = BuiltinMetric::MirrorAgreementRate.observe(&quiet, "fraud", 42, None).expect("pods");
     assert!(none.result.value.is_nan() && none.result.samples == 0, "no copies: Inconclusive");
     assert!(!BuiltinMetric::MeanLatency.is_mirror() && BuiltinMetric::MirrorErrorRate.is_mirror());
+    let other = BuiltinMetric::MirrorAgreementRate.observe(&totals, "fraud", 42, Some(30));
+    assert_eq!(
+        other.expect("pods").result.samples,
+        0,
+        "copies of another version's requests do not judge the candidate"
+    );
 }

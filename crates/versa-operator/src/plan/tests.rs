@@ -456,6 +456,9 @@ fn a_mirror_goes_out_with_the_weights_and_only_where_its_label_is_served() {
     );
     let mirror = model_config_of(&p.boot_config).mirror.clone().expect("mirror pushed");
     assert_eq!((mirror.percent, mirror.timeout_ms), (25, 300));
+    // A dark launch keeps every unlabelled request on stable: without a
+    // split the sidecar would send them all to 42, the latest.
+    assert_eq!(model_config_of(&p.boot_config).traffic_split.get("stable"), Some(&100));
     let in_force = p.models[0].in_force_if_accepted.clone();
     assert_eq!(in_force.mirror.as_ref().map(|m| m.percent), Some(25));
     let p =
@@ -484,4 +487,60 @@ fn a_label_the_mirror_in_force_names_goes_with_the_mirror_in_one_push() {
     assert_eq!(p.models[0].phase, Phase::ShiftingTraffic);
     assert_eq!(p.models[0].routing, routing(&[("stable", 41)], &[]));
     assert_eq!(model_config_of(&p.boot_config).mirror, None);
+}
+
+#[test]
+fn a_resource_preserving_model_never_gets_a_mirror_pushed() {
+    let rp = "[{name: fraud, basePath: /models/fraud, transition: ResourcePreserving, versionPolicy: {specific: {versions: [41]}}, labels: {stable: 41}}]";
+    let on = pods("[{name: p1, models: {fraud: {41: Available}}}]");
+    let mut in_force = routing(&[("stable", 41)], &[]);
+    in_force.mirror = Some(MirrorInForce { label: None, version: Some(42), percent: 10 });
+    let p = plan(&spec(rp), &on, &previous(Phase::Ready, now(), in_force), now());
+    assert_eq!(model_config_of(&p.boot_config).mirror, None, "the sidecar would refuse it");
+    assert_eq!(model_config_of(&p.pod_configs["p1"]).mirror, None);
+}
+
+#[test]
+fn a_label_moving_to_a_new_version_takes_no_weight_until_the_weights_move() {
+    // A rollout restarted to 43 while 42 had 50%: 43 must not inherit it.
+    let third = "[{name: fraud, basePath: /models/fraud, versionPolicy: {specific: {versions: [41, 43]}}, labels: {stable: 41, canary: 43}, traffic: {stable: 100, canary: 0}}]";
+    let all = pods("[{name: p1, models: {fraud: {41: Available, 42: Available, 43: Available}}}]");
+    let mut in_force =
+        routing(&[("canary", 42), ("stable", 41)], &[("canary", 50), ("stable", 50)]);
+    in_force.mirror =
+        Some(MirrorInForce { label: Some("canary".into()), version: None, percent: 5 });
+    let p = plan(&spec(third), &all, &previous(Phase::Ready, now(), in_force), now());
+    assert_eq!(p.models[0].phase, Phase::MovingLabels);
+    assert_eq!(
+        p.models[0].routing,
+        routing(&[("canary", 43), ("stable", 41)], &[("canary", 0), ("stable", 100)])
+    );
+    // A promotion moves stable onto a version already served: unchanged.
+    let both = pods("[{name: p1, models: {fraud: {41: Available, 42: Available}}}]");
+    let canary = routing(&[("canary", 42), ("stable", 41)], &[("canary", 10), ("stable", 90)]);
+    let p = plan(&spec(PROMOTED), &both, &previous(Phase::Ready, now(), canary), now());
+    assert_eq!(p.models[0].routing.traffic, canary_traffic());
+}
+
+fn canary_traffic() -> BTreeMap<String, u32> {
+    [("canary".to_owned(), 10), ("stable".to_owned(), 90)].into()
+}
+
+#[test]
+fn unlabelled_requests_already_on_a_higher_version_are_not_moved_back_while_loading() {
+    let spec3 = "[{name: fraud, basePath: /models/fraud, versionPolicy: {specific: {versions: [1, 2, 3]}}, labels: {stable: 1}}]";
+    let on = pods("[{name: p1, models: {fraud: {1: Available, 2: Available}}}]");
+    let in_force = routing(&[("stable", 1)], &[]);
+    let p = plan(&spec(spec3), &on, &previous(Phase::Ready, now(), in_force.clone()), now());
+    assert_eq!(p.models[0].phase, Phase::LoadingVersions);
+    assert_eq!(p.models[0].routing, in_force, "2 answers them now: no hold back to 1");
+    let latest = "[{name: fraud, basePath: /models/fraud, versionPolicy: {latest: {numVersions: 1}}, labels: {stable: 2}}]";
+    let loading = pods("[{name: p1, models: {fraud: {1: Available, 2: Loading}}}]");
+    let held = plan(
+        &spec(latest),
+        &loading,
+        &previous(Phase::Ready, now(), routing(&[("stable", 1)], &[])),
+        now(),
+    );
+    assert!(held.models[0].routing.traffic.is_empty(), "not under latest: it may unload 1");
 }

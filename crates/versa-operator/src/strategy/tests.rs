@@ -171,7 +171,10 @@ fn set_mirror_steps_compile_and_mirror_metrics_need_copies_to_measure() {
     let background =
         canary(&format!("steps: [{{setWeight: 10}}]\nanalysis: {{metrics: [{AGREEMENT}]}}\n"));
     let problems = compile("fraud", &background).expect_err("never mirrors");
-    assert!(problems.iter().any(|p| p.contains("no step is a setMirror")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains("step 0 has no setMirror above 0 in force")),
+        "{problems:?}"
+    );
     let both = canary("steps: [{setWeight: 10, setMirror: {percent: 5}}]");
     let problems = compile("fraud", &both).expect_err("two in one step");
     assert!(

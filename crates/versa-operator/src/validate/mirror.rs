@@ -28,8 +28,23 @@ pub(super) fn problems(model: &ModelSpec, out: &mut Vec<String>) {
             (Some(label), None) if !model.labels.contains_key(label) => {
                 out.push(format!("{at}.label: {label} is not one of the model's labels"));
             }
-            (None, Some(v)) if v < 0 => out.push(format!("{at}.version: {v}; versions are >= 0")),
+            (None, Some(v)) if v < 1 => {
+                out.push(format!("{at}.version: {v}; a mirror version is >= 1"));
+            }
+            (None, Some(v)) => {
+                let specific = model.version_policy.as_ref().and_then(|p| p.specific.as_ref());
+                if specific.is_some_and(|s| !s.versions.contains(&v)) {
+                    out.push(format!(
+                        "{at}.version: {v} is not one of versionPolicy.specific.versions: it would never be loaded"
+                    ));
+                }
+            }
             _ => {}
+        }
+        if model.traffic.is_empty() && !model.labels.contains_key(crate::canary_serving::STABLE) {
+            out.push(format!(
+                "{at}: needs labels.stable (or a traffic split) to keep unlabelled requests off the mirrored version: without a split a sidecar sends them to its latest version"
+            ));
         }
         if let (Some(label), Some(c)) = (&mirror.label, canary)
             && *label == c.canary_label
@@ -97,7 +112,8 @@ mod tests {
     fn a_valid_mirror_has_no_problems() {
         let ok = "{name: fraud, basePath: /m, labels: {stable: 1, next: 2}, mirror: {label: next, percent: 10, timeoutMs: 500, outputs: {probs: {classes: {topK: 3}}}}}";
         assert_eq!(problems_of(ok), Vec::<String>::new());
-        let by_version = "{name: fraud, basePath: /m, mirror: {version: 2, percent: 100}}";
+        let by_version =
+            "{name: fraud, basePath: /m, labels: {stable: 1}, mirror: {version: 2, percent: 100}}";
         assert_eq!(problems_of(by_version), Vec::<String>::new());
     }
 
@@ -119,6 +135,16 @@ mod tests {
         ] {
             assert!(bad.iter().any(|p| p.contains(expected)), "missing {expected:?} in {bad:#?}");
         }
+        let unloaded = problems_of(
+            "{name: fraud, basePath: /m, versionPolicy: {specific: {versions: [1]}}, labels: {stable: 1}, mirror: {version: 3, percent: 1}}",
+        );
+        assert!(unloaded.iter().any(|p| p.contains("it would never be loaded")), "{unloaded:?}");
+        let zero = problems_of(
+            "{name: fraud, basePath: /m, labels: {stable: 1}, mirror: {version: 0, percent: 1}}",
+        );
+        assert!(zero.iter().any(|p| p.contains("a mirror version is >= 1")), "{zero:?}");
+        let unpinned = problems_of("{name: fraud, basePath: /m, mirror: {version: 2, percent: 1}}");
+        assert!(unpinned.iter().any(|p| p.contains("needs labels.stable")), "{unpinned:?}");
         let both =
             problems_of("{name: fraud, basePath: /m, mirror: {version: 2, label: x, percent: 1}}");
         assert!(both.iter().any(|p| p.contains("exactly one of label, version")), "{both:?}");
