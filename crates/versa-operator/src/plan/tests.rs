@@ -544,3 +544,24 @@ fn unlabelled_requests_already_on_a_higher_version_are_not_moved_back_while_load
     );
     assert!(held.models[0].routing.traffic.is_empty(), "not under latest: it may unload 1");
 }
+
+#[test]
+fn a_canary_model_sends_unlabelled_requests_to_stable_even_with_another_version_loaded() {
+    // An instant rollback to 41 while the candidate 42 is still loaded: a
+    // sidecar without a split would send every unlabelled request to 42.
+    let rolled_back = "[{name: fraud, basePath: /models/fraud, versionPolicy: {specific: {versions: [41, 42]}}, labels: {stable: 41}, strategy: {canary: {steps: [{setMirror: {percent: 100}}]}}}]";
+    let both = pods("[{name: p1, models: {fraud: {41: Available, 42: Available}}}]");
+    let in_force = routing(&[("canary", 42), ("stable", 41)], &[("canary", 0), ("stable", 100)]);
+    let p = plan(&spec(rolled_back), &both, &previous(Phase::Ready, now(), in_force), now());
+    let stable_only: BTreeMap<String, u32> = [("stable".to_owned(), 100)].into();
+    assert_eq!(p.models[0].routing.traffic, stable_only);
+    assert_eq!(model_config_of(&p.boot_config).traffic_split.get("stable"), Some(&100));
+    // Without a strategy or a mirror the spec's (empty) traffic stands.
+    let plain = plan(
+        &spec(STABLE_ONLY),
+        &both,
+        &previous(Phase::Ready, now(), routing(&[("stable", 41)], &[])),
+        now(),
+    );
+    assert!(plain.models[0].routing.traffic.is_empty());
+}
