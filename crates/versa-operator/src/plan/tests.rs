@@ -3,6 +3,7 @@
 
 use super::*;
 use serde::Deserialize;
+use versa_crd::MirrorInForce;
 
 fn spec(models: &str) -> ModelDeploymentSpec {
     serde_yaml::from_str(&format!(
